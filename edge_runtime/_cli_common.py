@@ -1,0 +1,34 @@
+"""Output helpers shared by the two command-line tools: human text by default, JSON with --json."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from .errors import EdgeRuntimeError
+
+
+def emit(as_json: bool, data: dict[str, Any], human: str) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    else:
+        sys.stdout.write(human.rstrip("\n") + "\n")
+
+
+def run(fn: Callable[[], int], as_json: bool) -> int:
+    """Run a command body, turning our errors into a clear message and their exit code."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        return fn()
+    except EdgeRuntimeError as exc:
+        if as_json:
+            sys.stdout.write(json.dumps({"ok": False, **exc.to_dict()}, indent=1, sort_keys=True) + "\n")
+        else:
+            sys.stderr.write(exc.diagnostics() + "\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130

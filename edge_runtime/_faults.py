@@ -1,0 +1,74 @@
+"""Instrumented step boundaries for the crash-safety harness.
+
+Production code calls :func:`checkpoint` at every durable step (each write, fsync, rename, smoke
+phase, commit, rollback). Normally it costs one global lookup. The crash harness (and only tests)
+arm it through :func:`unsafe_arm`, or through the environment variable
+``EDGE_RUNTIME_UNSAFE_FAULT_INJECTION``; both log a warning because an armed process kills itself.
+
+Environment form: ``kill@N`` sends SIGKILL to this process at the N-th checkpoint (1-based);
+``enospc@NAME`` raises ``OSError(ENOSPC)`` at the first checkpoint called ``NAME``;
+``count@FILE`` appends the name of every checkpoint to FILE (to enumerate boundaries).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+from collections.abc import Callable
+
+_log = logging.getLogger(__name__)
+
+_hook: Callable[[str], None] | None = None
+
+
+def checkpoint(name: str) -> None:
+    """A step boundary. A no-op unless a fault hook is armed."""
+    if _hook is not None:
+        _hook(name)
+
+
+def unsafe_arm(hook: Callable[[str], None] | None) -> None:
+    """Install (or with ``None`` remove) a hook called at every checkpoint. Test-only."""
+    global _hook
+    if hook is not None:
+        _log.warning("UNSAFE: fault injection is armed in this process")
+    _hook = hook
+
+
+def _from_env() -> None:
+    spec = os.environ.get("EDGE_RUNTIME_UNSAFE_FAULT_INJECTION")
+    if not spec:
+        return
+    kind, _, arg = spec.partition("@")
+    if kind == "kill":
+        target = int(arg)
+        seen = 0
+
+        def kill_hook(name: str) -> None:
+            nonlocal seen
+            seen += 1
+            if seen == target:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        unsafe_arm(kill_hook)
+    elif kind == "enospc":
+
+        def enospc_hook(name: str) -> None:
+            if name == arg:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        unsafe_arm(enospc_hook)
+    elif kind == "count":
+
+        def count_hook(name: str) -> None:
+            with open(arg, "a", encoding="utf-8") as fh:
+                fh.write(name + "\n")
+
+        unsafe_arm(count_hook)
+    else:
+        raise SystemExit(f"EDGE_RUNTIME_UNSAFE_FAULT_INJECTION: unknown mode {kind!r}")
+
+
+_from_env()

@@ -1,0 +1,173 @@
+"""Persisted per-model state and the device lock.
+
+State is one JSON document per model, replaced atomically (temp file, fsync, rename, fsync dir) at
+every transition of the install state machine, so a power cut leaves either the previous or the next
+state. A document that cannot be parsed is reported, never silently reset.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ._fsutil import atomic_write_bytes
+from .errors import LockedError, StateCorruptError
+
+STATE_SCHEMA = 1
+
+#: phases of a pending operation, in order
+PHASES = ("staging", "staged", "activating", "activated", "rolling_back")
+
+
+def utcnow() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class Pending:
+    op: str  # "install" or "rollback"
+    version: str
+    digest: str
+    counter: int
+    phase: str
+    previous: str | None
+    started_at: str
+    smoke_attempts: int = 0
+    reason: str | None = None
+
+
+@dataclass
+class ModelState:
+    model: str
+    active: str | None = None
+    #: committed versions kept on disk -> {"digest", "counter", "committed_at", "smoke"}
+    versions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: committed versions in the order they were committed (oldest first)
+    order: list[str] = field(default_factory=list)
+    highest_counter: int = -1
+    #: versions that failed here -> {"digest", "reason", "at"}
+    bad: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pending: Pending | None = None
+    last: dict[str, Any] | None = None
+
+    def previous_committed(self) -> str | None:
+        """The committed version before the active one, if still kept."""
+        kept = [v for v in self.order if v in self.versions and v != self.active]
+        return kept[-1] if kept else None
+
+    def to_json(self) -> bytes:
+        doc = asdict(self)
+        doc["schema"] = STATE_SCHEMA
+        return json.dumps(doc, indent=1, sort_keys=True).encode("utf-8") + b"\n"
+
+    @classmethod
+    def from_json(cls, data: bytes, path: Path) -> ModelState:
+        def corrupt(why: str) -> StateCorruptError:
+            return StateCorruptError(
+                f"state file {path} is corrupt: {why}",
+                hint=f"nothing was changed; inspect the file, then run `edge-runtime --root {path.parents[2]} "
+                f"repair {path.parent.name}` to rebuild it from the verified versions on disk",
+                path=str(path),
+            )
+
+        try:
+            doc = json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise corrupt(str(exc)) from None
+        if not isinstance(doc, dict) or doc.get("schema") != STATE_SCHEMA:
+            raise corrupt(f"unknown schema {doc.get('schema') if isinstance(doc, dict) else None!r}")
+        doc.pop("schema")
+        try:
+            pending = doc.pop("pending")
+            state = cls(**doc)
+            state.pending = Pending(**pending) if pending else None
+        except (TypeError, KeyError) as exc:
+            raise corrupt(str(exc)) from None
+        if state.pending is not None and state.pending.phase not in PHASES:
+            raise corrupt(f"unknown phase {state.pending.phase!r}")
+        if not isinstance(state.versions, dict) or not isinstance(state.order, list):
+            raise corrupt("versions/order have the wrong type")
+        if state.active is not None and state.active not in state.versions:
+            raise corrupt(f"active version {state.active} is not among the kept versions")
+        return state
+
+
+class StateStore:
+    """Reads and writes ``models/<name>/state.json`` under a device root."""
+
+    def __init__(self, models_dir: Path) -> None:
+        self.models_dir = models_dir
+
+    def path(self, name: str) -> Path:
+        return self.models_dir / name / "state.json"
+
+    def names(self) -> list[str]:
+        if not self.models_dir.is_dir():
+            return []
+        return sorted(p.name for p in self.models_dir.iterdir() if (p / "state.json").exists())
+
+    def load(self, name: str) -> ModelState:
+        p = self.path(name)
+        try:
+            data = p.read_bytes()
+        except FileNotFoundError:
+            return ModelState(model=name)
+        return ModelState.from_json(data, p)
+
+    def save(self, state: ModelState) -> None:
+        p = self.path(state.model)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(p, state.to_json())
+
+
+class DeviceLock:
+    """An exclusive, non-blocking ``flock`` on ``<root>/lock``; the file names the holder."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def holder(self) -> str:
+        try:
+            return self.path.read_text(encoding="utf-8").strip() or "unknown"
+        except OSError:
+            return "unknown"
+
+    @contextmanager
+    def hold(self, what: str) -> Iterator[None]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise LockedError(
+                        f"another edge-runtime operation is running on {self.path.parent} ({self.holder()})",
+                        hint="wait for it to finish; a crashed holder releases the lock automatically",
+                    ) from None
+                raise
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{what}, pid {os.getpid()}\n".encode(), 0)
+            yield
+        finally:
+            os.close(fd)
+
+    def is_held(self) -> bool:
+        if not self.path.exists():
+            return False
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        finally:
+            os.close(fd)
+        return False

@@ -1,0 +1,749 @@
+"""A device root and its install state machine.
+
+``fetch → verify → stage → activate → smoke test → commit``, or ``→ roll back``. Every transition is
+persisted atomically before the step it announces, so :meth:`Device.recover` can resolve an
+interrupted operation deterministically:
+
+============  =====================================================================================
+phase         on recovery
+============  =====================================================================================
+staging       partial staging removed; the old version stays active
+staged        the staged (uncommitted) version removed; the old version stays active
+activating    the swap is completed and the new version re-tested (it was fully verified)
+activated     the smoke test runs again; after ``max_smoke_attempts`` interrupted runs (a model
+              that kills the runtime) the version is rolled back and quarantined
+rolling_back  the rollback is completed
+============  =====================================================================================
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import platform
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from . import _faults
+from ._fetch import FetchConfig, fetch
+from ._fsutil import (
+    TMP_PREFIX,
+    atomic_write_bytes,
+    fsync_dir,
+    iter_tmp_files,
+    make_tree_readonly,
+    remove_tree,
+    swap_symlink,
+)
+from ._state import DeviceLock, ModelState, Pending, StateStore, utcnow
+from .bundle import BundleStream, copy_verified
+from .errors import (
+    ConfigError,
+    DiskFullError,
+    EdgeRuntimeError,
+    IntegrityError,
+    NotInstalledError,
+    RollbackError,
+    StagingError,
+)
+from .keys import load_public_key
+from .manifest import MANIFEST_NAME, Manifest, parse_envelope
+from .smoke import SmokeResult, available_backends, run_smoke_test
+from .trust import DeviceContext, TrustPolicy, check_install_policy, key_id, verify_envelope
+
+__all__ = ["DEFAULT_ROOT", "Device", "DeviceConfig", "InstallResult"]
+
+DEFAULT_ROOT = Path("/var/lib/edge-runtime")
+CONFIG_NAME = "config.json"
+FREE_SPACE_MARGIN = 1 << 20
+
+
+@dataclass
+class DeviceConfig:
+    """``<root>/config.json``: what this device is and what it accepts."""
+
+    architecture: str
+    threshold: int = 1
+    allowed_models: tuple[str, ...] = ()
+    keep_versions: int = 2
+    max_smoke_attempts: int = 2
+    #: model name -> {"shape": [...], "dtype": "..."}: the input this device feeds the model
+    inputs: dict[str, dict[str, Any]] | None = None
+    #: extra copy of the facts file, e.g. /etc/ansible/facts.d/edge_runtime.fact
+    facts_path: str | None = None
+
+    @classmethod
+    def load(cls, path: Path) -> DeviceConfig:
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(
+                f"{path.parent} is not an initialised device root ({path.name} missing)",
+                hint=f"run `edge-runtime --root {path.parent} init --trusted-key KEY.pub`",
+            ) from None
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"device config {path} is unreadable: {exc}") from None
+        try:
+            cfg = cls(**doc)
+        except TypeError as exc:
+            raise ConfigError(f"device config {path}: {exc}") from None
+        cfg.allowed_models = tuple(cfg.allowed_models)
+        if cfg.keep_versions < 1 or cfg.max_smoke_attempts < 1:
+            raise ConfigError(f"device config {path}: keep_versions and max_smoke_attempts must be >= 1")
+        return cfg
+
+
+@dataclass(frozen=True)
+class InstallResult:
+    model: str
+    version: str
+    digest: str
+    #: "installed", "unchanged", "activated_kept" or "rolled_back"
+    result: str
+    changed: bool
+    previous: str | None
+    active: str | None
+    reason: str
+    smoke: dict[str, Any] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.result != "rolled_back"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["ok"] = self.ok
+        return out
+
+
+class Device:
+    """All state of one (real or simulated) device lives under ``root``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.models_dir = self.root / "models"
+        self.trust_dir = self.root / "trust"
+        self.downloads_dir = self.root / "downloads"
+        self.facts_file = self.root / "facts" / "edge_runtime.fact"
+        self.store = StateStore(self.models_dir)
+        self.lock = DeviceLock(self.root / "lock")
+
+    # ----------------------------------------------------------------- set-up ------------------------
+
+    def init(
+        self,
+        trusted_keys: list[Path],
+        *,
+        threshold: int = 1,
+        allowed_models: tuple[str, ...] = (),
+        architecture: str | None = None,
+        keep_versions: int = 2,
+        facts_path: str | None = None,
+    ) -> DeviceConfig:
+        """Create or update the device root: trusted keys and config. Idempotent."""
+        if not trusted_keys:
+            raise ConfigError("at least one trusted public key is required", hint="pass --trusted-key KEY.pub")
+        keys = {}
+        for p in trusted_keys:
+            k = load_public_key(p)
+            keys[key_id(k)] = (k, p.read_bytes())
+        TrustPolicy({kid: k for kid, (k, _) in keys.items()}, threshold)  # validates the threshold
+        for d in (self.root, self.models_dir, self.trust_dir, self.downloads_dir, self.facts_file.parent):
+            d.mkdir(parents=True, exist_ok=True)
+        with self.lock.hold("init"):
+            for kid, (_, pem) in keys.items():
+                target = self.trust_dir / f"{kid}.pub.pem"
+                if not target.exists() or target.read_bytes() != pem:
+                    atomic_write_bytes(target, pem)
+            for old in self.trust_dir.glob("*.pub.pem"):
+                if old.name.split(".")[0] not in keys:
+                    old.unlink()
+            fsync_dir(self.trust_dir)
+            cfg = DeviceConfig(
+                architecture=architecture or platform.machine(),
+                threshold=threshold,
+                allowed_models=tuple(allowed_models),
+                keep_versions=keep_versions,
+                facts_path=facts_path,
+            )
+            doc = asdict(cfg)
+            doc["allowed_models"] = list(cfg.allowed_models)
+            data = json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n"
+            cfg_path = self.root / CONFIG_NAME
+            if not cfg_path.exists() or cfg_path.read_bytes() != data:
+                atomic_write_bytes(cfg_path, data)
+            self.write_facts()
+        return cfg
+
+    @property
+    def config(self) -> DeviceConfig:
+        return DeviceConfig.load(self.root / CONFIG_NAME)
+
+    def trust_policy(self) -> TrustPolicy:
+        keys = {}
+        for p in sorted(self.trust_dir.glob("*.pub.pem")):
+            k = load_public_key(p)
+            keys[key_id(k)] = k
+        if not keys:
+            raise ConfigError(f"no trusted keys in {self.trust_dir}", hint="run `edge-runtime init --trusted-key`")
+        return TrustPolicy(keys, self.config.threshold)
+
+    # ----------------------------------------------------------------- paths -------------------------
+
+    def model_dir(self, name: str) -> Path:
+        return self.models_dir / name
+
+    def version_dir(self, name: str, version: str) -> Path:
+        return self.models_dir / name / "versions" / version
+
+    def active_link(self, name: str) -> Path:
+        return self.models_dir / name / "active"
+
+    # ----------------------------------------------------------------- install -----------------------
+
+    @contextmanager
+    def _operation(self, what: str) -> Iterator[None]:
+        cfg = self.config  # fails early on an uninitialised root
+        del cfg
+        with self.lock.hold(what):
+            for name in self.store.names():
+                self._recover(name)
+            try:
+                yield
+            finally:
+                self.write_facts()
+
+    def install(
+        self,
+        source: str,
+        *,
+        expected_name: str | None = None,
+        expected_digest: str | None = None,
+        expected_size: int | None = None,
+        allow_quarantined: bool = False,
+        fetch_config: FetchConfig | None = None,
+        progress: bool | None = None,
+    ) -> InstallResult:
+        """Install the bundle at ``source`` (a path or an http(s) URL) and return what happened."""
+        with self._operation("install"):
+            path, downloaded = self._obtain(source, expected_size, fetch_config, progress)
+            try:
+                return self._install_file(path, expected_name, expected_digest, allow_quarantined)
+            finally:
+                if downloaded:
+                    path.unlink(missing_ok=True)
+
+    def _obtain(
+        self, source: str, expected_size: int | None, cfg: FetchConfig | None, progress: bool | None
+    ) -> tuple[Path, bool]:
+        if source.startswith(("http://", "https://")):
+            name = hashlib.sha256(source.encode()).hexdigest()[:16] + ".edgebundle"
+            self.downloads_dir.mkdir(parents=True, exist_ok=True)
+            res = fetch(
+                source,
+                self.downloads_dir / name,
+                expected_length=expected_size,
+                config=cfg or FetchConfig(),
+                progress=progress,
+            )
+            return res.path, True
+        if "://" in source:
+            raise ConfigError(f"unsupported source {source!r}", hint="use a file path or an http(s):// URL")
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"bundle {source} does not exist or is not a file")
+        if expected_size is not None and path.stat().st_size != expected_size:
+            raise IntegrityError(f"bundle {source} is {path.stat().st_size} bytes, expected {expected_size}")
+        return path, False
+
+    def _context(self, state: ModelState, expected_name: str | None, cfg: Any) -> DeviceContext:
+        contract = None
+        if cfg.inputs and state.model in cfg.inputs:
+            spec = cfg.inputs[state.model]
+            contract = (tuple(spec["shape"]), str(spec["dtype"]))
+        return DeviceContext(
+            now=datetime.now(timezone.utc),
+            architecture=cfg.architecture,
+            backends=available_backends(),
+            expected_name=expected_name,
+            allowed_names=cfg.allowed_models,
+            highest_counter=state.highest_counter,
+            installed={v: info["digest"] for v, info in state.versions.items()},
+            bad_versions={v: info["reason"] for v, info in state.bad.items()},
+            input_contract=contract,
+        )
+
+    def _install_file(
+        self, path: Path, expected_name: str | None, expected_digest: str | None, allow_quarantined: bool
+    ) -> InstallResult:
+        cfg = self.config
+        policy = self.trust_policy()
+        with path.open("rb") as fh:
+            stream = BundleStream(fh)
+            manifest = verify_envelope(stream.envelope, policy)
+            if expected_digest is not None and manifest.digest != expected_digest:
+                raise IntegrityError(
+                    f"manifest digest {manifest.digest} differs from the pinned {expected_digest}",
+                    hint="the registry holds a different build of this version; check models.yaml",
+                )
+            state = self.store.load(manifest.name)
+            check_install_policy(
+                manifest, self._context(state, expected_name, cfg), allow_quarantined=allow_quarantined
+            )
+            version = str(manifest.version)
+            if state.active == version:
+                return InstallResult(
+                    manifest.name,
+                    version,
+                    manifest.digest,
+                    "unchanged",
+                    False,
+                    state.previous_committed(),
+                    version,
+                    "already active",
+                )
+            if version in state.versions and self.version_dir(manifest.name, version).is_dir():
+                kept = True
+            else:
+                kept = False
+                self._stage(state, manifest, stream)
+        return self._activate_and_test(state, manifest, kept)
+
+    def _stage(self, state: ModelState, manifest: Manifest, stream: BundleStream) -> None:
+        name, version = manifest.name, str(manifest.version)
+        versions = self.model_dir(name) / "versions"
+        versions.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(versions).free
+        need = manifest.total_length + len(stream.manifest_bytes) + FREE_SPACE_MARGIN
+        if free < need:
+            raise DiskFullError(
+                f"not enough space under {self.root} to stage {name} {version}: need {need} bytes, {free} free",
+                hint="free space on the device (old downloads, logs) or lower keep_versions",
+            )
+        state.pending = Pending(
+            "install", version, manifest.digest, manifest.release_counter, "staging", state.active, utcnow()
+        )
+        self.store.save(state)
+        stage = versions / f"{TMP_PREFIX}stage-{version}"
+        remove_tree(stage)
+        try:
+            stage.mkdir()
+            for entry, member in stream.members(manifest):
+                target = stage / entry.path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with target.open("xb") as out:
+                    copy_verified(entry, member, out)
+                    out.flush()
+                    _faults.checkpoint("stage.write")
+                    os.fsync(out.fileno())
+                _faults.checkpoint("stage.fsync")
+            (stage / MANIFEST_NAME).write_bytes(stream.manifest_bytes)
+            make_tree_readonly(stage)
+            _faults.checkpoint("stage.readonly")
+            final = versions / version
+            remove_tree(final)  # a leftover of an earlier, uncommitted attempt
+            os.rename(stage, final)
+            fsync_dir(versions)
+            _faults.checkpoint("stage.rename")
+        except BaseException as exc:
+            remove_tree(stage)
+            state.pending = None
+            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+                self._save_quietly(state)
+                raise DiskFullError(
+                    f"disk full while staging {name} {version} under {self.root}",
+                    hint="free space on the device; the active model is unchanged",
+                ) from None
+            if isinstance(exc, Exception):
+                self._save_quietly(state)
+            if isinstance(exc, OSError):
+                raise StagingError(f"staging {name} {version} failed: {exc}") from None
+            raise
+        state.pending.phase = "staged"
+        self.store.save(state)
+
+    def _save_quietly(self, state: ModelState) -> None:
+        with contextlib.suppress(OSError):  # recovery cleans the pending staging on the next start
+            self.store.save(state)
+
+    def _activate_and_test(self, state: ModelState, manifest: Manifest, kept: bool) -> InstallResult:
+        name, version = manifest.name, str(manifest.version)
+        if state.pending is None:  # re-activating a kept, committed version
+            state.pending = Pending(
+                "install", version, manifest.digest, manifest.release_counter, "staged", state.active, utcnow()
+            )
+        state.pending.phase = "activating"
+        self.store.save(state)
+        swap_symlink(self.active_link(name), f"versions/{version}")
+        state.pending.phase = "activated"
+        self.store.save(state)
+        return self._smoke_and_decide(state, manifest, kept)
+
+    def _smoke_and_decide(self, state: ModelState, manifest: Manifest, kept: bool) -> InstallResult:
+        assert state.pending is not None
+        state.pending.smoke_attempts += 1
+        self.store.save(state)
+        result = run_smoke_test(self.version_dir(manifest.name, str(manifest.version)), manifest)
+        _faults.checkpoint("smoke.done")
+        if result.passed:
+            return self._commit(state, manifest, result, kept)
+        return self._rollback_pending(state, f"smoke test failed: {result.reason}", result)
+
+    def _commit(self, state: ModelState, m: Manifest, smoke: SmokeResult, kept: bool) -> InstallResult:
+        assert state.pending is not None
+        version = str(m.version)
+        previous = state.pending.previous
+        state.versions[version] = {
+            "digest": m.digest,
+            "counter": m.release_counter,
+            "committed_at": utcnow(),
+            "smoke": smoke.to_dict(),
+        }
+        if version in state.order:
+            state.order.remove(version)
+        state.order.append(version)
+        state.active = version
+        state.highest_counter = max(state.highest_counter, m.release_counter)
+        state.pending = None
+        state.last = {
+            "op": "install",
+            "version": version,
+            "result": "committed",
+            "reason": smoke.reason,
+            "at": utcnow(),
+            "smoke": smoke.to_dict(),
+        }
+        self.store.save(state)
+        _faults.checkpoint("commit")
+        self._gc(state)
+        return InstallResult(
+            m.name,
+            version,
+            m.digest,
+            "activated_kept" if kept else "installed",
+            True,
+            previous,
+            version,
+            "smoke test passed",
+            smoke.to_dict(),
+        )
+
+    def _rollback_pending(self, state: ModelState, reason: str, smoke: SmokeResult | None) -> InstallResult:
+        p = state.pending
+        assert p is not None
+        p.phase = "rolling_back"
+        p.reason = reason
+        self.store.save(state)
+        name = state.model
+        link = self.active_link(name)
+        if p.previous is not None:
+            swap_symlink(link, f"versions/{p.previous}")
+        elif link.is_symlink():
+            link.unlink()
+            fsync_dir(link.parent)
+        _faults.checkpoint("rollback.swap")
+        state.bad[p.version] = {"digest": p.digest, "reason": reason, "at": utcnow()}
+        state.versions.pop(p.version, None)
+        if p.version in state.order:
+            state.order.remove(p.version)
+        state.active = p.previous
+        state.pending = None
+        state.last = {
+            "op": "install",
+            "version": p.version,
+            "result": "rolled_back",
+            "reason": reason,
+            "at": utcnow(),
+            "smoke": smoke.to_dict() if smoke else None,
+        }
+        self.store.save(state)
+        _faults.checkpoint("rollback.commit")
+        remove_tree(self.version_dir(name, p.version))
+        return InstallResult(
+            name,
+            p.version,
+            p.digest,
+            "rolled_back",
+            True,
+            p.previous,
+            p.previous,
+            reason,
+            smoke.to_dict() if smoke else None,
+        )
+
+    def _gc(self, state: ModelState) -> None:
+        keep = self.config.keep_versions
+        kept = [v for v in state.order if v in state.versions]
+        drop = [v for v in kept[:-keep] if v != state.active] if len(kept) > keep else []
+        if drop:
+            for v in drop:
+                state.versions.pop(v)
+                state.order.remove(v)
+            self.store.save(state)
+        self._remove_unreferenced(state)
+
+    def _remove_unreferenced(self, state: ModelState) -> None:
+        vdir = self.model_dir(state.model) / "versions"
+        if vdir.is_dir():
+            for d in vdir.iterdir():
+                pending = state.pending.version if state.pending else None
+                if d.name not in state.versions and d.name != pending:
+                    remove_tree(d)
+        for tmp in iter_tmp_files(self.model_dir(state.model)):
+            remove_tree(tmp)
+
+    # ----------------------------------------------------------------- recovery ----------------------
+
+    def recover(self) -> list[dict[str, Any]]:
+        """Resolve interrupted operations on every model; return what was done."""
+        with self.lock.hold("recover"):
+            done = [r for name in self.store.names() if (r := self._recover(name))]
+            self.write_facts()
+            return done
+
+    def _recover(self, name: str) -> dict[str, Any] | None:
+        state = self.store.load(name)
+        p = state.pending
+        mdir = self.model_dir(name)
+        for tmp in iter_tmp_files(mdir):
+            remove_tree(tmp)
+        for tmp in iter_tmp_files(mdir / "versions"):
+            remove_tree(tmp)
+        if p is None:
+            self._remove_unreferenced(state)
+            self._check_link(state)
+            return None
+        action: dict[str, Any] = {"model": name, "version": p.version, "phase": p.phase}
+        if p.phase in ("staging", "staged"):
+            state.pending = None
+            state.last = {
+                "op": p.op,
+                "version": p.version,
+                "result": "interrupted",
+                "reason": f"interrupted while {p.phase}; {p.previous or 'no version'} stays active",
+                "at": utcnow(),
+            }
+            self.store.save(state)
+            self._remove_unreferenced(state)
+            action["action"] = "discarded"
+            return action
+        if p.phase == "rolling_back":
+            res = self._rollback_pending(state, p.reason or "rollback interrupted", None)
+            action["action"] = "rolled_back"
+            action["result"] = res.to_dict()
+            return action
+        # activating / activated: the staged bytes were verified; complete the swap and re-test.
+        vdir = self.version_dir(name, p.version)
+        try:
+            manifest = Manifest.from_signed(parse_envelope((vdir / MANIFEST_NAME).read_bytes()).signed)
+        except (OSError, EdgeRuntimeError) as exc:
+            res = self._rollback_pending(state, f"staged version unreadable after interruption: {exc}", None)
+            action.update(action="rolled_back", result=res.to_dict())
+            return action
+        if p.smoke_attempts >= self.config.max_smoke_attempts:
+            res = self._rollback_pending(
+                state, f"smoke test interrupted {p.smoke_attempts} time(s); the model may crash the runtime", None
+            )
+            action.update(action="rolled_back", result=res.to_dict())
+            return action
+        if p.phase == "activating":
+            swap_symlink(self.active_link(name), f"versions/{p.version}")
+            p.phase = "activated"
+            self.store.save(state)
+        res = self._smoke_and_decide(state, manifest, kept=p.version in state.versions)
+        action.update(action="retested", result=res.to_dict())
+        return action
+
+    def _check_link(self, state: ModelState) -> None:
+        link = self.active_link(state.model)
+        want = f"versions/{state.active}" if state.active else None
+        have = os.readlink(link) if link.is_symlink() else None
+        if want != have:
+            if want is None:
+                link.unlink()
+                fsync_dir(link.parent)
+            else:
+                swap_symlink(link, want)
+
+    # ----------------------------------------------------------------- rollback ----------------------
+
+    def rollback(self, name: str, to: str | None = None) -> InstallResult:
+        """Operator rollback to a committed version still kept on the device (default: the previous)."""
+        with self._operation("rollback"):
+            state = self.store.load(name)
+            if state.active is None:
+                raise NotInstalledError(f"model {name} has no active version on this device")
+            target = to or state.previous_committed()
+            if target is None:
+                raise RollbackError(
+                    f"{name} has no previous committed version kept on this device",
+                    hint="install the wanted version from the registry instead",
+                )
+            if target not in state.versions or not self.version_dir(name, target).is_dir():
+                kept = ", ".join(v for v in state.order if v in state.versions)
+                raise RollbackError(f"{name} {target} is not kept on this device (kept: {kept})")
+            if target == state.active:
+                return InstallResult(
+                    name,
+                    target,
+                    state.versions[target]["digest"],
+                    "unchanged",
+                    False,
+                    state.previous_committed(),
+                    target,
+                    "already active",
+                )
+            manifest = self.verify_installed(name, target)
+            previous = state.active
+            state.pending = Pending(
+                "rollback", target, manifest.digest, manifest.release_counter, "activating", previous, utcnow()
+            )
+            self.store.save(state)
+            swap_symlink(self.active_link(name), f"versions/{target}")
+            _faults.checkpoint("rollback.swap")
+            state.order.remove(target)
+            state.order.append(target)
+            state.active = target
+            state.pending = None
+            state.last = {
+                "op": "rollback",
+                "version": target,
+                "result": "committed",
+                "reason": f"operator rollback from {previous}",
+                "at": utcnow(),
+            }
+            self.store.save(state)
+            return InstallResult(
+                name, target, manifest.digest, "installed", True, previous, target, f"rolled back from {previous}"
+            )
+
+    # ----------------------------------------------------------------- verification & status ---------
+
+    def verify_installed(self, name: str, version: str | None = None) -> Manifest:
+        """Re-verify a staged version on disk: signatures, every file, nothing extra."""
+        state = self.store.load(name)
+        version = version or state.active
+        if version is None:
+            raise NotInstalledError(f"model {name} has no active version on this device")
+        return self._verify_dir(self.version_dir(name, version))
+
+    def _verify_dir(self, vdir: Path) -> Manifest:
+        try:
+            env_bytes = (vdir / MANIFEST_NAME).read_bytes()
+        except OSError as exc:
+            raise IntegrityError(f"{vdir} has no readable {MANIFEST_NAME}: {exc.strerror}") from None
+        manifest = verify_envelope(parse_envelope(env_bytes), self.trust_policy())
+        listed = {f.path for f in manifest.files} | {MANIFEST_NAME}
+        present = {str(p.relative_to(vdir)) for p in vdir.rglob("*") if p.is_file() or p.is_symlink()}
+        if present - listed:
+            raise IntegrityError(f"{vdir} holds files not in the manifest: {', '.join(sorted(present - listed))}")
+        for entry in manifest.files:
+            p = vdir / entry.path
+            if p.is_symlink() or not p.is_file():
+                raise IntegrityError(f"{p} is missing or not a regular file")
+            with p.open("rb") as fh:
+                copy_verified(entry, fh, None)
+        return manifest
+
+    def repair(self, name: str) -> dict[str, Any]:
+        """Rebuild ``state.json`` of ``name`` from the version directories that still verify.
+
+        The unreadable file is kept beside it as ``state.json.corrupt-<time>``; the active link is kept
+        when it points at a verified version, else the verified version with the highest release counter
+        is activated. Quarantine records in the lost file cannot be recovered and are reported as such.
+        """
+        with self.lock.hold("repair"):
+            vroot = self.model_dir(name) / "versions"
+            verified: dict[str, Manifest] = {}
+            dropped: list[str] = []
+            if vroot.is_dir():
+                for d in sorted(vroot.iterdir()):
+                    if d.name.startswith(TMP_PREFIX):
+                        remove_tree(d)
+                        continue
+                    try:
+                        verified[d.name] = self._verify_dir(d)
+                    except EdgeRuntimeError:
+                        dropped.append(d.name)
+                        remove_tree(d)
+            link = self.active_link(name)
+            current = os.readlink(link).split("/")[-1] if link.is_symlink() else None
+            order = sorted(verified, key=lambda v: verified[v].release_counter)
+            active = current if current in verified else (order[-1] if order else None)
+            state = ModelState(
+                model=name,
+                active=active,
+                versions={
+                    v: {"digest": m.digest, "counter": m.release_counter, "committed_at": None, "smoke": None}
+                    for v, m in verified.items()
+                },
+                order=order,
+                highest_counter=max((m.release_counter for m in verified.values()), default=-1),
+                last={
+                    "op": "repair",
+                    "version": active,
+                    "result": "repaired",
+                    "reason": f"state rebuilt from {len(verified)} verified version(s)",
+                    "at": utcnow(),
+                },
+            )
+            path = self.store.path(name)
+            if path.exists():
+                os.replace(path, path.with_name(f"state.json.corrupt-{utcnow()}"))
+            self.store.save(state)
+            self._check_link(state)
+            self.write_facts()
+            return {
+                "model": name,
+                "active": active,
+                "kept": order,
+                "dropped": dropped,
+                "note": "quarantine records of the old state file are not recoverable",
+            }
+
+    def status(self) -> dict[str, Any]:
+        """Per-model state, recovering interrupted operations first when the lock is free."""
+        busy = self.lock.is_held()
+        if not busy:
+            self.recover()
+        models = {}
+        for name in self.store.names():
+            s = self.store.load(name)
+            info = s.versions.get(s.active or "", {})
+            models[name] = {
+                "active": s.active,
+                "previous": s.previous_committed(),
+                "digest": info.get("digest"),
+                "release_counter": info.get("counter"),
+                "kept": [v for v in s.order if v in s.versions],
+                "state": "pending" if s.pending else ("committed" if s.active else "none"),
+                "pending": asdict(s.pending) if s.pending else None,
+                "bad": s.bad,
+                "last": s.last,
+                "smoke_p95_ms": (info.get("smoke") or {}).get("p95_ms"),
+            }
+        return {"root": str(self.root), "busy": busy, "models": models}
+
+    def write_facts(self) -> dict[str, Any]:
+        from .facts import collect_facts
+
+        facts = collect_facts(self)
+        data = json.dumps(facts, indent=1, sort_keys=True).encode() + b"\n"
+        self.facts_file.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(self.facts_file, data)
+        try:
+            extra = self.config.facts_path
+        except ConfigError:
+            extra = None
+        if extra:
+            Path(extra).parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(Path(extra), data)
+        return facts

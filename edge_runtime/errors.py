@@ -1,0 +1,249 @@
+"""Errors raised by the edge runtime, grouped by origin.
+
+Every error carries a one-line ``message`` that names the problem and a ``hint`` that names the fix.
+``diagnostics()`` renders both for a person; ``to_dict()`` renders them for a machine. Security
+failures derive from :class:`TrustError` and are never plain ``ValueError``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+__all__ = [
+    "BundleFormatError",
+    "ConfigError",
+    "DiskFullError",
+    "DowngradeError",
+    "DownloadError",
+    "DownloadInterruptedError",
+    "DownloadStalledError",
+    "DownloadTooLargeError",
+    "EdgeRuntimeError",
+    "ExpiredError",
+    "HTTPStatusError",
+    "ImmutableVersionError",
+    "IncompatibleError",
+    "IntegrityError",
+    "KeyFileError",
+    "LockedError",
+    "ModelLoadError",
+    "ModelNameError",
+    "NotInstalledError",
+    "PolicyError",
+    "QuarantinedError",
+    "RollbackError",
+    "SignatureError",
+    "StagingError",
+    "StateCorruptError",
+    "StateError",
+    "TrustError",
+    "UnsafeBundleError",
+]
+
+
+class EdgeRuntimeError(Exception):
+    """Base class: something the operator can read and act on."""
+
+    code: ClassVar[str] = "error"
+    #: process exit status used by the CLIs for this class of error
+    exit_code: ClassVar[int] = 1
+
+    def __init__(self, message: str, *, hint: str | None = None, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.details = details
+
+    def diagnostics(self) -> str:
+        """A short explanation for a person: what went wrong and what to do."""
+        text = f"error[{self.code}]: {self.message}"
+        if self.hint:
+            text += f"\n  hint: {self.hint}"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        """The same explanation as data, for ``--json`` output."""
+        out: dict[str, Any] = {"error": self.code, "message": self.message}
+        if self.hint:
+            out["hint"] = self.hint
+        if self.details:
+            out["details"] = {k: _jsonable(v) for k, v in self.details.items()}
+        return out
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return str(value)
+
+
+# --- configuration and local state -------------------------------------------------------------
+
+
+class ConfigError(EdgeRuntimeError):
+    """The device configuration or a command line is unusable."""
+
+    code = "config"
+    exit_code = 2
+
+
+class KeyFileError(EdgeRuntimeError):
+    """A key file cannot be read, has unsafe permissions, or is of the wrong type."""
+
+    code = "key_file"
+    exit_code = 2
+
+
+class StateError(EdgeRuntimeError):
+    """The persisted device state prevents the operation."""
+
+    code = "state"
+
+
+class StateCorruptError(StateError):
+    """A state file on the device cannot be parsed; nothing is changed until it is repaired."""
+
+    code = "state_corrupt"
+
+
+class LockedError(StateError):
+    """Another operation holds the device lock."""
+
+    code = "locked"
+    exit_code = 75  # EX_TEMPFAIL: try again later
+
+
+class NotInstalledError(StateError):
+    """The model has no committed version on this device."""
+
+    code = "not_installed"
+
+
+class RollbackError(StateError):
+    """A rollback target does not exist or cannot be activated."""
+
+    code = "rollback"
+
+
+# --- trust: signatures, integrity, bundle safety -------------------------------------------------
+
+
+class TrustError(EdgeRuntimeError):
+    """A security check failed. The bundle is rejected; nothing on the device changed."""
+
+    code = "trust"
+    exit_code = 3
+
+
+class BundleFormatError(TrustError):
+    """The bundle or its manifest is malformed."""
+
+    code = "bundle_format"
+
+
+class SignatureError(TrustError):
+    """Missing, unknown or invalid signatures, or fewer valid ones than the threshold."""
+
+    code = "signature"
+
+
+class IntegrityError(TrustError):
+    """A file's content, length or presence differs from the signed manifest."""
+
+    code = "integrity"
+
+
+class UnsafeBundleError(TrustError):
+    """The bundle holds a path or member type that could escape staging."""
+
+    code = "unsafe_bundle"
+
+
+class ExpiredError(TrustError):
+    """The signed manifest has expired."""
+
+    code = "expired"
+
+
+class DowngradeError(TrustError):
+    """The release counter is lower than one already installed (a rollback attack or a mistake)."""
+
+    code = "downgrade"
+
+
+# --- policy: what this device accepts --------------------------------------------------------------
+
+
+class PolicyError(EdgeRuntimeError):
+    """The bundle is authentic but this device must not install it."""
+
+    code = "policy"
+    exit_code = 4
+
+
+class ModelNameError(PolicyError):
+    code = "model_name"
+
+
+class IncompatibleError(PolicyError):
+    code = "incompatible"
+
+
+class QuarantinedError(PolicyError):
+    """The version failed on this device before and was rolled back."""
+
+    code = "quarantined"
+
+
+class ImmutableVersionError(PolicyError):
+    """A version already on the device is offered again with different content."""
+
+    code = "immutable_version"
+
+
+# --- transfer and staging -----------------------------------------------------------------------------
+
+
+class DownloadError(EdgeRuntimeError):
+    """The bundle could not be fetched. A partial download is kept for resumption."""
+
+    code = "download"
+    exit_code = 5
+
+
+class HTTPStatusError(DownloadError):
+    code = "http_status"
+
+
+class DownloadStalledError(DownloadError):
+    code = "download_stalled"
+
+
+class DownloadInterruptedError(DownloadError):
+    code = "download_interrupted"
+
+
+class DownloadTooLargeError(DownloadError):
+    """The server sent more bytes than were declared."""
+
+    code = "download_too_large"
+
+
+class StagingError(EdgeRuntimeError):
+    code = "staging"
+    exit_code = 6
+
+
+class DiskFullError(StagingError):
+    code = "disk_full"
+
+
+class ModelLoadError(EdgeRuntimeError):
+    """The TFLite backend cannot load or run the model."""
+
+    code = "model_load"
+    exit_code = 7

@@ -1,0 +1,93 @@
+"""Key files: generate, load and sign. Private keys are written 0600 and never printed."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from .errors import KeyFileError
+from .trust import key_id
+
+__all__ = ["generate_keypair", "load_private_key", "load_public_key", "sign"]
+
+PASSPHRASE_ENV = "EDGE_RELEASE_KEY_PASSPHRASE"  # noqa: S105 - the name of a variable, not a secret
+
+
+def _passphrase() -> bytes | None:
+    value = os.environ.get(PASSPHRASE_ENV)
+    return value.encode("utf-8") if value else None
+
+
+def generate_keypair(private_path: Path, public_path: Path, *, overwrite: bool = False) -> str:
+    """Create an ECDSA P-256 key pair; return its key id.
+
+    The private key is PKCS#8 PEM, encrypted when ``EDGE_RELEASE_KEY_PASSPHRASE`` is set, and is
+    created with mode 0600 (``O_EXCL`` unless ``overwrite``) so it is never briefly world-readable.
+    """
+    key = ec.generate_private_key(ec.SECP256R1())
+    passphrase = _passphrase()
+    enc: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
+    )
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc)
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
+    try:
+        fd = os.open(private_path, flags, 0o600)
+    except FileExistsError:
+        raise KeyFileError(
+            f"{private_path} already exists", hint="choose another name; existing keys are never overwritten"
+        ) from None
+    with os.fdopen(fd, "wb") as fh:
+        os.fchmod(fh.fileno(), 0o600)
+        fh.write(pem)
+    pub = key.public_key()
+    public_path.write_bytes(
+        pub.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    return key_id(pub)
+
+
+def load_private_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    """Load a P-256 private key, refusing files readable by group or others."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise KeyFileError(f"private key {path} does not exist", hint="create one with `edge-release keygen`") from None
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyFileError(
+            f"private key {path} is accessible by group or others (mode {stat.S_IMODE(st.st_mode):04o})",
+            hint=f"run `chmod 600 {path}`",
+        )
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=_passphrase())
+    except (ValueError, TypeError) as exc:
+        # The exception text never includes key material.
+        raise KeyFileError(
+            f"cannot load private key {path}: {type(exc).__name__}",
+            hint=f"check the file and {PASSPHRASE_ENV} for encrypted keys",
+        ) from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise KeyFileError(f"{path} is not an ECDSA P-256 private key")
+    return key
+
+
+def load_public_key(path: Path) -> ec.EllipticCurvePublicKey:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise KeyFileError(f"public key {path} does not exist") from None
+    try:
+        key = serialization.load_pem_public_key(data)
+    except ValueError as exc:
+        raise KeyFileError(f"cannot load public key {path}: {exc}") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise KeyFileError(f"{path} is not an ECDSA P-256 public key", hint="generate keys with `edge-release keygen`")
+    return key
+
+
+def sign(key: ec.EllipticCurvePrivateKey, payload: bytes) -> bytes:
+    return key.sign(payload, ec.ECDSA(hashes.SHA256()))

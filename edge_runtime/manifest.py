@@ -1,0 +1,368 @@
+"""The signed bundle manifest: parsing, strict validation and canonical bytes. No I/O here.
+
+See ``docs/DESIGN.md`` for the format. Parsing is strict and fails closed: unknown keys, wrong types,
+unsafe paths or duplicate JSON keys make the whole manifest invalid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import PurePosixPath
+from typing import Any
+
+from .errors import BundleFormatError, UnsafeBundleError
+
+__all__ = [
+    "MANIFEST_NAME",
+    "MANIFEST_TYPE",
+    "Envelope",
+    "FileEntry",
+    "Manifest",
+    "SmokePolicy",
+    "Version",
+    "canonical_bytes",
+    "check_member_path",
+    "format_time",
+    "loads_strict",
+    "parse_envelope",
+    "parse_time",
+]
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_TYPE = "edge-bundle/v1"
+MAX_MANIFEST_BYTES = 1 << 20
+MAX_FILES = 1000
+
+_SEMVER = re.compile(
+    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
+    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
+)
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True, order=True)
+class Version:
+    """A semantic version. Ordering ignores build metadata; pre-releases sort before releases."""
+
+    major: int
+    minor: int
+    patch: int
+    pre: tuple[tuple[int, int | str], ...] = ()
+    text: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> Version:
+        m = _SEMVER.match(text) if isinstance(text, str) else None
+        if not m:
+            raise BundleFormatError(
+                f"{text!r} is not a semantic version",
+                hint="use MAJOR.MINOR.PATCH, e.g. 1.2.0 (no 'latest', no ranges)",
+            )
+        pre: tuple[tuple[int, int | str], ...] = ()
+        if m.group(4):
+            pre = tuple((0, int(p)) if p.isdigit() else (1, p) for p in m.group(4).split("."))
+        return cls(int(m.group(1)), int(m.group(2)), int(m.group(3)), pre, text)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def validate_version(text: str) -> str:
+    Version.parse(text)
+    return text
+
+
+def validate_model_name(name: Any) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise BundleFormatError(
+            f"model name {name!r} is invalid",
+            hint="use 1-64 characters of a-z, 0-9, '.', '_', '-', starting with a letter or digit",
+        )
+    return name
+
+
+def parse_time(text: Any, field: str) -> datetime:
+    if not isinstance(text, str) or not text.endswith("Z"):
+        raise BundleFormatError(f"manifest field {field} must be an RFC 3339 UTC time ending in Z")
+    try:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    except ValueError as exc:
+        raise BundleFormatError(f"manifest field {field}: {exc}") from None
+
+
+def format_time(t: datetime) -> str:
+    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def check_member_path(path: Any) -> str:
+    """Return ``path`` if it is a safe relative POSIX path inside a bundle, else raise."""
+    if not isinstance(path, str) or not path or len(path) > 255:
+        raise UnsafeBundleError(f"bundle path {path!r} is empty or too long")
+    if "\\" in path or "\x00" in path or path.startswith("/"):
+        raise UnsafeBundleError(f"bundle path {path!r} is absolute or contains a forbidden character")
+    parts = path.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise UnsafeBundleError(f"bundle path {path!r} contains '.', '..' or an empty component")
+    if PurePosixPath(path).name.startswith(".tmp-"):
+        raise UnsafeBundleError(f"bundle path {path!r} uses the reserved prefix .tmp-")
+    return path
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise BundleFormatError(f"duplicate JSON key {k!r} in manifest")
+        out[k] = v
+    return out
+
+
+def _reject_constant(name: str) -> Any:
+    raise BundleFormatError(f"manifest contains the non-standard JSON number {name}")
+
+
+def loads_strict(data: bytes, what: str = "manifest") -> Any:
+    """Parse JSON, rejecting duplicate keys, NaN/Infinity and invalid UTF-8."""
+    try:
+        text = data.decode("utf-8")
+        return json.loads(text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
+    except BundleFormatError:
+        raise
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleFormatError(f"{what} is not valid JSON: {exc}") from None
+
+
+def canonical_bytes(obj: Any) -> bytes:
+    """The byte form that signatures cover: sorted keys, no whitespace, UTF-8."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
+def _obj(value: Any, field: str, keys: set[str], required: set[str]) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise BundleFormatError(f"manifest field {field} must be an object")
+    unknown = set(value) - keys
+    if unknown:
+        raise BundleFormatError(f"manifest field {field} has unknown keys: {', '.join(sorted(unknown))}")
+    missing = required - set(value)
+    if missing:
+        raise BundleFormatError(f"manifest field {field} is missing: {', '.join(sorted(missing))}")
+    return value
+
+
+def _num(value: Any, field: str, lo: float, hi: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+        raise BundleFormatError(f"manifest field {field} must be a number in [{lo}, {hi}], got {value!r}")
+    return float(value)
+
+
+def _int(value: Any, field: str, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise BundleFormatError(f"manifest field {field} must be an integer in [{lo}, {hi}], got {value!r}")
+    return value
+
+
+def _strlist(value: Any, field: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        raise BundleFormatError(f"manifest field {field} must be a non-empty list of strings")
+    return tuple(value)
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    path: str
+    sha256: str
+    length: int
+
+
+@dataclass(frozen=True)
+class SmokePolicy:
+    atol: float
+    min_label_agreement: float
+    p95_latency_ms: float
+    repeats: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A structurally valid ``signed`` object. Authenticity is checked by :mod:`edge_runtime.trust`."""
+
+    raw: dict[str, Any]
+    name: str
+    version: Version
+    release_counter: int
+    created: datetime
+    expires: datetime
+    backends: tuple[str, ...]
+    architectures: tuple[str, ...]
+    input_shape: tuple[int, ...]
+    input_dtype: str
+    entrypoints: dict[str, str]
+    smoke: SmokePolicy
+    files: tuple[FileEntry, ...]
+
+    @property
+    def digest(self) -> str:
+        """``sha256:<hex>`` of the canonical bytes; the pin used in ``models.yaml``."""
+        return "sha256:" + hashlib.sha256(canonical_bytes(self.raw)).hexdigest()
+
+    def file(self, path: str) -> FileEntry:
+        for f in self.files:
+            if f.path == path:
+                return f
+        raise KeyError(path)
+
+    @property
+    def total_length(self) -> int:
+        return sum(f.length for f in self.files)
+
+    @classmethod
+    def from_signed(cls, signed: Any) -> Manifest:
+        s = _obj(
+            signed,
+            "signed",
+            {"_type", "model", "created", "expires", "compatibility", "entrypoints", "smoke_test", "files"},
+            {"_type", "model", "created", "expires", "compatibility", "entrypoints", "smoke_test", "files"},
+        )
+        if s["_type"] != MANIFEST_TYPE:
+            raise BundleFormatError(
+                f"unsupported manifest type {s['_type']!r}", hint=f"this runtime reads {MANIFEST_TYPE}"
+            )
+        model = _obj(
+            s["model"], "model", {"name", "version", "release_counter"}, {"name", "version", "release_counter"}
+        )
+        compat = _obj(
+            s["compatibility"],
+            "compatibility",
+            {"backends", "architectures", "input"},
+            {"backends", "architectures", "input"},
+        )
+        inp = _obj(compat["input"], "compatibility.input", {"shape", "dtype"}, {"shape", "dtype"})
+        shape = inp["shape"]
+        if (
+            not isinstance(shape, list)
+            or not shape
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)
+        ):
+            raise BundleFormatError("manifest field compatibility.input.shape must be a list of positive integers")
+        if inp["dtype"] not in ("float32", "int8", "uint8"):
+            raise BundleFormatError("manifest field compatibility.input.dtype must be float32, int8 or uint8")
+        ep = _obj(
+            s["entrypoints"],
+            "entrypoints",
+            {"model", "golden", "baseline", "labels", "preprocess"},
+            {"model", "golden"},
+        )
+        for v in ep.values():
+            check_member_path(v)
+        smoke = _obj(
+            s["smoke_test"],
+            "smoke_test",
+            {"atol", "min_label_agreement", "p95_latency_ms", "repeats"},
+            {"atol", "min_label_agreement", "p95_latency_ms", "repeats"},
+        )
+        files_raw = s["files"]
+        if not isinstance(files_raw, list) or not files_raw or len(files_raw) > MAX_FILES:
+            raise BundleFormatError(f"manifest field files must list 1..{MAX_FILES} files")
+        files: list[FileEntry] = []
+        seen: set[str] = set()
+        for i, f in enumerate(files_raw):
+            fo = _obj(f, f"files[{i}]", {"path", "sha256", "length"}, {"path", "sha256", "length"})
+            path = check_member_path(fo["path"])
+            if path == MANIFEST_NAME or path in seen:
+                raise BundleFormatError(f"manifest lists {path!r} twice or lists the manifest itself")
+            seen.add(path)
+            if not isinstance(fo["sha256"], str) or not _HEX64.match(fo["sha256"]):
+                raise BundleFormatError(f"files[{i}].sha256 must be 64 lowercase hex digits")
+            files.append(FileEntry(path, fo["sha256"], _int(fo["length"], f"files[{i}].length", 0, 1 << 40)))
+        for k, v in ep.items():
+            if v not in seen:
+                raise BundleFormatError(f"entrypoint {k}={v!r} is not listed in files")
+        created = parse_time(s["created"], "created")
+        expires = parse_time(s["expires"], "expires")
+        if expires <= created:
+            raise BundleFormatError("manifest expires before it was created")
+        return cls(
+            raw=s,
+            name=validate_model_name(model["name"]),
+            version=Version.parse(model["version"]),
+            release_counter=_int(model["release_counter"], "model.release_counter", 0, 2**53),
+            created=created,
+            expires=expires,
+            backends=_strlist(compat["backends"], "compatibility.backends"),
+            architectures=_strlist(compat["architectures"], "compatibility.architectures"),
+            input_shape=tuple(shape),
+            input_dtype=inp["dtype"],
+            entrypoints=dict(ep),
+            smoke=SmokePolicy(
+                atol=_num(smoke["atol"], "smoke_test.atol", 0.0, 1e6),
+                min_label_agreement=_num(smoke["min_label_agreement"], "smoke_test.min_label_agreement", 0.0, 1.0),
+                p95_latency_ms=_num(smoke["p95_latency_ms"], "smoke_test.p95_latency_ms", 0.001, 3.6e6),
+                repeats=_int(smoke["repeats"], "smoke_test.repeats", 1, 1000),
+            ),
+            files=tuple(files),
+        )
+
+
+@dataclass(frozen=True)
+class Signature:
+    keyid: str
+    sig: bytes
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """The parsed content of ``manifest.json``: the signed object and its signatures."""
+
+    signed: dict[str, Any]
+    signatures: tuple[Signature, ...]
+
+    def to_bytes(self) -> bytes:
+        import base64
+
+        return (
+            json.dumps(
+                {
+                    "signed": self.signed,
+                    "signatures": [
+                        {"keyid": s.keyid, "sig": base64.b64encode(s.sig).decode("ascii")} for s in self.signatures
+                    ],
+                },
+                indent=1,
+                sort_keys=True,
+                ensure_ascii=False,
+            ).encode("utf-8")
+            + b"\n"
+        )
+
+
+def parse_envelope(data: bytes) -> Envelope:
+    """Parse ``manifest.json`` bytes into an :class:`Envelope` (structure only, no trust)."""
+    import base64
+    import binascii
+
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise BundleFormatError(f"manifest is larger than {MAX_MANIFEST_BYTES} bytes")
+    obj = loads_strict(data)
+    env = _obj(obj, "manifest.json", {"signed", "signatures"}, {"signed"})
+    sigs_raw = env.get("signatures", [])
+    if not isinstance(sigs_raw, list):
+        raise BundleFormatError("manifest field signatures must be a list")
+    sigs: list[Signature] = []
+    for i, s in enumerate(sigs_raw):
+        so = _obj(s, f"signatures[{i}]", {"keyid", "sig"}, {"keyid", "sig"})
+        if not isinstance(so["keyid"], str) or not _HEX64.match(so["keyid"]):
+            raise BundleFormatError(f"signatures[{i}].keyid must be 64 lowercase hex digits")
+        try:
+            raw = base64.b64decode(so["sig"], validate=True)
+        except (binascii.Error, TypeError):
+            raise BundleFormatError(f"signatures[{i}].sig is not base64") from None
+        sigs.append(Signature(so["keyid"], raw))
+    if not isinstance(env["signed"], dict):
+        raise BundleFormatError("manifest field signed must be an object")
+    return Envelope(env["signed"], tuple(sigs))

@@ -1,0 +1,219 @@
+"""``edge-release``: the release side. Create keys, build and sign bundles, verify them.
+
+Runs on a release machine or in CI, never on a device. Private keys are created 0600, are never
+printed and never written into a bundle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from ._cli_common import emit, run
+from .bundle import BundleSpec, add_signature, build_bundle, read_envelope, verify_bundle
+from .errors import ConfigError
+from .keys import generate_keypair, load_private_key, load_public_key
+from .manifest import Manifest
+from .trust import TrustPolicy, key_id
+
+__all__ = ["main"]
+
+#: files a release directory (as in demo/models/<name>/<version>/) may hold, by entrypoint
+RELEASE_FILES = {
+    "model": "model.tflite",
+    "golden": "golden.npz",
+    "baseline": "baseline.json",
+    "labels": "labels.txt",
+    "preprocess": "preprocess.json",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edge-release", description=__doc__.split("\n\n")[0])
+    p.add_argument("--json", action="store_true", help="print JSON for machines")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("keygen", help="create an ECDSA P-256 signing key pair (NAME.key 0600, NAME.pub)")
+    s.add_argument("name", type=Path, help="path prefix, e.g. keys/release-1")
+
+    s = sub.add_parser("build", help="build and sign a bundle")
+    s.add_argument(
+        "--release-dir",
+        type=Path,
+        help="directory with release.json, model.tflite, golden.npz, baseline.json, labels.txt",
+    )
+    s.add_argument("--name")
+    s.add_argument("--model-version", dest="model_version")
+    s.add_argument("--counter", type=int, help="monotonic release counter")
+    s.add_argument("--model", type=Path, help="the .tflite file")
+    s.add_argument("--golden", type=Path, help="golden samples .npz")
+    s.add_argument("--baseline", type=Path, help="drift baseline .json")
+    s.add_argument("--labels", type=Path)
+    s.add_argument("--input-shape", help="e.g. 1,32,32,1")
+    s.add_argument("--input-dtype", choices=["float32", "int8", "uint8"])
+    s.add_argument("--atol", type=float)
+    s.add_argument("--min-label-agreement", type=float)
+    s.add_argument("--p95-latency-ms", type=float)
+    s.add_argument("--repeats", type=int)
+    s.add_argument("--arch", action="append", help="supported CPU architecture (repeat)")
+    s.add_argument("--backend", action="append", help="supported backend: litert, tflite-runtime (repeat)")
+    s.add_argument("--expires-in-days", type=float, default=365.0)
+    s.add_argument("--key", type=Path, action="append", required=True, help="private key (repeat for more)")
+    s.add_argument("-o", "--output", type=Path, required=True)
+
+    s = sub.add_parser("sign", help="add a signature to an existing bundle")
+    s.add_argument("bundle", type=Path)
+    s.add_argument("--key", type=Path, required=True)
+
+    s = sub.add_parser("verify", help="verify a bundle against trusted public keys")
+    s.add_argument("bundle", type=Path)
+    s.add_argument("--trusted-key", type=Path, action="append", required=True)
+    s.add_argument("--threshold", type=int, default=1)
+
+    s = sub.add_parser("inspect", help="print a bundle's manifest (no trust decision)")
+    s.add_argument("bundle", type=Path)
+    return p
+
+
+def _spec_from_args(a: argparse.Namespace) -> BundleSpec:
+    rel: dict[str, Any] = {}
+    files: dict[str, Path] = {}
+    entry: dict[str, str] = {}
+    if a.release_dir:
+        try:
+            rel = json.loads((a.release_dir / "release.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read {a.release_dir}/release.json: {exc}") from None
+        for ep, fname in RELEASE_FILES.items():
+            if (a.release_dir / fname).is_file():
+                files[fname] = a.release_dir / fname
+                entry[ep] = fname
+    for ep, path in (("model", a.model), ("golden", a.golden), ("baseline", a.baseline), ("labels", a.labels)):
+        if path is not None:
+            fname = RELEASE_FILES[ep]
+            files[fname] = path
+            entry[ep] = fname
+    smoke = dict(rel.get("smoke_test", {}))
+    for key, val in (
+        ("atol", a.atol),
+        ("min_label_agreement", a.min_label_agreement),
+        ("p95_latency_ms", a.p95_latency_ms),
+        ("repeats", a.repeats),
+    ):
+        if val is not None:
+            smoke[key] = val
+    inp = rel.get("input", {})
+    shape = tuple(int(x) for x in a.input_shape.split(",")) if a.input_shape else tuple(inp.get("shape", ()))
+    name = a.name or rel.get("name")
+    version = a.model_version or rel.get("version")
+    counter = a.counter if a.counter is not None else rel.get("release_counter")
+    missing = [
+        n
+        for n, v in (
+            ("--name", name),
+            ("--model-version", version),
+            ("--counter", counter),
+            ("--model", entry.get("model")),
+            ("--golden", entry.get("golden")),
+            ("--input-shape", shape or None),
+        )
+        if v is None
+    ]
+    if missing:
+        raise ConfigError(f"build needs {', '.join(missing)}", hint="pass them, or --release-dir with release.json")
+    for f in files.values():
+        if not f.is_file():
+            raise ConfigError(f"{f} does not exist")
+    kw: dict[str, Any] = {}
+    if a.arch:
+        kw["architectures"] = tuple(a.arch)
+    if a.backend:
+        kw["backends"] = tuple(a.backend)
+    return BundleSpec(
+        name=str(name),
+        version=str(version),
+        release_counter=int(str(counter)),
+        files=files,
+        entrypoints=entry,
+        input_shape=shape,
+        input_dtype=a.input_dtype or inp.get("dtype", "float32"),
+        smoke_test=smoke,
+        expires_in=timedelta(days=a.expires_in_days),
+        **kw,
+    )
+
+
+def _summary(m: Manifest) -> dict[str, Any]:
+    return {
+        "name": m.name,
+        "version": str(m.version),
+        "release_counter": m.release_counter,
+        "digest": m.digest,
+        "expires": m.raw["expires"],
+        "files": len(m.files),
+        "bytes": m.total_length,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = _parser().parse_args(argv)
+
+    def body() -> int:
+        if a.cmd == "keygen":
+            a.name.parent.mkdir(parents=True, exist_ok=True)
+            priv, pub = a.name.with_suffix(".key"), a.name.with_suffix(".pub")
+            kid = generate_keypair(priv, pub)
+            emit(
+                a.json,
+                {"ok": True, "keyid": kid, "private_key": str(priv), "public_key": str(pub)},
+                f"created {priv} (mode 0600, keep it secret) and {pub}\nkey id {kid}",
+            )
+            return 0
+        if a.cmd == "build":
+            spec = _spec_from_args(a)
+            keys = [load_private_key(k) for k in a.key]
+            m = build_bundle(spec, a.output, keys)
+            emit(
+                a.json,
+                {
+                    "ok": True,
+                    "bundle": str(a.output),
+                    "size": a.output.stat().st_size,
+                    **_summary(m),
+                    "signed_by": [key_id(k.public_key()) for k in keys],
+                },
+                f"built {a.output}: {m.name} {m.version} (counter {m.release_counter}), {len(m.files)} files, "
+                f"{len(keys)} signature(s)\nmanifest digest {m.digest}",
+            )
+            return 0
+        if a.cmd == "sign":
+            kid = add_signature(a.bundle, load_private_key(a.key))
+            emit(a.json, {"ok": True, "bundle": str(a.bundle), "keyid": kid}, f"signed {a.bundle} with {kid[:16]}")
+            return 0
+        if a.cmd == "verify":
+            trusted = {key_id(k): k for k in (load_public_key(p) for p in a.trusted_key)}
+            m = verify_bundle(a.bundle, TrustPolicy(trusted, a.threshold))
+            emit(
+                a.json,
+                {"ok": True, **_summary(m)},
+                f"OK {a.bundle}: {m.name} {m.version}, {len(m.files)} files verified, digest {m.digest}",
+            )
+            return 0
+        if a.cmd == "inspect":
+            env = read_envelope(a.bundle)
+            m = Manifest.from_signed(env.signed)
+            data = {"ok": True, **_summary(m), "signed": env.signed, "signatures": [s.keyid for s in env.signatures]}
+            emit(a.json, data, json.dumps(data, indent=1, sort_keys=True))
+            return 0
+        raise AssertionError(a.cmd)  # pragma: no cover
+
+    return run(body, a.json)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
