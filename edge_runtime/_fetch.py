@@ -131,7 +131,7 @@ def fetch(
     dest: Path,
     *,
     expected_length: int | None = None,
-    config: FetchConfig = FetchConfig(),  # noqa: B008 - frozen, so a shared default is safe
+    config: FetchConfig = FetchConfig(),
     progress: bool | None = None,
     session: requests.Session | None = None,
 ) -> FetchResult:
@@ -242,12 +242,13 @@ class _Retry(Exception):
     """An attempt failed in a way that another attempt may fix."""
 
     def __init__(
-        self, kind: Literal["stall", "drop", "status"], detail: str, status: HTTPStatusError | None = None
+        self, kind: Literal["stall", "drop", "status"], detail: str, status: int = 0, reason: str = ""
     ) -> None:
         super().__init__(detail)
         self.kind = kind
         self.detail = detail
         self.status = status
+        self.reason = reason
 
 
 class _Restart(Exception):
@@ -294,31 +295,30 @@ class _Download:
         if size == 0:
             self._discard()
             return
-        try:
-            meta = json.loads(self.sidecar.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            meta = None
-        ok = (
-            isinstance(meta, dict)
-            and meta.get("version") == _SIDECAR_VERSION
-            and meta.get("url") == self.url
-            and isinstance(meta.get("validator"), str)
-            and (meta.get("length") is None or isinstance(meta.get("length"), int))
-        )
-        if ok:
-            assert isinstance(meta, dict)  # for mypy; checked above
-            length: int | None = meta.get("length")
-            if self.expected is not None and length is not None and length != self.expected:
-                ok = False
-            elif length is not None and size > length:
-                ok = False
-        if not ok:
+        meta = self._read_sidecar()
+        length = meta.get("length") if meta is not None else None
+        if (
+            meta is None
+            or meta.get("url") != self.url
+            or not isinstance(meta.get("validator"), str)
+            or (length is not None and not isinstance(length, int))
+            or (self.expected is not None and length is not None and length != self.expected)
+            or (length is not None and size > length)
+        ):
             _log.info("discarding partial download %s: it does not belong to %s", self.part, self.shown_url)
             self._discard()
             return
-        assert isinstance(meta, dict)
-        self.validator = meta["validator"]
-        self.declared = self.expected if self.expected is not None else meta.get("length")
+        self.validator = str(meta["validator"])
+        self.declared = self.expected if self.expected is not None else length
+
+    def _read_sidecar(self) -> dict[str, object] | None:
+        try:
+            meta = json.loads(self.sidecar.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(meta, dict) or meta.get("version") != _SIDECAR_VERSION:
+            return None
+        return meta
 
     def _write_sidecar(self, validator: str | None, declared: int | None) -> None:
         self.validator, self.declared = validator, declared
@@ -357,7 +357,11 @@ class _Download:
                 delay = cfg.backoff_s * 2 ** (attempt - 1)
                 _log.warning(
                     "download of %s: %s; retry %d of %d in %.1f s",
-                    self.shown_url, failure.detail, attempt, cfg.retries, delay,
+                    self.shown_url,
+                    failure.detail,
+                    attempt,
+                    cfg.retries,
+                    delay,
                 )
                 if delay > 0:
                     time.sleep(delay)
@@ -393,8 +397,7 @@ class _Download:
     def _get(self, offset: int) -> requests.Response:
         # identity: the bytes on disk must be exactly the bytes the lengths and ranges refer to
         headers = {"Accept-Encoding": "identity"}
-        if offset:
-            assert self.validator is not None
+        if offset and self.validator is not None:
             headers["Range"] = f"bytes={offset}-"
             headers["If-Range"] = self.validator
         try:
@@ -429,24 +432,13 @@ class _Download:
         if status == 416 and offset:
             raise _Restart(f"server rejected Range bytes={offset}- (416)")
         if not 200 <= status < 300:
-            err = HTTPStatusError(
-                f"server returned HTTP {status} {resp.reason or ''}".rstrip() + f" for {self.shown_url}",
-                hint=(
-                    "the server is failing; try again later"
-                    if status >= 500
-                    else "check the URL and the server's access rules"
-                ),
-                status=status,
-                url=self.shown_url,
-            )
             if status >= 500 or status in _RETRYABLE_STATUS:
-                raise _Retry("status", f"HTTP {status}", err)
-            raise err
+                raise _Retry("status", f"HTTP {status}", status, resp.reason or "")
+            raise self._status_error(status, resp.reason, 1)
         encoding = resp.headers.get("Content-Encoding", "identity").strip().lower()
         if encoding not in ("", "identity"):
             raise DownloadError(
-                f"server applied Content-Encoding {encoding!r} to {self.shown_url} although identity "
-                "was requested",
+                f"server applied Content-Encoding {encoding!r} to {self.shown_url} although identity was requested",
                 hint="serve bundles without compression (they are already dense)",
             )
         validator = _validator(resp)
@@ -548,8 +540,7 @@ class _Download:
                             declared=plan.declared,
                         )
                     raise DownloadTooLargeError(
-                        f"server sent more than {limit} bytes for {self.shown_url} without declaring a "
-                        "length",
+                        f"server sent more than {limit} bytes for {self.shown_url} without declaring a length",
                         hint="raise the download size limit if this file is legitimate",
                         limit=limit,
                     )
@@ -564,10 +555,7 @@ class _Download:
         view = memoryview(chunk)
         try:
             while view:
-                n = fh.write(view)
-                if n is None:  # pragma: no cover - only for non-blocking files
-                    continue
-                view = view[n:]
+                view = view[fh.write(view) :]
         except OSError as exc:
             raise self._disk_error(exc, self.part) from exc
 
@@ -600,12 +588,23 @@ class _Download:
             )
         return StagingError(f"cannot write {path}: {exc.strerror or exc}", path=str(path))
 
+    def _status_error(self, status: int, reason: str | None, attempts: int) -> HTTPStatusError:
+        after = f" (after {attempts} attempts)" if attempts > 1 else ""
+        return HTTPStatusError(
+            f"server returned HTTP {status} {reason or ''}".rstrip() + f" for {self.shown_url}{after}",
+            hint=(
+                "the server is failing or overloaded; try again later"
+                if status >= 500 or status in _RETRYABLE_STATUS
+                else "check the URL and the server's access rules"
+            ),
+            status=status,
+            url=self.shown_url,
+            attempts=attempts,
+        )
+
     def _give_up(self, failure: _Retry, attempts: int) -> DownloadError:
-        if failure.status is not None:
-            failure.status.message += f" (after {attempts} attempts)" if attempts > 1 else ""
-            failure.status.args = (failure.status.message,)
-            failure.status.details["attempts"] = attempts
-            return failure.status
+        if failure.kind == "status":
+            return self._status_error(failure.status, failure.reason, attempts)
         received = self._part_size()
         total = "an unknown number of" if self.declared is None else str(self.declared)
         resumable = received > 0 and self.validator is not None
@@ -616,11 +615,7 @@ class _Download:
                 self._discard()
                 received = 0
             tail = "re-running starts again from the beginning"
-        what = (
-            f"stalled (no data for {self.config.read_timeout:g} s)"
-            if failure.kind == "stall"
-            else "was interrupted"
-        )
+        what = f"stalled (no data for {self.config.read_timeout:g} s)" if failure.kind == "stall" else "was interrupted"
         message = (
             f"download of {self.shown_url} {what} after {attempts} attempt(s); received {received} of "
             f"{total} bytes; {tail}"
@@ -671,10 +666,7 @@ class _Progress:
             filled = int(frac * self.WIDTH)
             bar = "#" * filled + "-" * (self.WIDTH - filled)
             eta = _eta((self.total - done) / rate) if rate > 0 else "--:--"
-            line = (
-                f"[{bar}] {frac * 100:5.1f}% {done / _MiB:8.1f}/{self.total / _MiB:.1f} MiB "
-                f"{speed} ETA {eta}"
-            )
+            line = f"[{bar}] {frac * 100:5.1f}% {done / _MiB:8.1f}/{self.total / _MiB:.1f} MiB {speed} ETA {eta}"
         else:
             line = f"{done / _MiB:8.1f} MiB {speed}"
         self._write("\r" + line.ljust(self.drawn))

@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 0
         if args.cmd == "install":
-            cfg = FetchConfig(
+            fcfg = FetchConfig(
                 connect_timeout=args.connect_timeout, read_timeout=args.read_timeout, retries=args.retries
             )
             r = dev.install(
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                 expected_digest=args.expect_digest,
                 expected_size=args.expect_size,
                 allow_quarantined=args.allow_quarantined,
-                fetch_config=cfg,
+                fetch_config=fcfg,
                 progress=None if not args.json else False,
             )
             emit(args.json, r.to_dict(), _human_install(r))

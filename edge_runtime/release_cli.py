@@ -17,7 +17,7 @@ from ._cli_common import emit, run
 from .bundle import BundleSpec, add_signature, build_bundle, read_envelope, verify_bundle
 from .errors import ConfigError
 from .keys import generate_keypair, load_private_key, load_public_key
-from .manifest import Manifest
+from .manifest import Manifest, parse_time
 from .trust import TrustPolicy, key_id
 
 __all__ = ["main"]
@@ -62,7 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--repeats", type=int)
     s.add_argument("--arch", action="append", help="supported CPU architecture (repeat)")
     s.add_argument("--backend", action="append", help="supported backend: litert, tflite-runtime (repeat)")
-    s.add_argument("--expires-in-days", type=float, default=365.0)
+    s.add_argument("--expires-in-days", type=float, help="validity from --created (default 365)")
+    s.add_argument("--created", help="creation time YYYY-MM-DDTHH:MM:SSZ (default now); fixed times give "
+                   "reproducible manifest digests")
     s.add_argument("--key", type=Path, action="append", required=True, help="private key (repeat for more)")
     s.add_argument("-o", "--output", type=Path, required=True)
 
@@ -134,6 +136,9 @@ def _spec_from_args(a: argparse.Namespace) -> BundleSpec:
         kw["architectures"] = tuple(a.arch)
     if a.backend:
         kw["backends"] = tuple(a.backend)
+    created_s = a.created or rel.get("created")
+    created = parse_time(created_s, "--created") if created_s else None
+    days = a.expires_in_days if a.expires_in_days is not None else float(rel.get("expires_in_days", 365))
     return BundleSpec(
         name=str(name),
         version=str(version),
@@ -143,7 +148,8 @@ def _spec_from_args(a: argparse.Namespace) -> BundleSpec:
         input_shape=shape,
         input_dtype=a.input_dtype or inp.get("dtype", "float32"),
         smoke_test=smoke,
-        expires_in=timedelta(days=a.expires_in_days),
+        expires_in=timedelta(days=days),
+        created=created,
         **kw,
     )
 
