@@ -214,6 +214,7 @@ class Device:
         cfg = self.config  # fails early on an uninitialised root
         del cfg
         with self.lock.hold(what):
+            self._clean_tmp()
             for name in self.store.names():
                 self._recover(name)
             try:
@@ -505,9 +506,16 @@ class Device:
     def recover(self) -> list[dict[str, Any]]:
         """Resolve interrupted operations on every model; return what was done."""
         with self.lock.hold("recover"):
+            self._clean_tmp()
             done = [r for name in self.store.names() if (r := self._recover(name))]
             self.write_facts()
             return done
+
+    def _clean_tmp(self) -> None:
+        """Remove temp files an interrupted atomic write left in the device-level directories."""
+        for d in (self.root, self.trust_dir, self.facts_file.parent, self.models_dir):
+            for tmp in iter_tmp_files(d):
+                remove_tree(tmp)
 
     def _recover(self, name: str) -> dict[str, Any] | None:
         state = self.store.load(name)

@@ -47,11 +47,13 @@ class EdgeRuntimeError(Exception):
     code: ClassVar[str] = "error"
     #: process exit status used by the CLIs for this class of error
     exit_code: ClassVar[int] = 1
+    #: the fix to suggest when the raiser did not name a more specific one
+    default_hint: ClassVar[str | None] = None
 
     def __init__(self, message: str, *, hint: str | None = None, **details: Any) -> None:
         super().__init__(message)
         self.message = message
-        self.hint = hint
+        self.hint = hint or self.default_hint
         self.details = details
 
     def diagnostics(self) -> str:
@@ -89,6 +91,7 @@ class ConfigError(EdgeRuntimeError):
 
     code = "config"
     exit_code = 2
+    default_hint = "see `edge-runtime --help`"
 
 
 class KeyFileError(EdgeRuntimeError):
@@ -102,6 +105,7 @@ class StateError(EdgeRuntimeError):
     """The persisted device state prevents the operation."""
 
     code = "state"
+    default_hint = "run `edge-runtime status` to see the device state"
 
 
 class StateCorruptError(StateError):
@@ -137,6 +141,7 @@ class TrustError(EdgeRuntimeError):
 
     code = "trust"
     exit_code = 3
+    default_hint = "nothing on the device changed; rebuild the bundle with `edge-release build` or fetch it again"
 
 
 class BundleFormatError(TrustError):
@@ -161,6 +166,7 @@ class UnsafeBundleError(TrustError):
     """The bundle holds a path or member type that could escape staging."""
 
     code = "unsafe_bundle"
+    default_hint = "bundles hold regular files with relative paths only; rebuild it with `edge-release build`"
 
 
 class ExpiredError(TrustError):
@@ -183,6 +189,7 @@ class PolicyError(EdgeRuntimeError):
 
     code = "policy"
     exit_code = 4
+    default_hint = "nothing on the device changed; publish a bundle this device accepts"
 
 
 class ModelNameError(PolicyError):
@@ -213,6 +220,7 @@ class DownloadError(EdgeRuntimeError):
 
     code = "download"
     exit_code = 5
+    default_hint = "check the URL and the network, then run the same command again (it resumes)"
 
 
 class HTTPStatusError(DownloadError):
@@ -236,6 +244,7 @@ class DownloadTooLargeError(DownloadError):
 class StagingError(EdgeRuntimeError):
     code = "staging"
     exit_code = 6
+    default_hint = "the active model is unchanged; fix the device storage and retry"
 
 
 class DiskFullError(StagingError):
@@ -247,3 +256,4 @@ class ModelLoadError(EdgeRuntimeError):
 
     code = "model_load"
     exit_code = 7
+    default_hint = "check that the model file matches the installed TFLite backend"

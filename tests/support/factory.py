@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import tarfile
@@ -39,7 +40,8 @@ def build(version: str, out: Path, keys: list[KeyPair], *extra: str, model: str 
     ]
     for k in keys:
         args += ["--key", str(k.private_path)]
-    rc = release_main([*args, *extra])
+    with contextlib.redirect_stdout(io.StringIO()):
+        rc = release_main([*args, *extra])
     assert rc == 0, f"edge-release build failed for {model} {version}"
     return out
 

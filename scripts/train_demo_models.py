@@ -1,0 +1,522 @@
+"""Train and export the small demo models that live under ``demo/models/``.
+
+These are *demo* artifacts for the edge model delivery tooling (bundles, smoke tests, drift
+baselines). They are not meant for production use.
+
+Run it with a Python that has TensorFlow (tensorflow-cpu 2.x, Keras 3) and ``ai-edge-litert``::
+
+    /path/to/venv-with-tensorflow/bin/python scripts/train_demo_models.py [--out demo/models]
+
+It needs no network access: all data is generated synthetically and deterministically (fixed
+seeds, ``tf.config.experimental.enable_op_determinism``). It takes about a minute on 2 CPU cores.
+
+Task: 32x32 grayscale "texture" images in [0, 1] (brightness gradient, optional stripes, noise).
+Class 1 ("defect") images carry one thin bright or dark scratch (a short line segment at a random
+angle); class 0 ("good") images do not.
+
+Produced, one directory per ``<out>/<model-name>/<version>/`` with ``model.tflite``,
+``golden.npz``, ``baseline.json``, ``labels.txt`` and ``release.json`` (formats: docs/DESIGN.md):
+
+* ``defect-classifier`` (float32 input/output)
+  - 1.0.0 (release_counter 1): tiny CNN trained on 10% of the training data (worse, still usable).
+  - 1.1.0 (release_counter 2): the same CNN trained on all training data (better).
+  - 1.2.0 (release_counter 3): correctly built but BAD: trained on flipped labels. Its golden.npz
+    holds the *correct* expectations (outputs of 1.1.0, ground-truth labels), so its smoke test
+    fails on outputs and on label agreement.
+  - 1.3.0 (release_counter 4): TOO SLOW: the 1.1.0 network behind a deliberately heavy stem:
+    3x nearest upsampling to 96x96, ten 64-channel 3x3 convolutions, a 1x1 projection back to one
+    channel and 3x3 average pooling back to 32x32. The stem is constructed, not trained: channel 0
+    passes the image through exactly, the other 63 channels are wasted compute. So the model is as
+    accurate as 1.1.0 (its golden expectations are its own outputs) but one invoke takes ~60 ms
+    (single thread, x86_64 with XNNPACK), far more than the 20 ms budget, with a ~1.4 MB file.
+    Wide convolutions at 32x32 alone cannot exceed 20 ms with XNNPACK (~60 GMAC/s here) while
+    the file stays under ~3 MB, hence the upsampling.
+* ``defect-classifier-int8`` (full-integer quantization, int8 input and output tensors)
+  - 1.0.0 (release_counter 1): from the 10%-data model.
+  - 1.1.0 (release_counter 2): from the all-data model.
+
+Golden samples: the same 16 held-out images (8 per class) for every version, chosen (in held-out
+order) among those that all good models (float and int8, 1.0.0 and 1.1.0) classify correctly
+with confidence >= 0.75. ``expected_outputs`` are the outputs of the TFLite model itself run with
+the LiteRT interpreter (dequantized for int8), except for 1.2.0 (see above).
+
+Baselines (``baseline.json``) describe the model's training data: per-image pixel mean and pixel
+std, and the model's max softmax probability ("confidence") on that data, computed with the
+exported TFLite model. For 1.3.0 the confidence is computed with 1.1.0's TFLite model, which is
+the same function (the script checks this on the golden and 100 held-out images) but ~100x cheaper
+to run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+IMG = 32
+N_TRAIN = 4000
+N_HELDOUT = 1000
+SEED_TRAIN_DATA = 20261123
+SEED_HELDOUT_DATA = 20261124
+SEED_BASELINE_SUBSAMPLE = 7
+SMALL_FRACTION = 0.10
+LABELS = ("good", "defect")
+N_GOLDEN_PER_CLASS = 8
+
+FLOAT_ATOL = 0.02
+MIN_LABEL_AGREEMENT = 0.9
+P95_LATENCY_MS = 20.0
+REPEATS = 3
+INT8_ATOL_IN_OUTPUT_STEPS = 2.5  # int8 atol = 2.5 * output scale (1/256 for softmax -> 0.009766)
+
+HEAVY_UPSAMPLE = 3
+HEAVY_CHANNELS = 64
+HEAVY_LAYERS = 10
+
+
+# --------------------------------------------------------------------------- data (numpy only)
+
+
+def make_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic synthetic dataset: float32 [n, 32, 32, 1] in [0, 1], int64 labels [n]."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:IMG, 0:IMG].astype(np.float64)
+    images = np.empty((n, IMG, IMG, 1), np.float32)
+    labels = np.zeros(n, np.int64)
+    labels[n // 2 :] = 1
+    rng.shuffle(labels)
+    for i in range(n):
+        base = rng.uniform(0.3, 0.7)
+        gx, gy = rng.uniform(-0.3, 0.3, 2) / IMG
+        img = base + gx * (xx - IMG / 2) + gy * (yy - IMG / 2)
+        if rng.random() < 0.7:  # periodic stripes (full-length, unlike a scratch)
+            theta = rng.uniform(0, np.pi)
+            freq = rng.uniform(0.15, 0.6)
+            phase = rng.uniform(0, 2 * np.pi)
+            img = img + rng.uniform(0.02, 0.12) * np.sin(freq * (np.cos(theta) * xx + np.sin(theta) * yy) + phase)
+        img = img + rng.normal(0.0, rng.uniform(0.03, 0.07), (IMG, IMG))
+        if labels[i] == 1:  # thin scratch: anti-aliased line segment
+            length = rng.uniform(8, 20)
+            theta = rng.uniform(0, np.pi)
+            cx, cy = rng.uniform(6, IMG - 6, 2)
+            dx, dy = np.cos(theta) * length / 2, np.sin(theta) * length / 2
+            x0, y0, vx, vy = cx - dx, cy - dy, 2 * dx, 2 * dy
+            t = np.clip(((xx - x0) * vx + (yy - y0) * vy) / (vx * vx + vy * vy), 0.0, 1.0)
+            dist = np.hypot(xx - (x0 + t * vx), yy - (y0 + t * vy))
+            amp = rng.uniform(0.16, 0.4) * rng.choice([-1.0, 1.0])
+            width = rng.uniform(0.7, 1.2)
+            img = img + amp * np.clip(1.0 - dist / width, 0.0, 1.0)
+        images[i, :, :, 0] = np.clip(img, 0.0, 1.0)
+    return images, labels
+
+
+def datasets() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    x_train, y_train = make_images(N_TRAIN, SEED_TRAIN_DATA)
+    x_held, y_held = make_images(N_HELDOUT, SEED_HELDOUT_DATA)
+    return x_train, y_train, x_held, y_held
+
+
+# --------------------------------------------------------------------------- LiteRT runner
+
+
+class TFLiteModel:
+    """Runs a .tflite model one image at a time; float in, float (dequantized) out."""
+
+    def __init__(self, model_bytes: bytes, num_threads: int | None = None):
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:  # pragma: no cover - fallback for a TF-only environment
+            from tensorflow.lite import Interpreter  # type: ignore
+        self.interp = Interpreter(model_content=model_bytes, num_threads=num_threads)
+        self.interp.allocate_tensors()
+        self.inp = self.interp.get_input_details()[0]
+        self.out = self.interp.get_output_details()[0]
+
+    @property
+    def output_scale(self) -> float:
+        return float(self.out["quantization"][0])
+
+    def _quantize(self, x: np.ndarray) -> np.ndarray:
+        dtype = self.inp["dtype"]
+        if dtype == np.float32:
+            return x.astype(np.float32)
+        scale, zero_point = self.inp["quantization"]
+        info = np.iinfo(dtype)
+        q = np.round(x / scale + zero_point)
+        return np.clip(q, info.min, info.max).astype(dtype)
+
+    def _dequantize(self, y: np.ndarray) -> np.ndarray:
+        if self.out["dtype"] == np.float32:
+            return y.astype(np.float32)
+        scale, zero_point = self.out["quantization"]
+        return ((y.astype(np.float32) - zero_point) * scale).astype(np.float32)
+
+    def predict(self, images: np.ndarray, timings: list[float] | None = None) -> np.ndarray:
+        outs = []
+        for img in images:
+            self.interp.set_tensor(self.inp["index"], self._quantize(img[None]))
+            t0 = time.perf_counter()
+            self.interp.invoke()
+            if timings is not None:
+                timings.append((time.perf_counter() - t0) * 1000.0)
+            outs.append(self._dequantize(self.interp.get_tensor(self.out["index"]))[0])
+        return np.stack(outs).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- TensorFlow parts
+
+
+def _tf():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(2)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    tf.config.experimental.enable_op_determinism()
+    return tf, keras
+
+
+def small_layers(keras) -> list:
+    return [
+        keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
+        keras.layers.MaxPooling2D(),
+        keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+        keras.layers.MaxPooling2D(),
+        keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+        keras.layers.GlobalMaxPooling2D(),
+        keras.layers.Dense(2, activation="softmax"),
+    ]
+
+
+def build_small(keras, batch_size: int | None = None):
+    return keras.Sequential([keras.Input((IMG, IMG, 1), batch_size=batch_size), *small_layers(keras)])
+
+
+def train_small(keras, x, y, epochs: int, seed: int):
+    keras.utils.set_random_seed(seed)
+    model = build_small(keras)
+    model.compile(
+        optimizer=keras.optimizers.Adam(3e-3),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    model.fit(x, y, batch_size=32, epochs=epochs, shuffle=True, verbose=0)
+    return model
+
+
+def export_model(keras, trained):
+    """Batch-1 copy of a trained small model (fixed input shape [1, 32, 32, 1])."""
+    model = build_small(keras, batch_size=1)
+    model.set_weights(trained.get_weights())
+    return model
+
+
+def build_heavy(keras, trained_small, seed: int):
+    """Identity-by-construction heavy stem + the trained small network (see module docstring)."""
+    rng = np.random.default_rng(seed)
+    stem = [keras.layers.UpSampling2D(HEAVY_UPSAMPLE)]
+    convs = [keras.layers.Conv2D(HEAVY_CHANNELS, 3, padding="same", activation="relu") for _ in range(HEAVY_LAYERS)]
+    proj = keras.layers.Conv2D(1, 1)
+    head = small_layers(keras)
+    model = keras.Sequential(
+        [
+            keras.Input((IMG, IMG, 1), batch_size=1),
+            *stem,
+            *convs,
+            proj,
+            keras.layers.AveragePooling2D(HEAVY_UPSAMPLE),
+            *head,
+        ]
+    )
+    c_in = 1
+    for conv in convs:
+        w = rng.normal(0.0, 0.5 / np.sqrt(9 * c_in), (3, 3, c_in, HEAVY_CHANNELS)).astype(np.float32)
+        b = np.full(HEAVY_CHANNELS, 0.05, np.float32)  # keeps the wasted channels away from 0
+        w[:, :, :, 0] = 0.0  # output channel 0 = input channel 0 (pixels >= 0, so ReLU is a no-op)
+        w[1, 1, 0, 0] = 1.0
+        b[0] = 0.0
+        conv.set_weights([w, b])
+        c_in = HEAVY_CHANNELS
+    proj_w = np.zeros((1, 1, HEAVY_CHANNELS, 1), np.float32)
+    proj_w[0, 0, 0, 0] = 1.0
+    proj.set_weights([proj_w, np.zeros(1, np.float32)])
+    src = [layer for layer in trained_small.layers if layer.get_weights()]
+    dst = [layer for layer in head if layer.get_weights()]
+    assert len(src) == len(dst)
+    for s, d in zip(src, dst, strict=True):
+        d.set_weights(s.get_weights())
+    return model
+
+
+def to_tflite_float(tf, model) -> bytes:
+    return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+
+
+def to_tflite_int8(tf, model, representative: np.ndarray) -> bytes:
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+
+    def rep():
+        for img in representative:
+            yield [img[None].astype(np.float32)]
+
+    conv.representative_dataset = rep
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.int8
+    conv.inference_output_type = tf.int8
+    return conv.convert()
+
+
+# --------------------------------------------------------------------------- artifacts
+
+
+def feature_summary(values: np.ndarray, seed: int) -> dict:
+    v = np.asarray(values, np.float64)
+    n = len(v)
+    idx = np.sort(np.random.default_rng(seed).choice(n, size=min(n, 1000), replace=False))
+    edges = np.round(np.quantile(v, np.linspace(0.0, 1.0, 11)), 9)
+    edges[0], edges[-1] = -1e9, 1e9
+    for i in range(2, 10):
+        # Ties (saturated or int8-quantized confidences) would give equal edges: keep them strictly
+        # increasing; the extra bins then hold fraction 0.
+        if edges[i] <= edges[i - 1]:
+            edges[i] = round(edges[i - 1] + 1e-9, 9)
+    counts, _ = np.histogram(v, bins=edges)
+    assert counts.sum() == n
+    return {
+        "sample": [round(float(x), 6) for x in v[idx]],
+        "bin_edges": [float(e) for e in edges],
+        "bin_fractions": [float(c) / n for c in counts],
+        "mean": round(float(v.mean()), 6),
+        "std": round(float(v.std()), 6),
+    }
+
+
+def make_baseline(images: np.ndarray, outputs: np.ndarray) -> dict:
+    flat = images.reshape(len(images), -1).astype(np.float64)
+    return {
+        "n_samples": len(images),
+        "features": {
+            "pixel_mean": feature_summary(flat.mean(axis=1), SEED_BASELINE_SUBSAMPLE),
+            "pixel_std": feature_summary(flat.std(axis=1), SEED_BASELINE_SUBSAMPLE),
+        },
+        "confidence": feature_summary(outputs.max(axis=1), SEED_BASELINE_SUBSAMPLE),
+    }
+
+
+def write_version(
+    out: Path,
+    name: str,
+    version: str,
+    counter: int,
+    description: str,
+    model_bytes: bytes,
+    input_dtype: str,
+    golden: tuple[np.ndarray, np.ndarray, np.ndarray],
+    baseline: dict,
+    atol: float,
+) -> Path:
+    d = out / name / version
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "model.tflite").write_bytes(model_bytes)
+    inputs, expected_outputs, expected_labels = golden
+    with open(d / "golden.npz", "wb") as f:
+        np.savez_compressed(
+            f,
+            inputs=inputs.astype(np.float32),
+            expected_outputs=expected_outputs.astype(np.float32),
+            expected_labels=expected_labels.astype(np.int64),
+        )
+    (d / "baseline.json").write_text(
+        json.dumps(baseline, separators=(",", ":"), allow_nan=False) + "\n", encoding="utf-8"
+    )
+    (d / "labels.txt").write_text("".join(label + "\n" for label in LABELS), encoding="utf-8")
+    release = {
+        "name": name,
+        "version": version,
+        "release_counter": counter,
+        "description": description,
+        "input": {"shape": [1, IMG, IMG, 1], "dtype": input_dtype},
+        "smoke_test": {
+            "atol": atol,
+            "min_label_agreement": MIN_LABEL_AGREEMENT,
+            "p95_latency_ms": P95_LATENCY_MS,
+            "repeats": REPEATS,
+        },
+    }
+    (d / "release.json").write_text(json.dumps(release, indent=2) + "\n", encoding="utf-8")
+    return d
+
+
+def accuracy(outputs: np.ndarray, labels: np.ndarray) -> float:
+    return float((outputs.argmax(axis=1) == labels).mean())
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default="demo/models", help="output directory (default: demo/models)")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    t_start = time.time()
+
+    x_train, y_train, x_held, y_held = datasets()
+    n_small = int(N_TRAIN * SMALL_FRACTION)
+    x_small, y_small = x_train[:n_small], y_train[:n_small]
+
+    tf, keras = _tf()
+    print("training 1.0.0 (10% data)...", flush=True)
+    m_small = train_small(keras, x_small, y_small, epochs=15, seed=1)
+    print("training 1.1.0 (all data)...", flush=True)
+    m_full = train_small(keras, x_train, y_train, epochs=15, seed=2)
+    print("training 1.2.0 (flipped labels)...", flush=True)
+    m_flip = train_small(keras, x_train, 1 - y_train, epochs=15, seed=3)
+
+    print("converting...", flush=True)
+    b_small = to_tflite_float(tf, export_model(keras, m_small))
+    b_full = to_tflite_float(tf, export_model(keras, m_full))
+    b_flip = to_tflite_float(tf, export_model(keras, m_flip))
+    b_heavy = to_tflite_float(tf, build_heavy(keras, m_full, seed=4))
+    b_small_q = to_tflite_int8(tf, export_model(keras, m_small), x_small[:200])
+    b_full_q = to_tflite_int8(tf, export_model(keras, m_full), x_train[:200])
+
+    r = {
+        "small": TFLiteModel(b_small),
+        "full": TFLiteModel(b_full),
+        "flip": TFLiteModel(b_flip),
+        "small_q": TFLiteModel(b_small_q),
+        "full_q": TFLiteModel(b_full_q),
+    }
+    held = {k: m.predict(x_held) for k, m in r.items()}
+    acc = {k: accuracy(v, y_held) for k, v in held.items()}
+
+    # Golden samples: all good models correct and confident; in held-out order; 8 per class.
+    good_keys = ("small", "full", "small_q", "full_q")
+    ok = np.ones(N_HELDOUT, bool)
+    for k in good_keys:
+        ok &= (held[k].argmax(axis=1) == y_held) & (held[k].max(axis=1) >= 0.75)
+    golden_idx = np.sort(np.concatenate([np.flatnonzero(ok & (y_held == c))[:N_GOLDEN_PER_CLASS] for c in (0, 1)]))
+    assert len(golden_idx) == 2 * N_GOLDEN_PER_CLASS, "not enough confidently-correct samples"
+    g_in, g_lab = x_held[golden_idx], y_held[golden_idx]
+
+    # Heavy model: check equivalence to 1.1.0 and measure its latency.
+    heavy = TFLiteModel(b_heavy)
+    times: list[float] = []
+    g_heavy = heavy.predict(g_in, timings=times)
+    h_check = heavy.predict(x_held[:100])
+    max_diff = float(max(np.abs(g_heavy - held["full"][golden_idx]).max(), np.abs(h_check - held["full"][:100]).max()))
+    assert max_diff < 1e-4, f"heavy stem is not an identity: {max_diff}"
+    heavy_ms = float(np.median(times))
+    print(f"1.3.0 median invoke {heavy_ms:.1f} ms (single-threaded default), size {len(b_heavy)} B")
+    if heavy_ms < 2 * P95_LATENCY_MS:
+        print("WARNING: 1.3.0 is not clearly slower than the latency budget on this machine")
+
+    conf_train = {k: r[k].predict(x_train) for k in ("full", "flip", "full_q")}
+    conf_small = {k: r[k].predict(x_small) for k in ("small", "small_q")}
+
+    def float_golden(key):
+        return g_in, held[key][golden_idx], g_lab
+
+    q_atol_small = round(INT8_ATOL_IN_OUTPUT_STEPS * r["small_q"].output_scale, 6)
+    q_atol_full = round(INT8_ATOL_IN_OUTPUT_STEPS * r["full_q"].output_scale, 6)
+    name_f, name_q = "defect-classifier", "defect-classifier-int8"
+    written = [
+        write_version(
+            out,
+            name_f,
+            "1.0.0",
+            1,
+            f"Tiny CNN trained on 10% of the synthetic data ({n_small} images). "
+            f"Held-out accuracy {acc['small']:.3f}. Demo model, not for production.",
+            b_small,
+            "float32",
+            float_golden("small"),
+            make_baseline(x_small, conf_small["small"]),
+            FLOAT_ATOL,
+        ),
+        write_version(
+            out,
+            name_f,
+            "1.1.0",
+            2,
+            f"Tiny CNN trained on all synthetic training data ({N_TRAIN} images). "
+            f"Held-out accuracy {acc['full']:.3f}. Demo model, not for production.",
+            b_full,
+            "float32",
+            float_golden("full"),
+            make_baseline(x_train, conf_train["full"]),
+            FLOAT_ATOL,
+        ),
+        write_version(
+            out,
+            name_f,
+            "1.2.0",
+            3,
+            "BAD release (demo): trained on flipped labels, predictions are inverted "
+            f"(held-out accuracy {acc['flip']:.3f}). Golden expectations are the correct ones "
+            "(1.1.0 outputs, ground-truth labels), so its smoke test must fail.",
+            b_flip,
+            "float32",
+            float_golden("full"),
+            make_baseline(x_train, conf_train["flip"]),
+            FLOAT_ATOL,
+        ),
+        write_version(
+            out,
+            name_f,
+            "1.3.0",
+            4,
+            "TOO SLOW release (demo): the 1.1.0 network behind a heavy stem (3x upsampling, "
+            f"{HEAVY_LAYERS} x {HEAVY_CHANNELS}-channel 3x3 convs at 96x96). As accurate as 1.1.0 "
+            f"(held-out accuracy {acc['full']:.3f}) but ~60 ms per invoke (one x86_64 thread, "
+            "XNNPACK), so its smoke test must fail on latency only.",
+            b_heavy,
+            "float32",
+            (g_in, g_heavy, g_lab),
+            # Same training data and (checked) the same function as 1.1.0: see module docstring.
+            make_baseline(x_train, conf_train["full"]),
+            FLOAT_ATOL,
+        ),
+        write_version(
+            out,
+            name_q,
+            "1.0.0",
+            1,
+            f"Full-integer int8 quantization of defect-classifier 1.0.0 (10% data). "
+            f"Held-out accuracy {acc['small_q']:.3f}. Smoke atol = "
+            f"{INT8_ATOL_IN_OUTPUT_STEPS} x output scale. Demo model, not for production.",
+            b_small_q,
+            "int8",
+            float_golden("small_q"),
+            make_baseline(x_small, conf_small["small_q"]),
+            q_atol_small,
+        ),
+        write_version(
+            out,
+            name_q,
+            "1.1.0",
+            2,
+            f"Full-integer int8 quantization of defect-classifier 1.1.0 (all data). "
+            f"Held-out accuracy {acc['full_q']:.3f}. Smoke atol = "
+            f"{INT8_ATOL_IN_OUTPUT_STEPS} x output scale. Demo model, not for production.",
+            b_full_q,
+            "int8",
+            float_golden("full_q"),
+            make_baseline(x_train, conf_train["full_q"]),
+            q_atol_full,
+        ),
+    ]
+    print("held-out accuracy:", {k: round(v, 4) for k, v in acc.items()})
+    print("golden held-out indices:", golden_idx.tolist())
+    for d in written:
+        print(d, sum(f.stat().st_size for f in d.iterdir()), "bytes")
+    print(f"done in {time.time() - t_start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

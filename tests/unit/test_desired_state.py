@@ -1,0 +1,538 @@
+"""models.yaml validation and rollout planning (edgeml.fleet module_utils/desired_state), pure Python.
+
+Bundles are real: built and signed with edge_runtime into a registry directory once per module. The
+validator only reads their manifests, so any bytes serve as model and golden files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge_runtime.bundle import BundleSpec, build_bundle
+from tests.support.http_server import BundleServer, Route
+from tests.support.keys import make_keypair
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "collections"))
+
+from ansible_collections.edgeml.fleet.plugins.module_utils import desired_state as ds  # noqa: E402
+
+RELEASES = [("defect-classifier", "1.0.0", 1), ("defect-classifier", "1.1.0", 2), ("anomaly-detector", "0.3.0", 1)]
+
+INVENTORY: dict[str, list[str]] = {
+    "all": ["dev-a1", "dev-a2", "dev-a3", "dev-b1", "dev-b2", "dev-c1"],
+    "ungrouped": ["dev-c1"],
+    "line_a": ["dev-a1", "dev-a2", "dev-a3"],
+    "line_b": ["dev-b1", "dev-b2"],
+}
+
+TEMPLATE = """\
+schema: 1
+registry: {registry}
+models:
+  defect-classifier:
+    versions:
+      "1.0.0": {{bundle: {b_dc100}, digest: "{d_dc100}", release_counter: 1, size: {s_dc100}}}
+      "1.1.0":
+        bundle: {b_dc110}
+        digest: "{d_dc110}"
+        release_counter: 2
+        size: {s_dc110}
+  anomaly-detector:
+    versions:
+      "0.3.0": {{bundle: {b_ad030}, digest: "{d_ad030}", release_counter: 1, size: {s_ad030}}}
+groups:
+  line_a:
+    models:
+      defect-classifier: "1.1.0"
+    rollout:
+      waves: [1, "50%", "100%"]
+      max_fail_percent: 0
+      health_gate: {{require_smoke_pass: true, max_p95_latency_ms: 20.0}}
+  line_b:
+    models:
+      defect-classifier: "1.0.0"
+      anomaly-detector: "0.3.0"
+"""
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A registry directory with three signed bundles, and the values models.yaml needs for them."""
+    root = tmp_path_factory.mktemp("registry")
+    key = make_keypair(root / "keys", "release").private
+    src = root / "src"
+    src.mkdir()
+    (src / "model.tflite").write_bytes(b"not really a model")
+    (src / "golden.npz").write_bytes(b"not really golden data")
+    reg = root / "registry"
+    values: dict[str, Any] = {"registry": str(reg)}
+    for name, version, counter in RELEASES:
+        rel = f"{name}/{version}.edgebundle"
+        out = reg / rel
+        out.parent.mkdir(parents=True, exist_ok=True)
+        spec = BundleSpec(
+            name=name,
+            version=version,
+            release_counter=counter,
+            files={"model.tflite": src / "model.tflite", "golden.npz": src / "golden.npz"},
+            entrypoints={"model": "model.tflite", "golden": "golden.npz"},
+            input_shape=(1, 4),
+            input_dtype="float32",
+            smoke_test={"atol": 0.05, "min_label_agreement": 0.9, "p95_latency_ms": 50.0, "repeats": 1},
+        )
+        manifest = build_bundle(spec, out, [key])
+        tag = {"defect-classifier": "dc", "anomaly-detector": "ad"}[name] + version.replace(".", "")
+        values[f"b_{tag}"] = rel
+        values[f"d_{tag}"] = manifest.digest
+        values[f"s_{tag}"] = out.stat().st_size
+    return values
+
+
+def render(values: dict[str, Any], **overrides: Any) -> str:
+    return TEMPLATE.format(**{**values, **overrides})
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "models.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def line_of(text: str, needle: str, nth: int = 1) -> int:
+    """1-based line of the nth line containing ``needle``."""
+    hits = [i for i, line in enumerate(text.splitlines(), start=1) if needle in line]
+    return hits[nth - 1]
+
+
+def fails(
+    tmp_path: Path,
+    text: str,
+    groups: dict[str, list[str]] | None = None,
+    check_registry: bool = True,
+) -> ds.DesiredStateError:
+    with pytest.raises(ds.DesiredStateError) as info:
+        ds.build_plan(write(tmp_path, text), groups or INVENTORY, check_registry=check_registry)
+    return info.value
+
+
+# ------------------------------------------------------------------------------------------------
+# A good file and the plan contract
+
+
+def test_good_file_gives_the_plan(tmp_path: Path, registry: dict[str, Any]) -> None:
+    path = write(tmp_path, render(registry))
+    plan = ds.build_plan(path, INVENTORY)
+    assert json.loads(json.dumps(plan)) == plan
+    assert plan["models_file"] == str(Path(path).resolve())
+    assert plan["registry"] == registry["registry"]
+    assert sorted(plan["hosts"]) == ["dev-a1", "dev-a2", "dev-a3", "dev-b1", "dev-b2"]  # dev-c1 pins nothing
+    a = plan["groups"]["line_a"]
+    assert a["hosts"] == ["dev-a1", "dev-a2", "dev-a3"]
+    assert [len(w) for w in a["waves"]] == [1, 1, 1]  # 1, ceil(50% of 3) = 2, 3
+    assert a["policy"] == {
+        "waves": [1, "50%", "100%"],
+        "max_fail_percent": 0,
+        "health_gate": {
+            "require_smoke_pass": True,
+            "max_p95_latency_ms": 20.0,
+            "max_error_rate_increase": None,
+            "min_mean_confidence": None,
+        },
+    }
+    b = plan["groups"]["line_b"]
+    assert b["policy"] == {
+        "waves": [1, "100%"],
+        "max_fail_percent": 0,
+        "health_gate": dict(ds.DEFAULT_HEALTH_GATE),
+    }
+    assert [len(w) for w in b["waves"]] == [1, 1]
+    assert plan["max_wave"] == 3
+    host = plan["hosts"][a["waves"][0][0]]
+    assert host["groups"] == ["line_a"]
+    assert host["rollout_group"] == "line_a"
+    assert host["wave"] == 1
+    assert host["models"] == {
+        "defect-classifier": {
+            "version": "1.1.0",
+            "digest": registry["d_dc110"],
+            "release_counter": 2,
+            "size": registry["s_dc110"],
+            "source": str(Path(registry["registry"]) / "defect-classifier" / "1.1.0.edgebundle"),
+        }
+    }
+    assert sorted(plan["hosts"]["dev-b1"]["models"]) == ["anomaly-detector", "defect-classifier"]
+    for g in plan["groups"].values():
+        for number, wave in enumerate(g["waves"], start=1):
+            assert all(plan["hosts"][h]["wave"] == number for h in wave)
+
+
+def test_relative_registry_is_relative_to_models_yaml(tmp_path: Path, registry: dict[str, Any]) -> None:
+    reg = Path(registry["registry"])
+    text = render(registry, registry=os.path.relpath(reg, tmp_path))
+    assert "registry: ../" in text
+    plan = ds.build_plan(write(tmp_path, text), INVENTORY)
+    assert plan["registry"] == str(reg)
+
+
+def test_host_in_two_groups_without_conflict(tmp_path: Path, registry: dict[str, Any]) -> None:
+    text = render(registry) + '  line_x:\n    models:\n      anomaly-detector: "0.3.0"\n'
+    groups = {**INVENTORY, "line_x": ["dev-a1", "dev-c1"]}
+    plan = ds.build_plan(write(tmp_path, text), groups, check_registry=False)
+    a1 = plan["hosts"]["dev-a1"]
+    assert a1["groups"] == ["line_a", "line_x"]
+    assert a1["rollout_group"] == "line_a"
+    assert {m: e["version"] for m, e in a1["models"].items()} == {
+        "anomaly-detector": "0.3.0",
+        "defect-classifier": "1.1.0",
+    }
+    assert plan["groups"]["line_x"]["hosts"] == ["dev-c1"]  # dev-a1 rolls out with line_a
+    assert plan["groups"]["line_x"]["waves"] == [["dev-c1"]]
+    assert plan["hosts"]["dev-c1"]["rollout_group"] == "line_x"
+
+
+def test_error_string_format() -> None:
+    err = ds.DesiredStateError("models.yaml", 14, 7, "something is wrong", "fix it")
+    assert str(err) == "models.yaml:14:7: something is wrong (hint: fix it)"
+    assert str(ds.DesiredStateError("models.yaml", 3, 1, "bad")) == "models.yaml:3:1: bad"
+    assert err.to_dict()["line"] == 14
+
+
+# ------------------------------------------------------------------------------------------------
+# Bad files: one per problem, each at its exact line
+
+
+def test_yaml_syntax_error(tmp_path: Path, registry: dict[str, Any]) -> None:
+    text = render(registry).replace("      max_fail_percent: 0\n", "      max_fail_percent: [0\n")
+    err = fails(tmp_path, text)
+    assert "YAML syntax error" in err.problem
+    assert err.line == line_of(text, "max_fail_percent") + 1
+
+
+def test_duplicate_key(tmp_path: Path, registry: dict[str, Any]) -> None:
+    text = render(registry) + '  line_a:\n    models:\n      defect-classifier: "1.0.0"\n'
+    err = fails(tmp_path, text)
+    assert err.line == line_of(text, "  line_a:", nth=2)
+    assert err.column == 3
+    assert "duplicate key 'line_a'" in err.problem
+    assert f"first on line {line_of(text, '  line_a:')}" in err.problem
+
+
+def test_unknown_key_in_rollout(tmp_path: Path, registry: dict[str, Any]) -> None:
+    text = render(registry).replace("max_fail_percent: 0", "max_fail_pct: 0")
+    err = fails(tmp_path, text)
+    assert err.line == line_of(text, "max_fail_pct")
+    assert "unknown key 'max_fail_pct'" in err.problem
+    assert "max_fail_percent" in (err.hint or "")
+
+
+def test_unknown_key_at_top_level_and_in_health_gate(tmp_path: Path, registry: dict[str, Any]) -> None:
+    text = render(registry) + "channel: stable\n"
+    err = fails(tmp_path, text)
+    assert (err.line, err.column) == (line_of(text, "channel:"), 1)
+    assert "unknown key 'channel' at the top level" in err.problem
+
+    text = render(registry).replace("max_p95_latency_ms: 20.0", "max_p99_latency_ms: 20.0")
+    err = fails(tmp_path, text)
+    assert err.line == line_of(text, "max_p99_latency_ms")
+    assert "unknown key 'max_p99_latency_ms'" in err.problem
+
+
+@pytest.mark.parametrize("pin", ['"latest"', '"^1.1.0"', '">=1.0.0"', '"1.1"', '"1.1.x"', "v1.1.0"])
+def test_pin_must_be_exact(tmp_path: Path, registry: dict[str, Any], pin: str) -> None:
+    text = render(registry).replace('defect-classifier: "1.1.0"', f"defect-classifier: {pin}")
+    err = fails(tmp_path, text)
+    assert err.line == line_of(text, f"defect-classifier: {pin}")
+    assert "groups.line_a.models.defect-classifier" in err.problem
+    assert "is not valid" in err.problem
+    assert "exact pins only" in (err.hint or "")
+
+
+def test_unquoted_version_number(tmp_path: Path, registry: dict[str, Any]) -> None:
+    text = render(registry).replace('defect-classifier: "1.1.0"', "defect-classifier: 1.1")
+    err = fails(tmp_path, text)
+    assert err.line == line_of(text, "defect-classifier: 1.1")
+    assert "must be a string, not a number" in err.problem
+    assert "quote" in (err.hint or "")
+
+
+def test_catalogue_version_key_must_be_exact(tmp_path: Path, registry: dict[str, Any]) -> None:
+    text = render(registry).replace('"1.0.0": {bundle', '"1.0": {bundle')
+    err = fails(tmp_path, text)
+    assert (err.line, err.column) == (line_of(text, '"1.0": {bundle'), 7)
+    assert "invalid key '1.0'" in err.problem
+
+
+def test_missing_required_key(tmp_path: Path, registry: dict[str, Any]) -> None:
+    text = render(registry).replace(f'        digest: "{registry["d_dc110"]}"\n', "")
+    err = fails(tmp_path, text)
+    assert err.line == line_of(text, '"1.1.0":')
+    assert "missing the required key 'digest'" in err.problem
+
+
+def test_malformed_digest(tmp_path: Path, registry: dict[str, Any]) -> None:
+    text = render(registry).replace(registry["d_dc110"], "sha256:abc")
+    err = fails(tmp_path, text)
+    assert err.line == line_of(text, "sha256:abc")
+    assert "sha256:<64 hex>" in (err.hint or "")
+
+
+def test_non_string_key(tmp_path: Path, registry: dict[str, Any]) -> None:
+    text = render(registry).replace('"1.0.0": {bundle', "1.0: {bundle")
+    err = fails(tmp_path, text)
+    assert err.line == line_of(text, "1.0: {bundle")
+    assert "not as a string" in err.problem
+
+
+def test_version_not_in_catalogue(tmp_path: Path, registry: dict[str, Any]) -> None:
+    text = render(registry).replace('defect-classifier: "1.1.0"', 'defect-classifier: "1.2.0"')
+    err = fails(tmp_path, text)
+    assert (err.line, err.column) == (line_of(text, '"1.2.0"'), 26)
+    assert "defect-classifier 1.2.0 is not in the catalogue" in err.problem
+    assert err.hint == "available versions: 1.0.0, 1.1.0"
+
+
+def test_model_not_in_catalogue(tmp_path: Path, registry: dict[str, Any]) -> None:
+    text = render(registry).replace('anomaly-detector: "0.3.0"', 'anomaly-detectr: "0.3.0"')
+    err = fails(tmp_path, text)
+    assert (err.line, err.column) == (line_of(text, "anomaly-detectr:"), 7)
+    assert "model 'anomaly-detectr' is not in the catalogue" in err.problem
+    assert "did you mean 'anomaly-detector'" in (err.hint or "")
+
+
+def test_group_not_in_inventory(tmp_path: Path, registry: dict[str, Any]) -> None:
+    text = render(registry).replace("  line_b:", "  line_c:")
+    err = fails(tmp_path, text)
+    assert (err.line, err.column) == (line_of(text, "line_c:"), 3)
+    assert "group 'line_c' is not in the inventory" in err.problem
+    assert "line_a, line_b" in (err.hint or "")
+
+
+def test_implicit_group_cannot_be_pinned(tmp_path: Path, registry: dict[str, Any]) -> None:
+    text = render(registry).replace("  line_b:", "  all:")
+    err = fails(tmp_path, text)
+    assert err.line == line_of(text, "  all:")
+    assert "implicit inventory group" in err.problem
+
+
+def test_device_with_two_versions_of_a_model(tmp_path: Path, registry: dict[str, Any]) -> None:
+    text = render(registry)
+    groups = {**INVENTORY, "line_b": ["dev-b1", "dev-b2", "dev-a2"]}
+    err = fails(tmp_path, text, groups)
+    line_a_pin = line_of(text, 'defect-classifier: "1.1.0"')
+    line_b_pin = line_of(text, 'defect-classifier: "1.0.0"')
+    assert err.line == line_b_pin
+    for part in ("'dev-a2'", "line_a", "line_b", "1.1.0", "1.0.0", f"line {line_a_pin}", f"line {line_b_pin}"):
+        assert part in err.problem
+
+
+@pytest.mark.parametrize(
+    ("waves", "item", "phrase"),
+    [
+        ('[1, "abc", "100%"]', "'abc'", "neither a device count nor a percentage"),
+        ('[1, "0%", "100%"]', "'0%'", "covers no devices"),
+        ('[1, "150%"]', "'150%'", "more than the whole group"),
+        ('[-1, "100%"]', "-1", "not a positive device count"),
+        ('[0, "100%"]', "wave 0", "not a positive device count"),
+        ('[1.5, "100%"]', "1.5", "not a whole number of devices"),
+        ('["50%", "10%"]', "'10%'", "covers less than wave 1 ('50%'"),
+        ("[3, 1]", "wave 2 (1)", "covers less than wave 1 (3"),
+        ("[]", "waves", "must not be empty"),
+    ],
+)
+def test_bad_waves(tmp_path: Path, registry: dict[str, Any], waves: str, item: str, phrase: str) -> None:
+    text = render(registry).replace('waves: [1, "50%", "100%"]', f"waves: {waves}")
+    err = fails(tmp_path, text)
+    assert err.line == line_of(text, "waves:")
+    assert phrase in err.problem
+    assert item in err.problem
+
+
+def test_waves_in_block_style_point_at_the_item(tmp_path: Path, registry: dict[str, Any]) -> None:
+    block = 'waves:\n        - 1\n        - "50%"\n        - "30%"'
+    text = render(registry).replace('waves: [1, "50%", "100%"]', block)
+    err = fails(tmp_path, text)
+    assert (err.line, err.column) == (line_of(text, '- "30%"'), 11)
+    assert "covers less than wave 2" in err.problem
+    rc50 = line_of(text, '- "50%"')
+    assert f"line {rc50})" in err.problem
+
+
+def test_release_counter_must_increase_with_version(tmp_path: Path, registry: dict[str, Any]) -> None:
+    text = render(registry).replace("        release_counter: 2\n", "        release_counter: 1\n")
+    err = fails(tmp_path, text, check_registry=False)
+    assert err.line == line_of(text, "        release_counter: 1")
+    assert "defect-classifier 1.1.0 has release_counter 1, not higher than 1.0.0's 1" in err.problem
+    v100 = line_of(text, '"1.0.0"')
+    assert f"(line {v100})" in err.problem
+
+
+def test_prerelease_sorts_before_its_release(tmp_path: Path, registry: dict[str, Any]) -> None:
+    # 1.1.0-rc.1 < 1.1.0, so the rc needs a lower counter than 1.1.0: counter 3 is wrong.
+    text = render(registry).replace(
+        "  anomaly-detector:\n    versions:",
+        '      "1.1.0-rc.1": {bundle: x/rc.edgebundle, digest: "sha256:' + "0" * 64 + '", release_counter: 3, '
+        "size: 1}\n  anomaly-detector:\n    versions:",
+    )
+    err = fails(tmp_path, text, check_registry=False)
+    assert err.line == line_of(text, "        release_counter: 2")
+    assert "1.1.0 has release_counter 2, not higher than 1.1.0-rc.1's 3" in err.problem
+
+
+def test_empty_and_missing_file(tmp_path: Path) -> None:
+    err = fails(tmp_path, "")
+    assert err.line == 1
+    assert "empty" in err.problem
+    with pytest.raises(ds.DesiredStateError, match="file not found"):
+        ds.build_plan(str(tmp_path / "nope.yaml"), INVENTORY)
+
+
+# ------------------------------------------------------------------------------------------------
+# Registry checks against a real registry directory
+
+
+def test_digest_mismatch(tmp_path: Path, registry: dict[str, Any]) -> None:
+    text = render(registry, d_dc110=registry["d_dc100"])
+    err = fails(tmp_path, text)
+    assert err.line == line_of(text, f'digest: "{registry["d_dc100"]}"', nth=2)
+    assert "does not match the registry" in err.problem
+    assert registry["d_dc110"] in err.problem
+    assert ds.build_plan(write(tmp_path, text), INVENTORY, check_registry=False)["hosts"]
+
+
+def test_missing_bundle(tmp_path: Path, registry: dict[str, Any]) -> None:
+    text = render(registry, b_ad030="anomaly-detector/0.3.1.edgebundle")
+    err = fails(tmp_path, text)
+    assert err.line == line_of(text, "0.3.1.edgebundle")
+    assert "is not in the registry" in err.problem
+    assert "0.3.1.edgebundle" in err.problem
+
+
+def test_missing_registry_directory(tmp_path: Path, registry: dict[str, Any]) -> None:
+    text = render(registry, registry="no-such-registry")
+    err = fails(tmp_path, text)
+    assert err.line == 2
+    assert "does not exist" in err.problem
+
+
+def test_bundle_holds_another_version(tmp_path: Path, registry: dict[str, Any]) -> None:
+    text = render(registry, b_dc100=registry["b_dc110"])
+    err = fails(tmp_path, text)
+    assert err.line == line_of(text, '"1.0.0": {bundle')
+    assert "holds defect-classifier 1.1.0, not defect-classifier 1.0.0" in err.problem
+
+
+def test_release_counter_differs_from_the_bundle(tmp_path: Path, registry: dict[str, Any]) -> None:
+    text = render(registry).replace("        release_counter: 2\n", "        release_counter: 5\n")
+    err = fails(tmp_path, text)
+    assert err.line == line_of(text, "release_counter: 5")
+    assert "is 5 here but 2 in the bundle" in err.problem
+
+
+def test_size_differs_from_the_bundle(tmp_path: Path, registry: dict[str, Any]) -> None:
+    text = render(registry, s_ad030=7)
+    err = fails(tmp_path, text)
+    assert err.line == line_of(text, "size: 7}")
+    assert f"the bundle has {registry['s_ad030']} bytes" in err.problem
+
+
+def test_not_a_bundle(tmp_path: Path, registry: dict[str, Any]) -> None:
+    junk = Path(registry["registry"]) / "junk" / "junk.edgebundle"
+    junk.parent.mkdir(exist_ok=True)
+    junk.write_bytes(b"\0" * 10)
+    text = render(registry, b_ad030="junk/junk.edgebundle")
+    err = fails(tmp_path, text)
+    assert err.line == line_of(text, "junk.edgebundle")
+    assert "cannot read the manifest of anomaly-detector 0.3.0" in err.problem
+
+
+def test_http_registry(tmp_path: Path, registry: dict[str, Any], http_server: BundleServer) -> None:
+    reg = Path(registry["registry"])
+    for _, rel in ((k, v) for k, v in registry.items() if k.startswith("b_")):
+        http_server.add(f"/reg/{rel}", Route((reg / rel).read_bytes()))
+    base = http_server.url("/reg")
+    plan = ds.build_plan(write(tmp_path, render(registry, registry=base)), INVENTORY)
+    assert plan["registry"] == base
+    assert plan["hosts"]["dev-b1"]["models"]["anomaly-detector"]["source"] == f"{base}/{registry['b_ad030']}"
+    req = http_server.requests_for(f"/reg/{registry['b_dc100']}")[0]
+    assert req.range is not None
+    assert req.range.startswith("bytes=0-")
+
+    text = render(registry, registry=base, d_dc100=registry["d_dc110"])
+    err = fails(tmp_path, text)
+    assert err.line == line_of(text, '"1.0.0": {bundle')
+    assert "does not match the registry" in err.problem
+
+    text = render(registry, registry=base, b_ad030="anomaly-detector/9.9.9.edgebundle")
+    err = fails(tmp_path, text)
+    assert err.line == line_of(text, "9.9.9.edgebundle")
+    assert "is not in the registry" in err.problem
+
+
+# ------------------------------------------------------------------------------------------------
+# Waves
+
+
+HOSTS = [f"dev-{i:02d}" for i in range(10)]
+
+
+def sizes(waves: list[list[str]]) -> list[int]:
+    return [len(w) for w in waves]
+
+
+def test_percentage_of_a_small_group_is_at_least_one_device() -> None:
+    assert ds.resolve_waves(["10%"], HOSTS[:3]) == [["dev-00"], ["dev-01", "dev-02"]]
+    assert sizes(ds.resolve_waves(["34%", "100%"], HOSTS[:3])) == [2, 1]  # rounds up
+
+
+def test_waves_are_cumulative() -> None:
+    assert sizes(ds.resolve_waves([1, "50%", "100%"], HOSTS)) == [1, 4, 5]
+    assert sizes(ds.resolve_waves([2, 5, 10], HOSTS)) == [2, 3, 5]
+
+
+def test_last_wave_covers_the_group() -> None:
+    assert sizes(ds.resolve_waves(["50%"], HOSTS[:4])) == [2, 2]
+    assert sizes(ds.resolve_waves([2], HOSTS[:5])) == [2, 3]
+    waves = ds.resolve_waves([1, "30%"], HOSTS)
+    assert [h for w in waves for h in w] == HOSTS
+
+
+def test_empty_waves_are_dropped() -> None:
+    assert sizes(ds.resolve_waves([1, 1, "10%", "100%"], HOSTS[:5])) == [1, 4]
+    assert sizes(ds.resolve_waves([10, "50%"], HOSTS[:4])) == [4]  # the count already covers the group
+    assert ds.resolve_waves([1, "100%"], []) == []
+
+
+def test_wave_order_is_deterministic_and_ignores_inventory_order() -> None:
+    pins = {"defect-classifier": "1.1.0"}
+    first = ds.wave_order("line_a", pins, HOSTS)
+    shuffled = HOSTS[:]
+    random.Random(7).shuffle(shuffled)
+    assert ds.wave_order("line_a", pins, shuffled) == first
+    assert sorted(first) == HOSTS
+    assert first != HOSTS  # hashed, not alphabetical (fixed inputs, so this is deterministic)
+
+
+def test_a_new_promotion_picks_another_order() -> None:
+    hosts = [f"dev-{i:02d}" for i in range(20)]
+    assert ds.wave_order("g", {"m": "1.1.0"}, hosts) != ds.wave_order("g", {"m": "1.2.0"}, hosts)
+
+
+def test_plan_is_deterministic_across_runs_and_inventory_order(tmp_path: Path, registry: dict[str, Any]) -> None:
+    big = {**INVENTORY, "line_a": [f"dev-a{i}" for i in range(1, 21)]}
+    path = write(tmp_path, render(registry))
+    plan = ds.build_plan(path, big)
+    assert ds.build_plan(path, big) == plan
+    rng = random.Random(3)
+    for _ in range(3):
+        shuffled = {g: rng.sample(h, len(h)) for g, h in reversed(list(big.items()))}
+        assert ds.build_plan(path, shuffled) == plan
+    assert sizes(plan["groups"]["line_a"]["waves"]) == [1, 9, 10]
+    assert plan["groups"]["line_a"]["hosts"] == sorted(big["line_a"])
