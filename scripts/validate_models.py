@@ -91,9 +91,7 @@ def summary(plan: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("models", nargs="?", type=Path, default=REPO / "models.yaml", help="default: models.yaml")
-    parser.add_argument(
-        "--inventory", "-i", default=str(REPO / "inventory" / "local"), help="default: inventory/local"
-    )
+    parser.add_argument("--inventory", "-i", default=str(REPO / "inventory" / "local"), help="default: inventory/local")
     parser.add_argument("--no-registry", action="store_true", help="do not look bundles up in the registry")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON instead of the summary")
     args = parser.parse_args(argv)

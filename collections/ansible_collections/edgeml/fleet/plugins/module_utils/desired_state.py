@@ -268,6 +268,8 @@ def find_schema(models_path: str | None = None) -> Path:
     """
     env = os.environ.get(SCHEMA_ENV)
     if env:
+        if not Path(env).is_file():
+            raise FileNotFoundError(f"{SCHEMA_ENV}={env} is not a file")
         return Path(env)
     starts = [Path(models_path).resolve().parent] if models_path else []
     starts.append(Path(__file__).resolve().parent)
