@@ -300,6 +300,10 @@ class Device:
                 manifest, self._context(state, expected_name, cfg), allow_quarantined=allow_quarantined
             )
             version = str(manifest.version)
+            if state.active == version or version in state.versions:
+                # Nothing to stage, but a damaged or altered bundle is still refused, never "unchanged".
+                for entry, member in stream.members(manifest):
+                    copy_verified(entry, member, None)
             if state.active == version:
                 return InstallResult(
                     manifest.name,

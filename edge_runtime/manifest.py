@@ -6,6 +6,7 @@ unsafe paths or duplicate JSON keys make the whole manifest invalid.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -46,7 +47,8 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
-@dataclass(frozen=True, order=True)
+@functools.total_ordering
+@dataclass(frozen=True, eq=False)
 class Version:
     """A semantic version. Ordering ignores build metadata; pre-releases sort before releases."""
 
@@ -71,6 +73,19 @@ class Version:
 
     def __str__(self) -> str:
         return self.text
+
+    @property
+    def _key(self) -> tuple[int, int, int, int, tuple[tuple[int, int | str], ...]]:
+        return (self.major, self.minor, self.patch, 0 if self.pre else 1, self.pre)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Version) and self._key == other._key
+
+    def __lt__(self, other: Version) -> bool:
+        return self._key < other._key
+
+    def __hash__(self) -> int:
+        return hash(self._key)
 
 
 def validate_version(text: str) -> str:

@@ -71,7 +71,9 @@ FLOAT_ATOL = 0.02
 MIN_LABEL_AGREEMENT = 0.9
 P95_LATENCY_MS = 20.0
 REPEATS = 3
-INT8_ATOL_IN_OUTPUT_STEPS = 2.5  # int8 atol = 2.5 * output scale (1/256 for softmax -> 0.009766)
+# int8 atol = 4 * output scale (1/256 for softmax -> 0.015625): tflite-runtime 2.14's int8 kernels differ
+# from LiteRT's by up to 3 quantization steps on these models (measured), and both backends must pass.
+INT8_ATOL_IN_OUTPUT_STEPS = 4.0
 
 HEAVY_UPSAMPLE = 3
 HEAVY_CHANNELS = 64

@@ -332,3 +332,13 @@ def test_uninitialised_root_is_a_clear_error(tmp_path: Path, release: Release, c
     out = json.loads(capsys.readouterr().out)
     assert rc == 2
     assert "init" in out["hint"]
+
+
+def test_tampered_bundle_of_the_active_version_is_refused_not_unchanged(
+    device: Device, release: Release, tmp_path: Path, capsys: Any
+) -> None:
+    def flip(data: bytes) -> bytes:
+        return data[:-1] + bytes([data[-1] ^ 1])
+
+    out = refused(device, edit_member(release, tmp_path, "1.0.0", "model.tflite", flip), capsys=capsys)
+    assert out["error"] == "integrity"

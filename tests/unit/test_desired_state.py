@@ -536,3 +536,15 @@ def test_plan_is_deterministic_across_runs_and_inventory_order(tmp_path: Path, r
         assert ds.build_plan(path, shuffled) == plan
     assert sizes(plan["groups"]["line_a"]["waves"]) == [1, 9, 10]
     assert plan["groups"]["line_a"]["hosts"] == sorted(big["line_a"])
+
+
+def test_size_is_optional(tmp_path: Path, registry: dict[str, Any]) -> None:
+    ad = f'"0.3.0": {{bundle: {registry["b_ad030"]}, digest: "{registry["d_ad030"]}", release_counter: 1'
+    text = render(registry).replace(f"{ad}, size: {registry['s_ad030']}}}", f"{ad}}}")
+    assert "size" not in text.splitlines()[line_of(text, '"0.3.0": {bundle') - 1]
+    path = write(tmp_path, text)
+    measured = ds.build_plan(path, INVENTORY)["hosts"]["dev-b1"]["models"]["anomaly-detector"]
+    assert measured["size"] == registry["s_ad030"]
+    unchecked = ds.build_plan(path, INVENTORY, check_registry=False)["hosts"]["dev-b1"]["models"]
+    assert unchecked["anomaly-detector"]["size"] is None
+    assert unchecked["defect-classifier"]["size"] == registry["s_dc100"]

@@ -225,3 +225,12 @@ def test_base64_garbage_signature_is_a_format_error() -> None:
     raw = envelope(signed_doc(), KEYS[0]).to_bytes().replace(base64.b64encode(b"x")[:0] + b'"sig": "', b'"sig": "!!')
     with pytest.raises(errors.BundleFormatError, match="base64"):
         parse_envelope(raw)
+
+
+def test_semver_ordering_puts_prereleases_first_and_ignores_build_metadata() -> None:
+    from edge_runtime.manifest import Version
+
+    v = Version.parse
+    assert v("1.0.0-rc.1") < v("1.0.0") < v("1.0.1") < v("1.1.0") < v("2.0.0")
+    assert v("1.0.0-alpha") < v("1.0.0-alpha.1") < v("1.0.0-beta")
+    assert v("1.0.0+a") == v("1.0.0+b")

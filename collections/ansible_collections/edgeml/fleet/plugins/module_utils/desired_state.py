@@ -573,8 +573,11 @@ def _read_remote(url: str) -> tuple[Any, int | None]:
     return _envelope_from_prefix(bytes(buf[:MANIFEST_PREFIX_BYTES])), total
 
 
-def _check_registry(data: Mapping[str, Any], registry: str, smap: SourceMap) -> None:
-    """Every catalogue entry's bundle exists and its manifest matches the entry."""
+def _check_registry(data: Mapping[str, Any], registry: str, smap: SourceMap) -> dict[tuple[str, str], int]:
+    """Every catalogue entry's bundle exists and its manifest matches the entry.
+
+    Returns the bundle sizes the registry reported, keyed by (model, version).
+    """
     from edge_runtime.bundle import read_envelope
     from edge_runtime.errors import EdgeRuntimeError
     from edge_runtime.manifest import Manifest
@@ -585,6 +588,7 @@ def _check_registry(data: Mapping[str, Any], registry: str, smap: SourceMap) -> 
             f"registry directory {registry} does not exist",
             "publish bundles there first, fix 'registry', or skip the check (--no-registry / check_registry: false)",
         )
+    sizes: dict[tuple[str, str], int] = {}
     for name, model in data["models"].items():
         for vtext, entry in model["versions"].items():
             base: YamlPath = ("models", name, "versions", vtext)
@@ -630,12 +634,15 @@ def _check_registry(data: Mapping[str, Any], registry: str, smap: SourceMap) -> 
                     f"but {manifest.release_counter} in the bundle",
                     "copy the release_counter from the bundle's manifest",
                 )
-            if size is not None and size != entry["size"]:
+            if size is not None and "size" in entry and size != entry["size"]:
                 raise smap.error(
                     (*base, "size"),
                     f"size of {name} {vtext} is {entry['size']} here but the bundle has {size} bytes",
-                    f"set size: {size}",
+                    f"set size: {size}, or leave size out",
                 )
+            if size is not None:
+                sizes[(name, vtext)] = size
+    return sizes
 
 
 # --------------------------------------------------------------------------------------------------
@@ -707,7 +714,8 @@ def build_plan(path: str, groups: Mapping[str, Sequence[str]], check_registry: b
                               "rollout_group": "line_a",     # first of them by name
                               "wave": 1,                     # 1-based, in the rollout group
                               "models": {"defect-classifier": {"version": "1.1.0", "digest": "sha256:..",
-                                          "release_counter": 2, "size": 123,
+                                          "release_counter": 2,
+                                          "size": 123,             # bytes; None if unknown (see below)
                                           "source": "/abs/path/or/URL/of/bundle"}}}},
          "groups": {"line_a": {"hosts": [...],     # hosts this group rolls out, sorted by name
                                "waves": [["dev-a3"], ["dev-a1", "dev-a2"]],
@@ -717,6 +725,9 @@ def build_plan(path: str, groups: Mapping[str, Sequence[str]], check_registry: b
                                                           "max_error_rate_increase": None,
                                                           "min_mean_confidence": None}}}},
          "max_wave": 2}
+
+    ``size`` is the catalogue's ``size`` if given, else the size the registry reported during the
+    registry check, else ``None`` (``check_registry=False`` and no ``size`` in ``models.yaml``).
 
     Raises :class:`DesiredStateError` for the first problem found.
     """
@@ -793,8 +804,7 @@ def build_plan(path: str, groups: Mapping[str, Sequence[str]], check_registry: b
         host_pins[host] = merged
 
     registry = _registry_location(path, data["registry"])
-    if check_registry:
-        _check_registry(data, registry, smap)
+    measured = _check_registry(data, registry, smap) if check_registry else {}
 
     plan_groups: dict[str, Any] = {}
     wave_of: dict[str, int] = {}
@@ -817,7 +827,7 @@ def build_plan(path: str, groups: Mapping[str, Sequence[str]], check_registry: b
                 "version": vtext,
                 "digest": entry["digest"],
                 "release_counter": entry["release_counter"],
-                "size": entry["size"],
+                "size": entry.get("size", measured.get((model, vtext))),
                 "source": _bundle_source(registry, entry["bundle"]),
             }
         plan_hosts[host] = {
