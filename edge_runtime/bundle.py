@@ -157,7 +157,9 @@ def add_signature(bundle: Path, key: ec.EllipticCurvePrivateKey) -> str:
 
 def _open_stream(src: BinaryIO) -> tarfile.TarFile:
     try:
-        return tarfile.open(fileobj=src, mode="r|")
+        # Random-access mode on regular files: member data is then read straight from the file in
+        # large chunks (the streaming mode re-assembles 10 KiB blocks and halves hashing throughput).
+        return tarfile.open(fileobj=src, mode="r:" if src.seekable() else "r|")
     except tarfile.TarError as exc:
         raise BundleFormatError(
             f"not a bundle (tar) file: {exc}", hint="pass a .edgebundle built by edge-release"
