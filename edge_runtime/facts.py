@@ -105,6 +105,7 @@ def collect_facts(device: Device) -> dict[str, Any]:
             models[name] = {"state": "corrupt", "error": exc.message}
             continue
         info = s.versions.get(s.active or "", {})
+        smoke = info.get("smoke") or {}
         last = s.last or {}
         models[name] = {
             "active_version": s.active,
@@ -119,8 +120,11 @@ def collect_facts(device: Device) -> dict[str, Any]:
             "last_result": last.get("result"),
             "last_reason": last.get("reason"),
             "last_time": last.get("at"),
-            "smoke_p50_ms": (info.get("smoke") or {}).get("p50_ms"),
-            "smoke_p95_ms": (info.get("smoke") or {}).get("p95_ms"),
+            "smoke_p50_ms": smoke.get("p50_ms"),
+            "smoke_p95_ms": smoke.get("p95_ms"),
+            "smoke_label_agreement": smoke.get("label_agreement"),
+            "smoke_mean_confidence": smoke.get("mean_confidence"),
+            "smoke_backend": smoke.get("backend"),
         }
     return {
         "schema": FACTS_SCHEMA,

@@ -79,6 +79,8 @@ class SmokeResult:
     p50_ms: float | None
     p95_ms: float | None
     duration_ms: float
+    #: mean of the top-class score on the golden samples (a confidence proxy right after install)
+    mean_confidence: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -201,6 +203,7 @@ def run_smoke_test(version_dir: Path, manifest: Manifest) -> SmokeResult:
         "samples": n,
         "label_agreement": agreement,
         "max_abs_diff": max_diff,
+        "mean_confidence": float(np.mean(np.max(outputs, axis=1))),
         "p50_ms": p50,
         "p95_ms": p95,
     }

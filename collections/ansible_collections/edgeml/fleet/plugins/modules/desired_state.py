@@ -19,7 +19,7 @@ description:
     (unknown keys are rejected everywhere, versions are exact pins), model and version pins against the
     catalogue, groups against the inventory, wave lists, release counters that must increase with the
     version, devices that two groups would give different versions of one model and, unless
-    O(check_registry=false), the digest, name, version, release counter and size of every catalogued
+    O(check_registry=false), the digest, name, version, release counter and (if given) size of every catalogued
     bundle in the registry.
   - >-
     Every failure names the file, line and column of the offending YAML node, the problem and a hint,
@@ -131,7 +131,8 @@ plan:
         models:
           description:
             - Model name to the pinned release, with C(version), C(digest) (C(sha256:<hex>) of the signed manifest),
-              C(release_counter), C(size) (bytes) and C(source) (absolute path or URL of the bundle).
+              C(release_counter), C(size) (bytes; from models.yaml, else as measured in the registry, else null)
+              and C(source) (absolute path or URL of the bundle).
           type: dict
           sample:
             defect-classifier:
