@@ -37,22 +37,26 @@ def unsafe_arm(hook: Callable[[str], None] | None) -> None:
     _hook = hook
 
 
+def kill_at(target: int) -> Callable[[str], None]:
+    """A hook that SIGKILLs this process at the ``target``-th checkpoint (1-based)."""
+    seen = 0
+
+    def hook(name: str) -> None:
+        nonlocal seen
+        seen += 1
+        if seen == target:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return hook
+
+
 def _from_env() -> None:
     spec = os.environ.get("EDGE_RUNTIME_UNSAFE_FAULT_INJECTION")
     if not spec:
         return
     kind, _, arg = spec.partition("@")
     if kind == "kill":
-        target = int(arg)
-        seen = 0
-
-        def kill_hook(name: str) -> None:
-            nonlocal seen
-            seen += 1
-            if seen == target:
-                os.kill(os.getpid(), signal.SIGKILL)
-
-        unsafe_arm(kill_hook)
+        unsafe_arm(kill_at(int(arg)))
     elif kind == "enospc":
 
         def enospc_hook(name: str) -> None:

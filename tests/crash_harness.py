@@ -127,18 +127,6 @@ def enumerate_boundaries(sc: Scenario, work: Path) -> None:
     sc.boundaries = names
 
 
-def killer_at(k: int) -> Callable[[str], None]:
-    seen = 0
-
-    def hook(name: str) -> None:
-        nonlocal seen
-        seen += 1
-        if seen == k:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    return hook
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--random", type=int, default=300, help="random-moment kills in total (default 300)")
@@ -182,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             durations[sc.name] = (time.perf_counter() - t0) / 3
             for k in range(1, len(sc.boundaries) + 1):
                 root = fresh(sc.template, work)
-                pid = run_child(root, sc.operation, killer_at(k))
+                pid = run_child(root, sc.operation, _faults.kill_at(k))
                 _, status = os.waitpid(pid, 0)
                 if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL:
                     sc.boundary_kills += 1
