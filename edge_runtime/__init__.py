@@ -9,7 +9,16 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from ._fetch import FetchConfig
 from .device import DEFAULT_ROOT, Device, DeviceConfig, InstallResult
 from .errors import EdgeRuntimeError
 
-__all__ = ["DEFAULT_ROOT", "Device", "DeviceConfig", "EdgeRuntimeError", "InstallResult", "__version__"]
+__all__ = [
+    "DEFAULT_ROOT",
+    "Device",
+    "DeviceConfig",
+    "EdgeRuntimeError",
+    "FetchConfig",
+    "InstallResult",
+    "__version__",
+]

@@ -1,0 +1,70 @@
+# Copyright (c) edgeml maintainers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""Filters of the rollout playbooks; the logic lives in ``module_utils/rollout.py``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ansible_collections.edgeml.fleet.plugins.module_utils import rollout
+
+
+def _per_host(hostvars: Mapping[str, Any], hosts: Any, var: str) -> dict[str, Any]:
+    out = {}
+    for h in hosts:
+        try:
+            hv = hostvars[h]
+        except KeyError:
+            continue
+        if var == "ansible_facts.edge_runtime":
+            val = (hv.get("ansible_facts") or {}).get("edge_runtime")
+        else:
+            val = hv.get(var)
+        if val is not None:
+            out[h] = val
+    return out
+
+
+def edge_device_result(registered: Mapping[str, Any], plan_entry: Mapping[str, Any], check_mode: bool = False) -> Any:
+    """``{{ __edge_model_install | edgeml.fleet.edge_device_result(edge_device_plan, ansible_check_mode) }}``."""
+    return rollout.device_result(registered, plan_entry, bool(check_mode))
+
+
+def edge_wave_gate(plan: Mapping[str, Any], wave: int, hostvars: Mapping[str, Any], halted: Any = None) -> Any:
+    """``{{ edge_plan | edgeml.fleet.edge_wave_gate(1, hostvars, edge_halted_groups) }}``."""
+    results = _per_host(hostvars, plan.get("hosts", {}), "edge_model_result")
+    return rollout.wave_gate(plan, int(wave), results, halted)
+
+
+def edge_fleet_report(plan: Mapping[str, Any], hostvars: Mapping[str, Any], halted: Any = None) -> Any:
+    """``{{ edge_plan | edgeml.fleet.edge_fleet_report(hostvars, edge_halted_groups) }}``."""
+    hosts = plan.get("hosts", {})
+    return rollout.fleet_report(
+        plan,
+        _per_host(hostvars, hosts, "edge_model_result"),
+        _per_host(hostvars, hosts, "ansible_facts.edge_runtime"),
+        halted,
+    )
+
+
+def edge_report_markdown(report: Mapping[str, Any], title: str = "Deploy report") -> str:
+    return rollout.report_markdown(report, title)
+
+
+def edge_mark_rolled_back(result: Mapping[str, Any], registered: Mapping[str, Any], reason: str) -> Any:
+    """``{{ edge_model_result | edgeml.fleet.edge_mark_rolled_back(__edge_model_rollback, reason) }}``."""
+    return rollout.mark_rolled_back(result, registered, reason)
+
+
+class FilterModule:
+    """Rollout filters of edgeml.fleet."""
+
+    def filters(self) -> dict[str, Any]:
+        return {
+            "edge_device_result": edge_device_result,
+            "edge_wave_gate": edge_wave_gate,
+            "edge_fleet_report": edge_fleet_report,
+            "edge_report_markdown": edge_report_markdown,
+            "edge_mark_rolled_back": edge_mark_rolled_back,
+        }

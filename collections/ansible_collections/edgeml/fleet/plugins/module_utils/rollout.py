@@ -1,0 +1,204 @@
+# Copyright (c) edgeml maintainers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""Controller-side rollout logic: classify device results, gate waves, build the deploy report.
+
+Pure functions over plain data (no Ansible objects), so they are unit-testable; the filter plugin
+``edgeml.fleet.rollout`` exposes them to the playbooks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+#: worst first: the host's status is the worst status of its models
+SEVERITY = ("unreachable", "quarantined", "rolled_back", "failed", "installed", "would_change", "unchanged")
+
+
+def classify_item(item: Mapping[str, Any], check_mode: bool) -> dict[str, Any]:
+    """One registered ``edgeml.fleet.edge_model`` result (a loop item) → the model's outcome."""
+    plan = item.get("item", {}).get("value", {}) if isinstance(item.get("item"), Mapping) else {}
+    smoke = item.get("smoke") or {}
+    if item.get("unreachable"):
+        status = "unreachable"
+    elif item.get("quarantined"):
+        status = "quarantined"
+    elif item.get("rolled_back"):
+        status = "rolled_back"
+    elif item.get("failed"):
+        status = "failed"
+    elif item.get("changed"):
+        status = "would_change" if check_mode else "installed"
+    else:
+        status = "unchanged"
+    reason = item.get("reason") or item.get("msg") or ""
+    if status in ("failed", "quarantined", "unreachable") and item.get("msg"):
+        reason = item["msg"]
+    return {
+        "desired": plan.get("version"),
+        "previous": item.get("previous"),
+        "active": item.get("active"),
+        "status": status,
+        "reason": str(reason).strip(),
+        "error": item.get("error"),
+        "smoke_passed": smoke.get("passed") if smoke else None,
+        "p95_ms": smoke.get("p95_ms") if smoke else None,
+        "label_agreement": smoke.get("label_agreement") if smoke else None,
+        "mean_confidence": smoke.get("mean_confidence") if smoke else None,
+        "previous_label_agreement": (item.get("previous_smoke") or {}).get("label_agreement"),
+    }
+
+
+def device_result(registered: Mapping[str, Any], plan_entry: Mapping[str, Any], check_mode: bool) -> dict[str, Any]:
+    """The registered loop of one device → ``edge_model_result`` (worst model status wins)."""
+    items = registered.get("results") or []
+    models = {}
+    for it in items:
+        name = (it.get("item") or {}).get("key") or it.get("model") or "?"
+        models[name] = classify_item(it, check_mode)
+    if not items and registered.get("unreachable"):
+        models = {m: {"desired": v.get("version"), "status": "unreachable", "reason": registered.get("msg", "")}
+                  for m, v in (plan_entry.get("models") or {}).items()}
+    statuses = [m["status"] for m in models.values()] or ["unchanged"]
+    status = min(statuses, key=SEVERITY.index)
+    reasons = [f"{n}: {m['reason']}" for n, m in models.items() if m["status"] == status and m.get("reason")]
+    return {
+        "status": status,
+        "ok": status in ("installed", "would_change", "unchanged"),
+        "changed": any(m["status"] in ("installed", "would_change") for m in models.values()),
+        "group": plan_entry.get("rollout_group"),
+        "wave": plan_entry.get("wave"),
+        "reason": "; ".join(reasons),
+        "models": models,
+    }
+
+
+def _host_failure(result: Mapping[str, Any] | None, gate: Mapping[str, Any]) -> str | None:
+    """Why one device fails the health gate, or None when it passes."""
+    if result is None:
+        return "no result (unreachable or failed before converging)"
+    if not result.get("ok"):
+        return f"{result.get('status')}: {result.get('reason')}"
+    max_p95 = gate.get("max_p95_latency_ms")
+    for name, m in (result.get("models") or {}).items():
+        if m.get("status") != "installed":
+            continue  # unchanged devices were gated when they were installed; check mode has no smoke test
+        if gate.get("require_smoke_pass", True) and m.get("smoke_passed") is not True:
+            return f"{name}: smoke test did not pass"
+        if max_p95 is not None and m.get("p95_ms") is not None and float(m["p95_ms"]) > float(max_p95):
+            return f"{name}: smoke p95 {m['p95_ms']:.3f} ms > gate {max_p95} ms"
+        # Error rate and confidence on the bundle's golden samples, measured by the smoke test right after
+        # the install (live telemetry is not part of the gate yet). error rate = 1 - label agreement.
+        max_inc = gate.get("max_error_rate_increase")
+        new_agree, old_agree = m.get("label_agreement"), m.get("previous_label_agreement")
+        if max_inc is not None and new_agree is not None and old_agree is not None:
+            increase = float(old_agree) - float(new_agree)
+            if increase > float(max_inc):
+                return f"{name}: golden-set error rate rose by {increase:.1%} (gate {float(max_inc):.1%})"
+        min_conf, conf = gate.get("min_mean_confidence"), m.get("mean_confidence")
+        if min_conf is not None and conf is not None and float(conf) < float(min_conf):
+            return f"{name}: mean confidence {float(m['mean_confidence']):.3f} < gate {float(min_conf)}"
+    return None
+
+
+def wave_gate(
+    plan: Mapping[str, Any], wave: int, results: Mapping[str, Any], halted: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """Evaluate wave ``wave`` of every rollout group.
+
+    ``results`` maps host → ``edge_model_result`` (missing = no result). Returns ``halted`` (the groups
+    halted so far, with the wave and reason), ``report`` (per group of this wave) and ``rollback_hosts``
+    (devices of a failed wave that installed the new version and must be rolled back).
+    """
+    halted = dict(halted or {})
+    report: dict[str, Any] = {}
+    rollback: list[str] = []
+    for group, g in sorted((plan.get("groups") or {}).items()):
+        waves = g.get("waves") or []
+        if group in halted or wave > len(waves):
+            continue
+        hosts = list(waves[wave - 1])
+        policy = g.get("policy") or {}
+        gate = policy.get("health_gate") or {}
+        failures = {h: why for h in hosts if (why := _host_failure(results.get(h), gate))}
+        pct = 100.0 * len(failures) / len(hosts) if hosts else 0.0
+        limit = float(policy.get("max_fail_percent", 0))
+        passed = pct <= limit
+        report[group] = {"wave": wave, "hosts": hosts, "failures": failures, "fail_percent": round(pct, 1),
+                         "max_fail_percent": limit, "passed": passed}
+        if not passed:
+            halted[group] = {
+                "wave": wave,
+                "reason": f"wave {wave}: {len(failures)}/{len(hosts)} device(s) failed ({pct:.0f}% > {limit:.0f}%): "
+                + "; ".join(f"{h}: {w}" for h, w in sorted(failures.items())),
+            }
+            rollback += [h for h in hosts if (results.get(h) or {}).get("status") == "installed"]
+    return {"halted": halted, "report": report, "rollback_hosts": sorted(rollback)}
+
+
+def fleet_report(
+    plan: Mapping[str, Any], results: Mapping[str, Any], facts: Mapping[str, Any], halted: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """Per device and model: desired vs reported version (the twin), wave, result and reason."""
+    halted = halted or {}
+    rows = []
+    for host, entry in sorted((plan.get("hosts") or {}).items()):
+        res = results.get(host)
+        twin = ((facts.get(host) or {}).get("models")) or {}
+        group = entry.get("rollout_group")
+        for model, want in sorted((entry.get("models") or {}).items()):
+            m = ((res or {}).get("models") or {}).get(model)
+            if m is not None:
+                status, reason = m["status"], m.get("reason", "")
+            elif group in halted and entry.get("wave", 0) > halted[group]["wave"]:
+                status, reason = "skipped_halted", f"{group} halted at wave {halted[group]['wave']}"
+            else:
+                status, reason = "unreachable", "no result from this device"
+            reported = (twin.get(model) or {}).get("active_version") if twin else None
+            if reported is None and m is not None:
+                reported = m.get("active")
+            rows.append({"device": host, "group": group, "wave": entry.get("wave"), "model": model,
+                         "desired": want.get("version"), "reported": reported,
+                         "previous": m.get("previous") if m else None, "result": status, "reason": reason})
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["result"]] = counts.get(r["result"], 0) + 1
+    problems = [r for r in rows if r["result"] not in ("unchanged", "installed", "would_change")]
+    return {"rows": rows, "counts": counts, "halted": dict(halted), "problems": problems,
+            "failed": bool(halted) or any(r["result"] in ("quarantined", "failed", "unreachable") for r in rows)}
+
+
+def report_markdown(report: Mapping[str, Any], title: str) -> str:
+    """The report as a Markdown table for people."""
+    lines = [f"# {title}", ""]
+    for group, h in sorted(report["halted"].items()):
+        lines.append(f"- **{group} HALTED** {h['reason']}")
+    if report["halted"]:
+        lines.append("")
+    lines += ["| device | group | wave | model | desired | reported | result | reason |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in report["rows"]:
+        reason = str(r["reason"]).replace("|", "\\|").replace("\n", " ")
+        lines.append(f"| {r['device']} | {r['group']} | {r['wave']} | {r['model']} | {r['desired']} | "
+                     f"{r['reported'] or '-'} | {r['result']} | {reason} |")
+    lines += ["", "Totals: " + ", ".join(f"{k} {v}" for k, v in sorted(report["counts"].items())), ""]
+    return "\n".join(lines)
+
+
+def mark_rolled_back(result: Mapping[str, Any], registered: Mapping[str, Any], reason: str) -> dict[str, Any]:
+    """Record a gate rollback (the handler's registered loop) in a device's ``edge_model_result``."""
+    out = dict(result)
+    models = {k: dict(v) for k, v in (result.get("models") or {}).items()}
+    for it in registered.get("results") or []:
+        name = (it.get("item") or {}).get("key")
+        if name in models:
+            if it.get("failed"):
+                models[name].update(status="failed", reason=f"{reason}; rollback failed: {it.get('msg')}")
+            else:
+                models[name].update(status="rolled_back", active=it.get("active"), reason=reason)
+    out["models"] = models
+    statuses = [m["status"] for m in models.values()] or ["unchanged"]
+    out["status"] = min(statuses, key=SEVERITY.index)
+    out["ok"] = False
+    out["reason"] = reason
+    return out

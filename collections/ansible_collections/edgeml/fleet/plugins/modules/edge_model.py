@@ -1,0 +1,296 @@
+#!/usr/bin/python
+# Copyright (c) edgeml maintainers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""Ansible module ``edgeml.fleet.edge_model``: converge one device to one model version."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: edge_model
+short_description: Converge an edge device to a pinned, signed model version
+version_added: 0.1.0
+description:
+  - Installs a signed model bundle on a device through the C(edge_runtime) library, which fetches,
+    verifies (signatures, digest, every file), stages, atomically activates and smoke-tests it, and
+    commits it or rolls it back. This module is a thin adapter; it holds no install logic itself.
+  - When the model's active version already equals O(version) with the pinned O(digest), nothing is
+    read but the device's state file, so a converged device costs one cheap module run.
+  - A version that failed on this device before and was rolled back is quarantined there. Asking for it
+    again fails with C(quarantined) unless O(allow_quarantined=true), so a bad pin neither flaps nor shows green.
+  - O(state=rolled_back) is an operator rollback to the previous committed version still kept on the device.
+  - Every runtime error fails the task with the runtime's diagnostics (problem and hint) and its error code.
+author:
+  - edgeml maintainers
+requirements:
+  - The C(edge_runtime) Python package importable by the device's Python interpreter.
+options:
+  root:
+    description: Device state directory of the runtime (the C(--root) of C(edge-runtime)).
+    type: path
+    required: true
+  name:
+    description: Model name, as in the bundle's signed manifest and in C(models.yaml).
+    type: str
+    required: true
+  version:
+    description:
+      - With O(state=present), the exact version to make active.
+      - With O(state=rolled_back), optional; the version to roll back B(from). When given and that version is
+        not active (any more), nothing changes, which makes the rollback idempotent.
+    type: str
+  digest:
+    description: Pinned manifest digest (C(sha256:<hex>)); a bundle with another digest is refused.
+    type: str
+  source:
+    description: Path on the device or C(http(s)) URL of the bundle. Required with O(state=present).
+    type: str
+  size:
+    description: Expected bundle size in bytes; a server sending more is refused.
+    type: int
+  state:
+    description:
+      - V(present) makes O(version) the active version (install, smoke test, commit or roll back).
+      - V(rolled_back) activates the previous committed version still kept on the device.
+    type: str
+    choices: [present, rolled_back]
+    default: present
+  allow_quarantined:
+    description: Retry a version that failed on this device before. Use only after fixing the cause.
+    type: bool
+    default: false
+  connect_timeout:
+    description: Seconds to establish the connection when O(source) is a URL.
+    type: float
+    default: 10.0
+  read_timeout:
+    description: A download stalled this many seconds is aborted (and resumed up to O(retries) times).
+    type: float
+    default: 30.0
+  retries:
+    description: Resumed download attempts after a drop or a stall.
+    type: int
+    default: 3
+attributes:
+  check_mode:
+    support: full
+    description: Reports what would change and the version diff; touches nothing on the device.
+  diff_mode:
+    support: full
+    description: Returns C(before) and C(after) with the active version.
+notes:
+  - Returns the device twin as C(ansible_facts.edge_runtime), so no separate facts run is needed.
+seealso:
+  - module: edgeml.fleet.edge_model_info
+  - module: edgeml.fleet.edge_runtime_setup
+"""
+
+EXAMPLES = r"""
+- name: Converge the device to defect-classifier 1.1.0
+  edgeml.fleet.edge_model:
+    root: /var/lib/edge-runtime
+    name: defect-classifier
+    version: "1.1.0"
+    digest: "sha256:a9e2385440fabf2ea1b04ac9ed7dfcf3fbf5707de49cbe25bbf96e9339e0d1d8"
+    source: https://models.example.com/defect-classifier/1.1.0.edgebundle
+    size: 24576
+
+- name: Roll defect-classifier back from 1.1.0 to the previous committed version
+  edgeml.fleet.edge_model:
+    root: /var/lib/edge-runtime
+    name: defect-classifier
+    version: "1.1.0"
+    state: rolled_back
+"""
+
+RETURN = r"""
+result:
+  description: What the runtime did.
+  returned: when the runtime was asked to act (not in check mode, not when already converged)
+  type: str
+  sample: installed
+  choices: [installed, unchanged, activated_kept, rolled_back]
+previous:
+  description: The version that was active before.
+  returned: always
+  type: str
+  sample: "1.0.0"
+active:
+  description: The version active now (or that would be active, in check mode).
+  returned: always
+  type: str
+  sample: "1.1.0"
+reason:
+  description: Why; for a rollback, the smoke-test failure or the operator action.
+  returned: always
+  type: str
+  sample: smoke test passed
+smoke:
+  description: The smoke-test report of the runtime (backend, label agreement, latencies in ms).
+  returned: after an install
+  type: dict
+  sample: {"passed": true, "backend": "litert", "p50_ms": 0.01, "p95_ms": 0.02, "label_agreement": 1.0}
+rolled_back:
+  description: True when the install was rolled back by the runtime (the task fails).
+  returned: on an install that was rolled back
+  type: bool
+  sample: true
+quarantined:
+  description: True when O(version) is quarantined on the device (the task fails).
+  returned: on failure because of quarantine
+  type: bool
+  sample: true
+error:
+  description: The runtime's error code.
+  returned: on failure
+  type: str
+  sample: integrity
+diff:
+  description: The active version before and after.
+  returned: always
+  type: dict
+  sample: {"before": {"version": "1.0.0"}, "after": {"version": "1.1.0"}}
+ansible_facts:
+  description: The device twin.
+  returned: always, except when the runtime cannot be loaded
+  type: dict
+  contains:
+    edge_runtime:
+      description: Same content as C(<root>/facts/edge_runtime.fact).
+      type: dict
+      returned: always
+      sample: {"schema": 1, "models": {"defect-classifier": {"active_version": "1.1.0"}}}
+"""
+
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.edgeml.fleet.plugins.module_utils.edge_device import (
+    Device,
+    EdgeRuntimeError,
+    device_facts,
+    fail_runtime_error,
+    require_runtime,
+)
+
+
+def _present(module: AnsibleModule, dev: Any) -> dict[str, Any]:
+    p = module.params
+    name, version = p["name"], p["version"]
+    dev.config  # noqa: B018 - an uninitialised root fails here with a hint, before anything else
+    state = dev.store.load(name)
+    before = {"version": state.active}
+    after = {"version": version}
+    out: dict[str, Any] = {"previous": state.previous_committed(), "active": state.active}
+    if state.active == version and state.pending is None:
+        pinned = (state.versions.get(version) or {}).get("digest")
+        if p["digest"] and pinned and pinned != p["digest"]:
+            module.fail_json(
+                msg=(
+                    f"{name} {version} is active with digest {pinned}, but {p['digest']} is pinned; "
+                    "a version is immutable (hint: publish the new build as a new version)"
+                ),
+                error="immutable_version",
+                ansible_facts={"edge_runtime": device_facts(dev)},
+            )
+        return {**out, "changed": False, "reason": "already active", "diff": {"before": before, "after": after}}
+    bad = state.bad.get(version)
+    if bad and not p["allow_quarantined"]:
+        module.fail_json(
+            msg=f"quarantined: {name} {version} was rolled back on this device before: {bad.get('reason')}",
+            error="quarantined",
+            quarantined=True,
+            reason=bad.get("reason"),
+            previous=out["previous"],
+            active=state.active,
+            ansible_facts={"edge_runtime": device_facts(dev)},
+        )
+    if module.check_mode:
+        return {**out, "changed": True, "active": version, "reason": "would install",
+                "diff": {"before": before, "after": after}}
+    from edge_runtime import FetchConfig
+
+    # the gate compares the new version's golden-set error rate with the one it replaces
+    previous_smoke = (state.versions.get(state.active or "") or {}).get("smoke")
+
+    res = dev.install(
+        p["source"],
+        expected_name=name,
+        expected_digest=p["digest"],
+        expected_size=p["size"],
+        allow_quarantined=p["allow_quarantined"],
+        fetch_config=FetchConfig(
+            connect_timeout=p["connect_timeout"], read_timeout=p["read_timeout"], retries=p["retries"]
+        ),
+        progress=False,
+    ).to_dict()
+    res["previous_smoke"] = previous_smoke
+    facts = dev.write_facts()
+    diff = {"before": before, "after": {"version": res["active"]}}
+    if res["result"] == "rolled_back":
+        res.pop("changed", None)
+        module.fail_json(
+            msg=f"{name} {version} was rolled back to {res['active'] or 'none'}: {res['reason']}",
+            changed=True,
+            rolled_back=True,
+            diff=diff,
+            ansible_facts={"edge_runtime": facts},
+            **res,
+        )
+    return {**res, "diff": diff, "ansible_facts": {"edge_runtime": facts}}
+
+
+def _rolled_back(module: AnsibleModule, dev: Any) -> dict[str, Any]:
+    p = module.params
+    name = p["name"]
+    dev.config  # noqa: B018 - fails early on an uninitialised root
+    state = dev.store.load(name)
+    before = {"version": state.active}
+    if p["version"] and state.active != p["version"]:
+        return {"changed": False, "previous": state.previous_committed(), "active": state.active,
+                "reason": f"{p['version']} is not active; nothing to roll back",
+                "diff": {"before": before, "after": before}}
+    if module.check_mode:
+        target = state.previous_committed()
+        if state.active is None or target is None:
+            module.fail_json(msg=f"{name} has no previous committed version kept on this device",
+                             error="rollback")
+        return {"changed": True, "previous": state.active, "active": target, "reason": "would roll back",
+                "diff": {"before": before, "after": {"version": target}}}
+    res = dev.rollback(name).to_dict()
+    facts = dev.write_facts()
+    return {**res, "diff": {"before": before, "after": {"version": res["active"]}},
+            "ansible_facts": {"edge_runtime": facts}}
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "root": {"type": "path", "required": True},
+            "name": {"type": "str", "required": True},
+            "version": {"type": "str"},
+            "digest": {"type": "str"},
+            "source": {"type": "str"},
+            "size": {"type": "int"},
+            "state": {"type": "str", "default": "present", "choices": ["present", "rolled_back"]},
+            "allow_quarantined": {"type": "bool", "default": False},
+            "connect_timeout": {"type": "float", "default": 10.0},
+            "read_timeout": {"type": "float", "default": 30.0},
+            "retries": {"type": "int", "default": 3},
+        },
+        required_if=[("state", "present", ("version", "digest", "source"))],
+        supports_check_mode=True,
+    )
+    require_runtime(module)
+    dev = Device(module.params["root"])
+    try:
+        result = _present(module, dev) if module.params["state"] == "present" else _rolled_back(module, dev)
+        if "ansible_facts" not in result:
+            result["ansible_facts"] = {"edge_runtime": device_facts(dev)}
+    except EdgeRuntimeError as exc:
+        fail_runtime_error(module, exc)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+#!/usr/bin/python
+# Copyright (c) edgeml maintainers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""Ansible module ``edgeml.fleet.edge_model_info``: read a device's model state, change nothing."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: edge_model_info
+short_description: Report the model state and facts of an edge device
+version_added: 0.1.0
+description:
+  - Reads the device root of the C(edge_runtime) (state files and config) and returns the device twin
+    (the same data as the local facts file) with each model's quarantined versions and their reasons.
+  - Read-only. Unlike C(edge-runtime status) it does not resolve interrupted operations; a model with an
+    operation in progress reports C(state=pending).
+author:
+  - edgeml maintainers
+requirements:
+  - The C(edge_runtime) Python package importable by the device's Python interpreter.
+options:
+  root:
+    description: Device state directory of the runtime.
+    type: path
+    required: true
+  name:
+    description: Only report these models (default all).
+    type: list
+    elements: str
+    default: []
+attributes:
+  check_mode:
+    support: full
+    description: The module never changes anything, so it runs normally in check mode.
+  diff_mode:
+    support: none
+seealso:
+  - module: edgeml.fleet.edge_model
+"""
+
+EXAMPLES = r"""
+- name: Read the device state
+  edgeml.fleet.edge_model_info:
+    root: /var/lib/edge-runtime
+  register: device_info
+
+- name: Check the active version
+  ansible.builtin.assert:
+    that: device_info.models['defect-classifier'].active_version == '1.1.0'
+"""
+
+RETURN = r"""
+initialised:
+  description: Whether the root holds a device config.
+  returned: always
+  type: bool
+  sample: true
+config:
+  description: The device config (architecture, threshold, allowed models, keep_versions).
+  returned: when initialised
+  type: dict
+  sample: {"architecture": "x86_64", "threshold": 1, "allowed_models": ["defect-classifier"]}
+models:
+  description: Per model, the facts of the runtime plus C(bad), the quarantined versions and why.
+  returned: always
+  type: dict
+  sample: {"defect-classifier": {"active_version": "1.1.0", "previous_version": "1.0.0", "bad": {}}}
+facts:
+  description: The full device twin (schema, runtime version, models, system).
+  returned: always
+  type: dict
+  sample: {"schema": 1, "runtime_version": "0.1.0"}
+"""
+
+from dataclasses import asdict
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.edgeml.fleet.plugins.module_utils.edge_device import (
+    Device,
+    EdgeRuntimeError,
+    device_facts,
+    fail_runtime_error,
+    require_runtime,
+)
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "root": {"type": "path", "required": True},
+            "name": {"type": "list", "elements": "str", "default": []},
+        },
+        supports_check_mode=True,
+    )
+    require_runtime(module)
+    dev = Device(module.params["root"])
+    result: dict[str, Any] = {"changed": False, "initialised": (dev.root / "config.json").is_file()}
+    try:
+        if result["initialised"]:
+            cfg = asdict(dev.config)
+            cfg["allowed_models"] = list(cfg["allowed_models"])
+            result["config"] = cfg
+        facts = device_facts(dev)
+        wanted = set(module.params["name"])
+        models = {}
+        for name, info in facts["models"].items():
+            if wanted and name not in wanted:
+                continue
+            bad = {} if info.get("state") == "corrupt" else dev.store.load(name).bad
+            models[name] = {**info, "bad": bad}
+        result.update(models=models, facts=facts)
+    except EdgeRuntimeError as exc:
+        fail_runtime_error(module, exc)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,200 @@
+#!/usr/bin/python
+# Copyright (c) edgeml maintainers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""Ansible module ``edgeml.fleet.edge_runtime_setup``: initialise a device root (trust and config)."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: edge_runtime_setup
+short_description: Initialise an edge device root with its trusted keys and config
+version_added: 0.1.0
+description:
+  - Creates or updates the C(edge_runtime) device root with C(Device.init) of the runtime - trusted
+    public keys, signature threshold, allowed models, versions kept, the extra local-facts path - and
+    returns the device twin as facts.
+  - Idempotent; C(changed) reports whether the trusted keys or the config differ from the wanted ones.
+    Running it also proves that the device's interpreter can import C(edge_runtime).
+author:
+  - edgeml maintainers
+requirements:
+  - The C(edge_runtime) Python package importable by the device's Python interpreter.
+options:
+  root:
+    description: Device state directory of the runtime.
+    type: path
+    required: true
+  trusted_keys:
+    description: PEM contents of the trusted public keys (not paths); keys not listed are removed.
+    type: list
+    elements: str
+    required: true
+  threshold:
+    description: Distinct trusted signatures a bundle needs.
+    type: int
+    default: 1
+  allowed_models:
+    description: Model names the device accepts; empty accepts any signed model.
+    type: list
+    elements: str
+    default: []
+  keep_versions:
+    description: Committed versions kept on disk for rollback.
+    type: int
+    default: 2
+  architecture:
+    description: Override the CPU architecture the device reports (default the machine's).
+    type: str
+  facts_path:
+    description: Also write the local facts here, e.g. C(/etc/ansible/facts.d/edge_runtime.fact).
+    type: path
+attributes:
+  check_mode:
+    support: full
+    description: Compares the wanted keys and config with the device and changes nothing.
+  diff_mode:
+    support: full
+    description: Returns the trusted key ids and the config before and after.
+seealso:
+  - module: edgeml.fleet.edge_model
+"""
+
+EXAMPLES = r"""
+- name: Initialise the device root
+  edgeml.fleet.edge_runtime_setup:
+    root: /var/lib/edge-runtime
+    trusted_keys:
+      - "{{ lookup('ansible.builtin.file', 'keys/release-1.pub') }}"
+    threshold: 1
+    allowed_models: [defect-classifier]
+    facts_path: /etc/ansible/facts.d/edge_runtime.fact
+"""
+
+RETURN = r"""
+runtime_version:
+  description: Version of the C(edge_runtime) package on the device.
+  returned: always
+  type: str
+  sample: "0.1.0"
+python:
+  description: The interpreter that ran the module.
+  returned: always
+  type: str
+  sample: /opt/edge-runtime/venv/bin/python
+trusted_key_ids:
+  description: Key ids (SHA-256 of the DER public key) the device trusts afterwards.
+  returned: always
+  type: list
+  elements: str
+  sample: ["3f1c..."]
+diff:
+  description: Trusted key ids and config before and after.
+  returned: always
+  type: dict
+  sample: {"before": {"trusted_key_ids": []}, "after": {"trusted_key_ids": ["3f1c..."]}}
+ansible_facts:
+  description: The device twin as C(edge_runtime).
+  returned: always
+  type: dict
+  sample: {"edge_runtime": {"schema": 1, "models": {}}}
+"""
+
+import json
+import platform
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.edgeml.fleet.plugins.module_utils.edge_device import (
+    RUNTIME_VERSION,
+    Device,
+    EdgeRuntimeError,
+    device_facts,
+    fail_runtime_error,
+    require_runtime,
+)
+
+CONFIG_KEYS = ("architecture", "threshold", "allowed_models", "keep_versions", "facts_path")
+
+
+def _current(dev: Any) -> dict[str, Any]:
+    ids = sorted(p.name.split(".")[0] for p in dev.trust_dir.glob("*.pub.pem")) if dev.trust_dir.is_dir() else []
+    try:
+        doc = json.loads((dev.root / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        doc = {}
+    return {"trusted_key_ids": ids, "config": {k: doc.get(k) for k in CONFIG_KEYS if k in doc}}
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "root": {"type": "path", "required": True},
+            "trusted_keys": {"type": "list", "elements": "str", "required": True, "no_log": False},
+            "threshold": {"type": "int", "default": 1},
+            "allowed_models": {"type": "list", "elements": "str", "default": []},
+            "keep_versions": {"type": "int", "default": 2},
+            "architecture": {"type": "str"},
+            "facts_path": {"type": "path"},
+        },
+        supports_check_mode=True,
+    )
+    require_runtime(module)
+    p = module.params
+    from edge_runtime.keys import load_public_key
+    from edge_runtime.trust import key_id
+
+    dev = Device(p["root"])
+    before = _current(dev)
+    try:
+        with tempfile.TemporaryDirectory(prefix="edge-keys-") as tmp:
+            paths = []
+            for i, pem in enumerate(p["trusted_keys"]):
+                path = Path(tmp) / f"key{i}.pub"
+                path.write_text(pem.strip() + "\n", encoding="utf-8")
+                paths.append(path)
+            wanted_ids = sorted({key_id(load_public_key(k)) for k in paths})
+            after = {
+                "trusted_key_ids": wanted_ids,
+                "config": {
+                    "architecture": p["architecture"] or platform.machine(),
+                    "threshold": p["threshold"],
+                    "allowed_models": list(p["allowed_models"]),
+                    "keep_versions": p["keep_versions"],
+                    "facts_path": p["facts_path"],
+                },
+            }
+            # Key files are compared by id; the PEM bytes of a known id are rewritten only if they differ.
+            pem_differs = any(
+                not (dev.trust_dir / f"{key_id(load_public_key(k))}.pub.pem").is_file()
+                or (dev.trust_dir / f"{key_id(load_public_key(k))}.pub.pem").read_bytes() != k.read_bytes()
+                for k in paths
+            )
+            changed = before != after or pem_differs
+            if changed and not module.check_mode:
+                dev.init(
+                    paths,
+                    threshold=p["threshold"],
+                    allowed_models=tuple(p["allowed_models"]),
+                    architecture=p["architecture"],
+                    keep_versions=p["keep_versions"],
+                    facts_path=p["facts_path"],
+                )
+        facts = device_facts(dev)
+    except EdgeRuntimeError as exc:
+        fail_runtime_error(module, exc)
+    module.exit_json(
+        changed=changed,
+        runtime_version=RUNTIME_VERSION,
+        python=sys.executable,
+        trusted_key_ids=wanted_ids,
+        diff={"before": before, "after": after},
+        ansible_facts={"edge_runtime": facts},
+    )
+
+
+if __name__ == "__main__":
+    main()

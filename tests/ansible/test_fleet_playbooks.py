@@ -1,0 +1,248 @@
+"""The fleet playbooks end to end: real ansible-playbook runs (ansible-runner) against a simulated fleet.
+
+One fleet is deployed per module and walked through a release's life: first deploy, no-op rerun, check
+mode, a canary-wave upgrade, a bad model halted at its first wave, its quarantine on the next run, an
+operator rollback. Device roots, registry, keys and reports live in a pytest tmp dir.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ansible_runner = pytest.importorskip("ansible_runner")
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+INVENTORY = Path(__file__).resolve().parent / "inventory" / "hosts.yml"
+DEVICES = ["dev-a1", "dev-a2", "dev-a3", "dev-b1", "dev-b2", "dev-l1", "dev-l2"]
+LINE_A = ["dev-a1", "dev-a2", "dev-a3"]
+
+
+class Fleet:
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.root = base / "fleet"
+        self.registry = base / "registry"
+        self.keys = base / "keys"
+        self.reports = base / "reports"
+        self.models = base / "models.yaml"
+        self.runs = 0
+
+    def write_models(self, pins: dict[str, str] | None = None, registry: Path | None = None) -> None:
+        text = (REPO / "models.yaml").read_text()
+        text = re.sub(r"(?m)^registry: .*$", f"registry: {registry or self.registry}", text)
+        for group, version in (pins or {}).items():
+            text = re.sub(
+                rf"(?ms)^(  {group}:\n    models:\n      [\w-]+: )\"[^\"]+\"", rf'\g<1>"{version}"', text
+            )
+        self.models.write_text(text)
+
+    def run(self, playbook: str, *, check: bool = False, extravars: dict[str, Any] | None = None) -> Any:
+        self.runs += 1
+        pdd = self.base / f"runner-{self.runs}"
+        pdd.mkdir()
+        env = {
+            "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+            "ANSIBLE_NOCOLOR": "1",
+        }
+        ev = {
+            "edge_models_file": str(self.models),
+            "edge_runtime_root": str(self.root) + "/{{ inventory_hostname }}",
+            "edge_runtime_trusted_keys": [str(self.keys / "demo-NOT-FOR-PRODUCTION.pub")],
+            "edge_reports_dir": str(self.reports),
+            **(extravars or {}),
+        }
+        return ansible_runner.run(
+            private_data_dir=str(pdd),
+            playbook=str(REPO / "playbooks" / playbook),
+            inventory=str(INVENTORY),
+            envvars=env,
+            extravars=ev,
+            cmdline="--check --diff" if check else None,
+            quiet=True,
+        )
+
+    def state(self, host: str, model: str = "defect-classifier") -> dict[str, Any]:
+        p = self.root / host / "models" / model / "state.json"
+        return json.loads(p.read_text()) if p.exists() else {}
+
+    def active(self, host: str, model: str = "defect-classifier") -> str | None:
+        return self.state(host, model).get("active")
+
+    def snapshot(self, hosts: list[str] | None = None) -> dict[str, tuple[str, int]]:
+        out = {}
+        for host in hosts or DEVICES:
+            base = self.root / host
+            for p in sorted(base.rglob("*")) if base.exists() else []:
+                if p.is_file() and not p.is_symlink():
+                    out[str(p.relative_to(self.root))] = (hashlib.sha256(p.read_bytes()).hexdigest(),
+                                                          p.stat().st_mtime_ns)
+                elif p.is_symlink():
+                    out[str(p.relative_to(self.root))] = (os.readlink(p), 0)
+        return out
+
+    def report(self) -> dict[str, Any]:
+        return json.loads((self.reports / "latest.json").read_text())
+
+
+def changed_hosts(r: Any) -> dict[str, int]:
+    return {h: n for h, n in (r.stats or {}).get("changed", {}).items() if n}
+
+
+def converge_order(r: Any) -> list[str]:
+    """Devices in the order the converge task finished on them."""
+    order = []
+    for e in r.events:
+        data = e.get("event_data", {})
+        if e.get("event") in ("runner_on_ok", "runner_on_failed") and data.get("task", "").startswith(
+            "Converge each pinned model"
+        ):
+            order.append(data["host"])
+    return order
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Fleet:
+    f = Fleet(tmp_path_factory.mktemp("fleet"))
+    subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "build_registry.py"), "--out", str(f.registry), "--keys", str(f.keys)],
+        check=True, capture_output=True,
+    )
+    f.write_models()
+    return f
+
+
+def test_bad_models_yaml_fails_before_any_device_changes(fleet: Fleet) -> None:
+    fleet.write_models({"line_b": "9.9.9"})
+    r = fleet.run("deploy.yml")
+    assert r.rc != 0
+    assert not fleet.root.exists(), "a device was touched although models.yaml is invalid"
+    failed = [e["event_data"]["res"]["msg"] for e in r.events if e.get("event") == "runner_on_failed"]
+    assert re.search(r"models\.yaml:\d+:\d+: .*9\.9\.9", failed[0]), failed
+
+    text = (REPO / "models.yaml").read_text().replace("  lab:\n", "  no_such_group:\n")
+    fleet.models.write_text(re.sub(r"(?m)^registry: .*$", f"registry: {fleet.registry}", text))
+    r = fleet.run("deploy.yml")
+    assert r.rc != 0
+    assert not fleet.root.exists()
+    failed = [e["event_data"]["res"]["msg"] for e in r.events if e.get("event") == "runner_on_failed"]
+    assert re.search(r"models\.yaml:\d+:\d+: .*no_such_group", failed[0]), failed
+
+
+def test_first_deploy_installs_every_pin(fleet: Fleet) -> None:
+    fleet.write_models()
+    r = fleet.run("deploy.yml")
+    assert r.rc == 0, r.stdout.read()
+    for h in DEVICES:
+        model = "defect-classifier-int8" if h.startswith("dev-l") else "defect-classifier"
+        assert fleet.active(h, model) == "1.0.0", h
+    assert {row["result"] for row in fleet.report()["rows"]} == {"installed"}
+
+
+def test_second_run_changes_nothing(fleet: Fleet) -> None:
+    before = fleet.snapshot()
+    r = fleet.run("deploy.yml")
+    assert r.rc == 0
+    assert changed_hosts(r) == {}
+    assert fleet.snapshot() == before
+    assert {row["result"] for row in fleet.report()["rows"]} == {"unchanged"}
+
+
+def test_check_mode_shows_the_plan_and_changes_nothing(fleet: Fleet) -> None:
+    fleet.write_models({"line_a": "1.1.0"})
+    before = fleet.snapshot()
+    reports_before = sorted(p.name for p in fleet.reports.iterdir())
+    r = fleet.run("deploy.yml", check=True)
+    assert r.rc == 0, r.stdout.read()
+    assert fleet.snapshot() == before
+    assert sorted(p.name for p in fleet.reports.iterdir()) == reports_before
+    assert set(changed_hosts(r)) == set(LINE_A)
+    out = r.stdout.read()
+    assert "1.1.0" in out
+    assert "would_change" in out
+
+
+def test_upgrade_rolls_out_canary_first(fleet: Fleet) -> None:
+    untouched = fleet.snapshot(["dev-b1", "dev-b2", "dev-l1", "dev-l2"])
+    r = fleet.run("deploy.yml")
+    assert r.rc == 0, r.stdout.read()
+    assert all(fleet.active(h) == "1.1.0" for h in LINE_A)
+    assert fleet.snapshot(["dev-b1", "dev-b2", "dev-l1", "dev-l2"]) == untouched
+    waves = {row["device"]: row["wave"] for row in fleet.report()["rows"] if row["group"] == "line_a"}
+    order = [h for h in converge_order(r) if h in LINE_A]
+    assert [waves[h] for h in order] == sorted(waves[h] for h in order), (order, waves)
+    assert waves[order[0]] == 1
+
+
+def test_bad_model_halts_at_first_wave_and_rolls_back_canary(fleet: Fleet) -> None:
+    fleet.write_models({"line_a": "1.2.0"})
+    others = list(DEVICES)
+    r = fleet.run("deploy.yml")
+    assert r.rc != 0
+    rows = {row["device"]: row for row in fleet.report()["rows"]}
+    canary = next(h for h in LINE_A if rows[h]["wave"] == 1)
+    others = [h for h in DEVICES if h != canary]
+    assert rows[canary]["result"] == "rolled_back"
+    assert "smoke test failed" in rows[canary]["reason"]
+    assert fleet.active(canary) == "1.1.0"
+    assert "1.2.0" in fleet.state(canary)["bad"]
+    for h in LINE_A:
+        if h != canary:
+            assert rows[h]["result"] == "skipped_halted"
+            assert fleet.active(h) == "1.1.0"
+    assert "line_a" in fleet.report()["halted"]
+    fleet.canary = canary  # type: ignore[attr-defined]
+    fleet.others_after_bad = fleet.snapshot(others)  # type: ignore[attr-defined]
+
+
+def test_quarantined_version_is_not_pushed_again(fleet: Fleet) -> None:
+    canary = fleet.canary  # type: ignore[attr-defined]
+    before = fleet.snapshot()
+    r = fleet.run("deploy.yml")
+    assert r.rc != 0
+    rows = {row["device"]: row for row in fleet.report()["rows"]}
+    assert rows[canary]["result"] == "quarantined"
+    assert rows[canary]["reason"].startswith("quarantined:")
+    assert {k: v for k, v in fleet.snapshot().items() if "/facts/" not in k} == {
+        k: v for k, v in before.items() if "/facts/" not in k
+    }
+
+
+def test_rollback_playbook_returns_group_to_previous_version(fleet: Fleet) -> None:
+    r = fleet.run("rollback.yml", extravars={"edge_rollback_targets": "line_a"})
+    assert r.rc == 0, r.stdout.read()
+    assert all(fleet.active(h) == "1.0.0" for h in LINE_A)
+    assert fleet.active("dev-b1") == "1.0.0"  # untouched group, still at its pin
+    assert set(changed_hosts(r)) == set(LINE_A)
+
+
+def test_tampered_bundle_is_refused_before_any_device_changes(fleet: Fleet, tmp_path: Path) -> None:
+    registry = tmp_path / "registry"
+    shutil.copytree(fleet.registry, registry)
+    bundle = registry / "defect-classifier" / "1.1.0.edgebundle"
+    with tarfile.open(bundle) as tar:
+        member = tar.getmember("model.tflite")
+    data = bytearray(bundle.read_bytes())
+    data[member.offset_data + member.size // 2] ^= 0x01  # a byte of the model, not of the signed manifest
+    bundle.write_bytes(bytes(data))
+    fleet.write_models({"line_b": "1.1.0"}, registry=registry)
+    before = fleet.snapshot()
+    r = fleet.run("deploy.yml")
+    assert r.rc != 0
+    assert fleet.snapshot() == before
+    out = r.stdout.read()
+    assert "1.1.0.edgebundle" in out, out[-3000:]
+    assert "integrity" in out or "sha256" in out, out[-3000:]

@@ -1,0 +1,74 @@
+"""The wave health gate (pure functions behind the deploy playbook's gate play)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+_PATH = (Path(__file__).resolve().parents[2]
+         / "collections/ansible_collections/edgeml/fleet/plugins/module_utils/rollout.py")
+_spec = importlib.util.spec_from_file_location("edgeml_rollout", _PATH)
+assert _spec is not None
+assert _spec.loader is not None
+rollout = importlib.util.module_from_spec(_spec)
+sys.modules["edgeml_rollout"] = rollout
+_spec.loader.exec_module(rollout)
+
+
+def plan(gate: dict[str, Any], max_fail: float = 0, waves: list[list[str]] | None = None) -> dict[str, Any]:
+    return {"groups": {"line_a": {"waves": waves or [["a1"], ["a2", "a3"]],
+                                  "policy": {"max_fail_percent": max_fail, "health_gate": gate}}}}
+
+
+def installed(agree: float = 1.0, prev_agree: float | None = 1.0, conf: float = 0.95, p95: float = 0.1,
+              passed: bool = True) -> dict[str, Any]:
+    item = {"item": {"key": "m", "value": {"version": "1.1.0"}}, "changed": True, "active": "1.1.0",
+            "smoke": {"passed": passed, "p95_ms": p95, "label_agreement": agree, "mean_confidence": conf},
+            "previous_smoke": None if prev_agree is None else {"label_agreement": prev_agree}}
+    return rollout.device_result({"results": [item]}, {"rollout_group": "line_a", "wave": 1}, False)
+
+
+def test_gate_passes_healthy_canary() -> None:
+    g = rollout.wave_gate(plan({"max_p95_latency_ms": 20}), 1, {"a1": installed()}, {})
+    assert g["halted"] == {}
+    assert g["report"]["line_a"]["passed"] is True
+
+
+def test_gate_counts_missing_result_as_failure_and_halts() -> None:
+    g = rollout.wave_gate(plan({}), 1, {}, {})
+    assert "line_a" in g["halted"]
+    assert "no result" in g["halted"]["line_a"]["reason"]
+
+
+def test_gate_halts_on_latency_over_budget_and_rolls_back_installed_hosts() -> None:
+    g = rollout.wave_gate(plan({"max_p95_latency_ms": 5}), 1, {"a1": installed(p95=9.0)}, {})
+    assert "p95" in g["halted"]["line_a"]["reason"]
+    assert g["rollback_hosts"] == ["a1"]
+
+
+def test_gate_halts_on_error_rate_increase() -> None:
+    g = rollout.wave_gate(plan({"max_error_rate_increase": 0.02}), 1, {"a1": installed(0.9, 1.0)}, {})
+    assert "error rate rose by 10.0%" in g["halted"]["line_a"]["reason"]
+    ok = rollout.wave_gate(plan({"max_error_rate_increase": 0.02}), 1, {"a1": installed(0.9, None)}, {})
+    assert ok["halted"] == {}, "a first install has nothing to compare with"
+
+
+def test_gate_halts_on_low_confidence() -> None:
+    g = rollout.wave_gate(plan({"min_mean_confidence": 0.75}), 1, {"a1": installed(conf=0.6)}, {})
+    assert "confidence" in g["halted"]["line_a"]["reason"]
+
+
+def test_gate_respects_max_fail_percent() -> None:
+    waves = [["a1", "a2"]]
+    res = {"a1": installed(), "a2": installed(passed=False)}
+    assert "line_a" in rollout.wave_gate(plan({}, 0, waves), 1, res, {})["halted"]
+    assert rollout.wave_gate(plan({}, 50, waves), 1, res, {})["halted"] == {}
+
+
+def test_halted_group_is_not_evaluated_again() -> None:
+    halted = {"line_a": {"wave": 1, "reason": "x"}}
+    g = rollout.wave_gate(plan({}), 2, {}, halted)
+    assert g["halted"] == halted
+    assert g["report"] == {}
