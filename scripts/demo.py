@@ -42,7 +42,9 @@ def promote(src: Path, dst: Path, group: str, model: str, version: str) -> None:
         out.append(line)
     if not done:
         raise SystemExit(f"demo: no pin for {model} in group {group}")
-    dst.write_text("".join(out))
+    # the copy lives elsewhere: pin the registry as an absolute path (relative paths follow the file)
+    fixed = [f"registry: {(REPO / '.state' / 'registry')}\n" if ln.startswith("registry:") else ln for ln in out]
+    dst.write_text("".join(fixed))
     sys.stdout.writelines(difflib.unified_diff(lines, out, "models.yaml", "models.yaml (pull request)", n=1))
 
 
