@@ -8,12 +8,12 @@ VENV_TFLITE := .venv-tflite
 PY := $(VENV)/bin/python
 PIP_FLAGS := --disable-pip-version-check --no-input -q
 
-.PHONY: help venv venv-tflite lint test test-unit test-integration test-tflite-runtime crash demo demo-device bench models clean
+.PHONY: help venv venv-tflite lint validate test test-unit test-integration test-tflite-runtime crash demo demo-device bench bench-fleet models clean
 
 help:
 	@echo "make demo   - run the main job on the built-in simulated fleet"
 	@echo "make test   - lint + all tests (both TFLite backends, crash harness)"
-	@echo "make bench  - benchmarks, printed as a table"
+	@echo "make bench  - runtime benchmarks, printed as a table (make bench-fleet: fleet benchmark)"
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +64,10 @@ demo-device: venv
 
 bench: venv
 	$(PY) bench/run.py
+
+# Fleet benchmark on the local fleet at 10, 50 and 200 devices (~15 min on 2 cores).
+bench-fleet: venv
+	$(PY) bench/fleet.py
 
 # Regenerating the committed demo models needs TensorFlow (the `train` extra).
 models:
