@@ -9,9 +9,22 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from ._fetch import FetchConfig
+from typing import TYPE_CHECKING, Any
+
 from .device import DEFAULT_ROOT, Device, DeviceConfig, InstallResult
 from .errors import EdgeRuntimeError
+
+if TYPE_CHECKING:
+    from ._fetch import FetchConfig
+
+
+def __getattr__(name: str) -> Any:
+    # FetchConfig lives with the HTTP code; importing it lazily keeps `requests` off the no-op paths.
+    if name == "FetchConfig":
+        from ._fetch import FetchConfig
+
+        return FetchConfig
+    raise AttributeError(f"module 'edge_runtime' has no attribute {name!r}")
 
 __all__ = [
     "DEFAULT_ROOT",

@@ -30,10 +30,9 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _faults
-from ._fetch import FetchConfig, fetch
 from ._fsutil import (
     TMP_PREFIX,
     atomic_write_bytes,
@@ -56,8 +55,14 @@ from .errors import (
 )
 from .keys import load_public_key
 from .manifest import MANIFEST_NAME, Manifest, parse_envelope
-from .smoke import SmokeResult, available_backends, run_smoke_test
 from .trust import DeviceContext, TrustPolicy, check_install_policy, key_id, verify_envelope
+
+if TYPE_CHECKING:
+    from ._fetch import FetchConfig
+    from .smoke import SmokeResult
+
+# numpy (smoke test) and requests (fetch) are imported where they are used: a no-op query of the device
+# (status, facts, an Ansible run that finds the model already active) should not pay for them.
 
 __all__ = ["DEFAULT_ROOT", "Device", "DeviceConfig", "InstallResult"]
 
@@ -122,6 +127,12 @@ class InstallResult:
         out = asdict(self)
         out["ok"] = self.ok
         return out
+
+
+def _available_backends() -> tuple[str, ...]:
+    from .smoke import available_backends
+
+    return available_backends()
 
 
 class Device:
@@ -246,6 +257,8 @@ class Device:
         self, source: str, expected_size: int | None, cfg: FetchConfig | None, progress: bool | None
     ) -> tuple[Path, bool]:
         if source.startswith(("http://", "https://")):
+            from ._fetch import FetchConfig, fetch
+
             name = hashlib.sha256(source.encode()).hexdigest()[:16] + ".edgebundle"
             self.downloads_dir.mkdir(parents=True, exist_ok=True)
             res = fetch(
@@ -273,7 +286,7 @@ class Device:
         return DeviceContext(
             now=datetime.now(timezone.utc),
             architecture=cfg.architecture,
-            backends=available_backends(),
+            backends=_available_backends(),
             expected_name=expected_name,
             allowed_names=cfg.allowed_models,
             highest_counter=state.highest_counter,
@@ -396,6 +409,8 @@ class Device:
         assert state.pending is not None
         state.pending.smoke_attempts += 1
         self.store.save(state)
+        from .smoke import run_smoke_test
+
         result = run_smoke_test(self.version_dir(manifest.name, str(manifest.version)), manifest)
         _faults.checkpoint("smoke.done")
         if result.passed:
