@@ -37,7 +37,12 @@ lint: venv
 	$(VENV)/bin/mypy
 	$(PY) scripts/check_argument_specs.py
 	$(VENV)/bin/yamllint -s .
-	$(VENV)/bin/ansible-lint --offline -q
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/ansible-lint --offline -q
+
+# models.yaml against its schema, the inventory and the (demo) registry: the same check CI runs before merge.
+validate: venv
+	$(PY) scripts/build_registry.py >/dev/null
+	$(PY) scripts/validate_models.py models.yaml --inventory inventory/local
 
 test-unit: venv
 	$(PY) -m pytest -q tests/unit
@@ -52,7 +57,7 @@ test-tflite-runtime: venv-tflite
 crash: venv
 	$(PY) tests/crash_harness.py --random 300
 
-test: lint venv-tflite
+test: lint validate venv-tflite
 	$(PY) -m pytest -q tests
 	EDGE_RUNTIME_BACKEND=tflite-runtime $(VENV_TFLITE)/bin/python -m pytest -q -m tflite_runtime tests/integration
 
