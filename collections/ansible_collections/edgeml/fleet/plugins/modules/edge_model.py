@@ -20,15 +20,9 @@ description:
     again fails with C(quarantined) unless O(allow_quarantined=true), so a bad pin neither flaps nor shows green.
   - O(state=rolled_back) is an operator rollback to the previous committed version still kept on the device.
   - Every runtime error fails the task with the runtime's diagnostics (problem and hint) and its error code.
-author:
-  - edgeml maintainers
-requirements:
-  - The C(edge_runtime) Python package importable by the device's Python interpreter.
+extends_documentation_fragment:
+  - edgeml.fleet.device
 options:
-  root:
-    description: Device state directory of the runtime (the C(--root) of C(edge-runtime)).
-    type: path
-    required: true
   name:
     description: Model name, as in the bundle's signed manifest and in C(models.yaml).
     type: str

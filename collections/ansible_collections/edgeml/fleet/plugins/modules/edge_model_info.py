@@ -15,15 +15,9 @@ description:
     (the same data as the local facts file) with each model's quarantined versions and their reasons.
   - Read-only. Unlike C(edge-runtime status) it does not resolve interrupted operations; a model with an
     operation in progress reports C(state=pending).
-author:
-  - edgeml maintainers
-requirements:
-  - The C(edge_runtime) Python package importable by the device's Python interpreter.
+extends_documentation_fragment:
+  - edgeml.fleet.device
 options:
-  root:
-    description: Device state directory of the runtime.
-    type: path
-    required: true
   name:
     description: Only report these models (default all).
     type: list

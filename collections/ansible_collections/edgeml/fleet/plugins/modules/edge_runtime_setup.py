@@ -16,15 +16,9 @@ description:
     returns the device twin as facts.
   - Idempotent; C(changed) reports whether the trusted keys or the config differ from the wanted ones.
     Running it also proves that the device's interpreter can import C(edge_runtime).
-author:
-  - edgeml maintainers
-requirements:
-  - The C(edge_runtime) Python package importable by the device's Python interpreter.
+extends_documentation_fragment:
+  - edgeml.fleet.device
 options:
-  root:
-    description: Device state directory of the runtime.
-    type: path
-    required: true
   trusted_keys:
     description: PEM contents of the trusted public keys (not paths); keys not listed are removed.
     type: list
