@@ -142,6 +142,17 @@ def test_bad_models_yaml_fails_before_any_device_changes(fleet: Fleet) -> None:
     assert re.search(r"models\.yaml:\d+:\d+: .*no_such_group", failed[0]), failed
 
 
+def test_check_mode_on_a_new_fleet_plans_the_install_and_creates_nothing(fleet: Fleet) -> None:
+    fleet.write_models()
+    r = fleet.run("deploy.yml", check=True)
+    out = r.stdout.read()
+    assert r.rc == 0, out
+    assert not fleet.root.exists(), "check mode created device state"
+    assert not fleet.reports.exists(), "check mode wrote a report"
+    assert set(changed_hosts(r)) == set(DEVICES)
+    assert re.search(r"dev-a1 \| defect-classifier \| - \| 1\.0\.0 \| \d \| would_change", out), out[-3000:]
+
+
 def test_first_deploy_installs_every_pin(fleet: Fleet) -> None:
     fleet.write_models()
     r = fleet.run("deploy.yml")

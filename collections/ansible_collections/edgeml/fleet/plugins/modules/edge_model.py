@@ -171,6 +171,11 @@ from ansible_collections.edgeml.fleet.plugins.module_utils.edge_device import (
 def _present(module: AnsibleModule, dev: Any) -> dict[str, Any]:
     p = module.params
     name, version = p["name"], p["version"]
+    if module.check_mode and not (dev.root / "config.json").exists():
+        # A device that has never been set up: the plan is "install", and check mode creates nothing.
+        return {"changed": True, "previous": None, "active": None,
+                "reason": "would initialise the device and install", "diff": {"before": {"version": None},
+                                                                        "after": {"version": version}}}
     dev.config  # noqa: B018 - an uninitialised root fails here with a hint, before anything else
     state = dev.store.load(name)
     before = {"version": state.active}
@@ -200,7 +205,8 @@ def _present(module: AnsibleModule, dev: Any) -> dict[str, Any]:
             ansible_facts={"edge_runtime": device_facts(dev)},
         )
     if module.check_mode:
-        return {**out, "changed": True, "active": version, "reason": "would install",
+        # check mode reports the device as it is (active = current); the would-be version is in the diff
+        return {**out, "changed": True, "reason": "would install",
                 "diff": {"before": before, "after": after}}
     from edge_runtime import FetchConfig
 
