@@ -19,24 +19,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.molecule import MOLECULE, run_molecule, step
+
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[2]
-MOLECULE = Path(sys.executable).with_name("molecule")
 SYSTEM_PYTHON = Path("/usr/bin/python3")  # edge_runtime_system_python of molecule/venv/molecule.yml
 HOST = "molecule-venv-1"
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def _step(output: str, name: str) -> str:
-    """The part of molecule's output that belongs to step ``name``.
-
-    Molecule logs ``INFO [venv > NAME] Executing`` without colours (``venv ➜ NAME: Executing`` with).
-    """
-    head = rf"^INFO\s+\[?venv (?:>|➜) {name}\]?:? "
-    match = re.search(rf"(?ms){head}Executing$(.*?){head}Executed: Successful$", output)
-    assert match, f"molecule did not run the {name} step successfully:\n{output[-4000:]}"
-    return match.group(1)
 
 
 def _missing_prerequisite() -> str | None:
@@ -54,34 +42,13 @@ def _missing_prerequisite() -> str | None:
 
 @pytest.mark.skipif(_missing_prerequisite() is not None, reason=_missing_prerequisite() or "")
 def test_molecule_venv_scenario_installs_offline_idempotently_and_check_mode_changes_nothing() -> None:
-    env = {
-        **os.environ,
-        # molecule finds ansible-playbook and ansible-config on PATH: use the ones of this venv.
-        "PATH": f"{MOLECULE.parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        "NO_COLOR": "1",
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_FORCE_COLOR": "0",
-        "PY_COLORS": "0",
-    }
-    for var in ("MOLECULE_EPHEMERAL_DIRECTORY", "ANSIBLE_CONFIG", "ANSIBLE_ROLES_PATH", "ANSIBLE_COLLECTIONS_PATH"):
-        env.pop(var, None)
-    proc = subprocess.run(
-        [str(MOLECULE), "test", "-s", "venv"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,  # molecule logs to stderr, ansible-playbook to stdout: keep their order
-        text=True,
-        timeout=1200,  # the first run downloads the wheels into pip's cache
-        check=False,
-    )
-    output = ANSI.sub("", proc.stdout)
-    assert proc.returncode == 0, output[-8000:]
+    rc, output = run_molecule("venv", timeout=1200)
+    assert rc == 0, output[-8000:]
 
-    converge = _step(output, "converge")
-    idempotence = _step(output, "idempotence")
-    check = _step(output, "check")
-    verify = _step(output, "verify")
+    converge = step(output, "venv", "converge")
+    idempotence = step(output, "venv", "idempotence")
+    check = step(output, "venv", "check")
+    verify = step(output, "venv", "verify")
     # converge built the wheelhouse on the controller, then created the venv and installed into it on the device.
     for task in (
         "Build the wheelhouse on the controller (once per run)",
@@ -104,5 +71,5 @@ def test_molecule_venv_scenario_installs_offline_idempotently_and_check_mode_cha
         assert re.search(rf"(?m)^TASK \[{re.escape(task)}\].*\n(.*\n)??ok: \[{HOST}\]", verify), (task, verify)
     # The second converge and check mode after converge changed nothing.
     assert re.search(rf"(?m)^{HOST}\s+: ok=\d+\s+changed=[1-9]", converge), converge
-    for step in (idempotence, check):
-        assert re.search(rf"(?m)^{HOST}\s+: ok=\d+\s+changed=0\s+unreachable=0\s+failed=0", step), step
+    for part in (idempotence, check):
+        assert re.search(rf"(?m)^{HOST}\s+: ok=\d+\s+changed=0\s+unreachable=0\s+failed=0", part), part
