@@ -8,7 +8,7 @@ VENV_TFLITE := .venv-tflite
 PY := $(VENV)/bin/python
 PIP_FLAGS := --disable-pip-version-check --no-input -q
 
-.PHONY: help venv venv-tflite lint validate test test-unit test-integration test-tflite-runtime crash demo demo-device bench bench-fleet models clean
+.PHONY: help venv venv-tflite lint validate plan test test-unit test-integration test-tflite-runtime crash demo demo-device bench bench-fleet models clean
 
 help:
 	@echo "make demo   - run the main job on the built-in simulated fleet"
@@ -38,6 +38,10 @@ lint: venv
 	$(PY) scripts/check_argument_specs.py
 	$(VENV)/bin/yamllint -s .
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/ansible-lint --offline -q
+
+# What a pull request would change: every device's version from -> to and its wave; changes nothing.
+plan: validate
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/ansible-playbook playbooks/deploy.yml --check --diff
 
 # models.yaml against its schema, the inventory and the (demo) registry: the same check CI runs before merge.
 validate: venv
