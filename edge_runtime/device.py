@@ -222,8 +222,7 @@ class Device:
 
     @contextmanager
     def _operation(self, what: str) -> Iterator[None]:
-        cfg = self.config  # fails early on an uninitialised root
-        del cfg
+        self.config  # noqa: B018 - loading it fails early, with a hint, on an uninitialised root
         with self.lock.hold(what):
             self._clean_tmp()
             for name in self.store.names():
