@@ -163,6 +163,20 @@ def test_first_deploy_installs_every_pin(fleet: Fleet) -> None:
     assert {row["result"] for row in fleet.report()["rows"]} == {"installed"}
 
 
+def module_runs(r: Any) -> dict[str, list[str]]:
+    """Device-side module tasks each device ran (controller-side actions left out)."""
+    controller = {"ansible.builtin.validate_argument_spec", "validate_argument_spec", "ansible.builtin.include_tasks",
+                  "include_tasks", "ansible.builtin.meta", "meta", "ansible.builtin.set_fact", "set_fact",
+                  "ansible.builtin.debug", "debug", "ansible.builtin.assert", "assert"}
+    out: dict[str, list[str]] = {}
+    for e in r.events:
+        data = e.get("event_data", {})
+        if (e.get("event") in ("runner_on_ok", "runner_on_failed") and data.get("host") in DEVICES
+                and data.get("task_action") not in controller):
+            out.setdefault(data["host"], []).append(data["task_action"])
+    return out
+
+
 def test_second_run_changes_nothing(fleet: Fleet) -> None:
     before = fleet.snapshot()
     r = fleet.run("deploy.yml")
@@ -170,6 +184,24 @@ def test_second_run_changes_nothing(fleet: Fleet) -> None:
     assert changed_hosts(r) == {}
     assert fleet.snapshot() == before
     assert {row["result"] for row in fleet.report()["rows"]} == {"unchanged"}
+    # in sync everywhere: one module run per device (runtime setup, which reports the twin), no converge
+    assert converge_order(r) == []
+    assert module_runs(r) == {h: ["edgeml.fleet.edge_runtime_setup"] for h in DEVICES}
+
+
+def test_drift_behind_ansibles_back_is_found_and_only_that_device_converges(fleet: Fleet) -> None:
+    shutil.rmtree(fleet.root / "dev-b2" / "models")  # e.g. a technician wiped the model store
+    others = [h for h in DEVICES if h != "dev-b2"]
+    before = fleet.snapshot(others)
+    r = fleet.run("deploy.yml")
+    assert r.rc == 0, r.stdout.read()
+    assert converge_order(r) == ["dev-b2"]
+    assert fleet.active("dev-b2") == "1.0.0"
+    assert fleet.snapshot(others) == before
+    assert set(changed_hosts(r)) == {"dev-b2"}
+    rows = {row["device"]: row for row in fleet.report()["rows"]}
+    assert rows["dev-b2"]["result"] == "installed"
+    assert {rows[h]["result"] for h in others} == {"unchanged"}
 
 
 def test_check_mode_shows_the_plan_and_changes_nothing(fleet: Fleet) -> None:

@@ -72,3 +72,72 @@ def test_halted_group_is_not_evaluated_again() -> None:
     g = rollout.wave_gate(plan({}), 2, {}, halted)
     assert g["halted"] == halted
     assert g["report"] == {}
+
+
+# ---- which devices the deploy converges: the device twin against the plan --------------------------
+
+PIN = {"version": "1.1.0", "digest": "sha256:" + "ab" * 32}
+
+
+def entry(wave: int = 1, **models: dict[str, Any]) -> dict[str, Any]:
+    return {"rollout_group": "line_a", "wave": wave, "models": models or {"m": PIN}}
+
+
+def twin(**models: dict[str, Any]) -> dict[str, Any]:
+    return {"schema": 1, "models": models}
+
+
+def committed(version: str = "1.1.0", digest: str = PIN["digest"]) -> dict[str, Any]:
+    return {"active_version": version, "digest": digest, "state": "committed", "previous_version": "1.0.0"}
+
+
+def test_device_running_the_pin_committed_with_its_digest_is_in_sync() -> None:
+    assert rollout.twin_in_sync(entry(), twin(m=committed()))
+
+
+def test_anything_else_is_converged_where_the_runtime_decides() -> None:
+    cases = {
+        "no facts (unreachable, failed setup)": None,
+        "facts without models": {"schema": 1},
+        "model never installed": twin(),
+        "older version active": twin(m=committed("1.0.0")),
+        "same version, another build (digest)": twin(m=committed(digest="sha256:" + "cd" * 32)),
+        "interrupted operation pending": twin(m={**committed(), "state": "pending"}),
+        "corrupt state file": twin(m={"state": "corrupt", "error": "bad json"}),
+    }
+    for why, facts in cases.items():
+        assert not rollout.twin_in_sync(entry(), facts), why
+
+
+def test_every_pinned_model_must_be_in_sync() -> None:
+    e = entry(m=PIN, other={"version": "2.0.0", "digest": "sha256:" + "ee" * 32})
+    assert not rollout.twin_in_sync(e, twin(m=committed()))
+    assert rollout.twin_in_sync(
+        e, twin(m=committed(), other=committed("2.0.0", "sha256:" + "ee" * 32))
+    )
+
+
+def test_converge_targets_are_the_out_of_sync_devices_with_their_wave() -> None:
+    p = {"hosts": {"a1": entry(1), "a2": entry(2), "a3": entry(2), "a4": entry(3)}}
+    facts = {"a1": twin(m=committed()), "a2": twin(m=committed("1.0.0")), "a4": twin(m=committed())}
+    assert rollout.converge_targets(p, facts) == [{"host": "a2", "wave": 2}, {"host": "a3", "wave": 2}]
+
+
+def test_in_sync_devices_pass_the_gate_and_report_unchanged_from_their_twin() -> None:
+    p = {**plan({"max_p95_latency_ms": 20}, waves=[["a1", "a2"]]), "hosts": {"a1": entry(1), "a2": entry(1)}}
+    facts = {"a1": twin(m=committed()), "a2": twin(m=committed("1.0.0"))}
+    results = rollout.effective_results(p, {}, facts)
+    assert results["a1"]["status"] == "unchanged"
+    assert results["a1"]["ok"]
+    assert "a2" not in results, "an out-of-sync device without a result of this run must not look fine"
+    g = rollout.wave_gate(p, 1, results, {})
+    assert g["report"]["line_a"]["failures"].keys() == {"a2"}
+    rows = {r["device"]: r for r in rollout.fleet_report(p, results, facts, g["halted"])["rows"]}
+    assert (rows["a1"]["result"], rows["a1"]["reported"]) == ("unchanged", "1.1.0")
+    assert (rows["a2"]["result"], rows["a2"]["reported"]) == ("unreachable", "1.0.0")
+
+
+def test_a_result_of_this_run_wins_over_the_twin() -> None:
+    p = {"hosts": {"a1": entry(1)}}
+    mine = {"a1": {"status": "rolled_back", "ok": False, "models": {}}}
+    assert rollout.effective_results(p, mine, {"a1": twin(m=committed())})["a1"]["status"] == "rolled_back"

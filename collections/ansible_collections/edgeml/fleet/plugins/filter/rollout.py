@@ -33,19 +33,24 @@ def edge_device_result(registered: Mapping[str, Any], plan_entry: Mapping[str, A
 
 def edge_wave_gate(plan: Mapping[str, Any], wave: int, hostvars: Mapping[str, Any], halted: Any = None) -> Any:
     """``{{ edge_plan | edgeml.fleet.edge_wave_gate(1, hostvars, edge_halted_groups) }}``."""
-    results = _per_host(hostvars, plan.get("hosts", {}), "edge_model_result")
+    hosts = plan.get("hosts", {})
+    results = rollout.effective_results(
+        plan, _per_host(hostvars, hosts, "edge_model_result"), _per_host(hostvars, hosts, "ansible_facts.edge_runtime")
+    )
     return rollout.wave_gate(plan, int(wave), results, halted)
 
 
 def edge_fleet_report(plan: Mapping[str, Any], hostvars: Mapping[str, Any], halted: Any = None) -> Any:
     """``{{ edge_plan | edgeml.fleet.edge_fleet_report(hostvars, edge_halted_groups) }}``."""
     hosts = plan.get("hosts", {})
-    return rollout.fleet_report(
-        plan,
-        _per_host(hostvars, hosts, "edge_model_result"),
-        _per_host(hostvars, hosts, "ansible_facts.edge_runtime"),
-        halted,
-    )
+    facts = _per_host(hostvars, hosts, "ansible_facts.edge_runtime")
+    results = rollout.effective_results(plan, _per_host(hostvars, hosts, "edge_model_result"), facts)
+    return rollout.fleet_report(plan, results, facts, halted)
+
+
+def edge_converge_targets(plan: Mapping[str, Any], hostvars: Mapping[str, Any]) -> Any:
+    """``{{ edge_plan | edgeml.fleet.edge_converge_targets(hostvars) }}``: ``[{host, wave}]`` not in sync."""
+    return rollout.converge_targets(plan, _per_host(hostvars, plan.get("hosts", {}), "ansible_facts.edge_runtime"))
 
 
 def edge_report_markdown(report: Mapping[str, Any], title: str = "Deploy report") -> str:
@@ -64,6 +69,7 @@ class FilterModule:
         return {
             "edge_device_result": edge_device_result,
             "edge_wave_gate": edge_wave_gate,
+            "edge_converge_targets": edge_converge_targets,
             "edge_fleet_report": edge_fleet_report,
             "edge_report_markdown": edge_report_markdown,
             "edge_mark_rolled_back": edge_mark_rolled_back,

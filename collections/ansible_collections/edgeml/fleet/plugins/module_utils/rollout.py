@@ -73,6 +73,66 @@ def device_result(registered: Mapping[str, Any], plan_entry: Mapping[str, Any], 
     }
 
 
+def twin_in_sync(entry: Mapping[str, Any], twin: Mapping[str, Any] | None) -> bool:
+    """True when a device's reported twin already runs every pinned model of its plan ``entry``.
+
+    The same test ``edgeml.fleet.edge_model`` makes before it returns "already active": the pinned version
+    is active and committed (no interrupted operation pending) with the pinned manifest digest. Such a
+    device needs no converge run; anything else (no facts, a corrupt state file, a pending operation,
+    another version or digest, a quarantined pin) is converged, where the runtime decides.
+    """
+    models = (twin or {}).get("models")
+    if not isinstance(models, Mapping):
+        return False
+    for name, want in (entry.get("models") or {}).items():
+        got = models.get(name)
+        if not isinstance(got, Mapping) or got.get("state") != "committed":
+            return False
+        if got.get("active_version") != want.get("version") or got.get("digest") != want.get("digest"):
+            return False
+    return True
+
+
+def converge_targets(plan: Mapping[str, Any], facts: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Planned devices that must run the converge step, with their wave: all but those in sync.
+
+    ``facts`` maps host → ``ansible_facts.edge_runtime`` as reported in this run (missing = the device
+    did not report: it is targeted, and a device that cannot be reached then fails its wave's gate).
+    """
+    return [
+        {"host": host, "wave": entry.get("wave")}
+        for host, entry in sorted((plan.get("hosts") or {}).items())
+        if not twin_in_sync(entry, facts.get(host))
+    ]
+
+
+def twin_result(entry: Mapping[str, Any], twin: Mapping[str, Any]) -> dict[str, Any]:
+    """``edge_model_result`` of a device that was in sync and therefore not converged in this run."""
+    models = {
+        name: {
+            "desired": want.get("version"),
+            "previous": (twin["models"].get(name) or {}).get("previous_version"),
+            "active": want.get("version"),
+            "status": "unchanged",
+            "reason": "already active (reported by the device)",
+        }
+        for name, want in (entry.get("models") or {}).items()
+    }
+    return {"status": "unchanged", "ok": True, "changed": False, "group": entry.get("rollout_group"),
+            "wave": entry.get("wave"), "reason": "", "models": models}
+
+
+def effective_results(
+    plan: Mapping[str, Any], results: Mapping[str, Any], facts: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Per planned host: its ``edge_model_result`` of this run, or the in-sync result from its twin."""
+    out = dict(results)
+    for host, entry in (plan.get("hosts") or {}).items():
+        if host not in out and twin_in_sync(entry, facts.get(host)):
+            out[host] = twin_result(entry, facts[host])
+    return out
+
+
 def _host_failure(result: Mapping[str, Any] | None, gate: Mapping[str, Any]) -> str | None:
     """Why one device fails the health gate, or None when it passes."""
     if result is None:

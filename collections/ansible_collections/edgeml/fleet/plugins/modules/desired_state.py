@@ -55,9 +55,34 @@ options:
     description:
       - Look up every catalogued bundle in the registry and compare its manifest with the catalogue
         entry. For an http(s) registry only the beginning of each bundle (the manifest) is downloaded.
-      - Signatures are not verified here; devices verify them against their trust roots.
+      - Signatures are verified only when O(trusted_keys) is given.
     type: bool
     default: true
+  verify_bundles:
+    description:
+      - Verify every bundle of the plan that is a local file in full, against O(trusted_keys). Fails when
+        O(trusted_keys) is empty.
+    type: bool
+    default: false
+  trusted_keys:
+    description:
+      - Controller paths of the trusted public keys (PEM). With O(verify_bundles), every bundle of the plan that is a
+        local file is verified in full (signatures against these keys with O(threshold), every file's size
+        and SHA-256) and its manifest digest is compared with the pin, once per bundle.
+      - Bundles behind http(s) URLs are not downloaded; their manifests are checked by O(check_registry) and
+        the devices verify them in full before anything is staged.
+    type: list
+    elements: path
+    default: []
+  threshold:
+    description: Distinct trusted signatures a bundle needs (with O(trusted_keys)).
+    type: int
+    default: 1
+  max_waves:
+    description:
+      - Refuse a plan whose rollout needs more waves than this (the number of wave plays the calling
+        playbook has). Unset means no limit.
+    type: int
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
@@ -165,6 +190,13 @@ plan:
       description: The largest number of waves of any group (0 when nothing is pinned).
       type: int
       sample: 3
+verified:
+  description: The local bundles verified with O(verify_bundles) (empty without it).
+  returned: success
+  type: list
+  elements: dict
+  sample: [{source: /srv/fleet/.state/registry/defect-classifier/1.1.0.edgebundle, model: defect-classifier,
+            version: 1.1.0, files: 4}]
 error:
   description: Where and what the problem is (on failure); RV(msg) holds the same as one line.
   returned: failure
@@ -184,6 +216,10 @@ def main() -> None:
             "path": {"type": "path", "required": True},
             "groups": {"type": "dict", "required": True},
             "check_registry": {"type": "bool", "default": True},
+            "verify_bundles": {"type": "bool", "default": False},
+            "trusted_keys": {"type": "list", "elements": "path", "default": []},
+            "threshold": {"type": "int", "default": 1},
+            "max_waves": {"type": "int"},
         },
         supports_check_mode=True,
     )

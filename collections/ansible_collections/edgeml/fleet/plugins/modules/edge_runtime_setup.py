@@ -150,7 +150,25 @@ def main() -> None:
                 path = Path(tmp) / f"key{i}.pub"
                 path.write_text(pem.strip() + "\n", encoding="utf-8")
                 paths.append(path)
-            wanted_ids = sorted({key_id(load_public_key(k)) for k in paths})
+            ids = [key_id(load_public_key(k)) for k in paths]
+            wanted_ids = sorted(set(ids))
+            if not ids:
+                module.fail_json(
+                    msg="trusted_keys is empty: a device trusts no bundle without a key "
+                    "(set edge_runtime_trusted_keys to the PEM files of the release keys)",
+                    error="config",
+                )
+            if len(wanted_ids) != len(ids):
+                module.fail_json(
+                    msg=f"trusted_keys lists the same key more than once ({len(ids)} entries, {len(wanted_ids)} "
+                    "distinct keys); a threshold counts distinct keys (hint: remove the duplicate key file)",
+                    error="config",
+                )
+            if not 1 <= p["threshold"] <= len(wanted_ids):
+                module.fail_json(
+                    msg=f"threshold {p['threshold']} must be between 1 and the {len(wanted_ids)} trusted key(s)",
+                    error="config",
+                )
             after = {
                 "trusted_key_ids": wanted_ids,
                 "config": {

@@ -1,0 +1,89 @@
+"""Action plugin ``edgeml.fleet.fleet_report``: build the deploy report and write it on the controller.
+
+Runs entirely on the controller (no module is transferred, no file module per report file). See the
+documentation in ``plugins/modules/fleet_report.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ansible.module_utils.common.text.converters import to_text
+from ansible_collections.edgeml.fleet.plugins.module_utils import rollout
+from ansible_collections.edgeml.fleet.plugins.plugin_utils.controller_action import ControllerAction
+
+ARGUMENT_SPEC: dict[str, Any] = {
+    "plan": {"type": "dict", "required": True},
+    "halted": {"type": "dict", "default": {}},
+    "dest": {"type": "path", "required": True},
+    "kind": {"type": "str", "default": "deploy"},
+    "write": {"type": "bool", "default": True},
+}
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` so that a reader sees the old or the new file, never a torn one."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _hostvar(hostvars: Any, host: str, name: str) -> Any:
+    try:
+        hv = hostvars[host]
+    except KeyError:
+        return None
+    if name == "ansible_facts.edge_runtime":
+        return (hv.get("ansible_facts") or {}).get("edge_runtime")
+    return hv.get(name)
+
+
+class ActionModule(ControllerAction):
+    """Build the report from the plan, every device's result and twin; write JSON and Markdown."""
+
+    ARGUMENT_SPEC = ARGUMENT_SPEC
+    _VALID_ARGS = frozenset(ARGUMENT_SPEC)
+
+    def act(self, args: dict[str, Any], task_vars: dict[str, Any], result: dict[str, Any]) -> None:
+        import json
+
+        hostvars = task_vars.get("hostvars", {})
+        plan = args["plan"]
+        hosts = plan.get("hosts") or {}
+        facts = {h: v for h in hosts if (v := _hostvar(hostvars, h, "ansible_facts.edge_runtime")) is not None}
+        results = {h: v for h in hosts if (v := _hostvar(hostvars, h, "edge_model_result")) is not None}
+        report = rollout.fleet_report(plan, rollout.effective_results(plan, results, facts), facts, args["halted"])
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        report["generated_at"] = stamp
+        report["check_mode"] = bool(self._task.check_mode)
+        title = f"{args['kind'].capitalize()} {stamp}"
+        files: list[str] = []
+        # A --check run changes nothing, on devices or here: reports are written in normal runs only.
+        if args["write"] and not self._task.check_mode:
+            dest = Path(args["dest"])
+            try:
+                dest.mkdir(parents=True, exist_ok=True)
+                as_json = json.dumps(report, indent=2, sort_keys=True, default=to_text) + "\n"
+                as_md = rollout.report_markdown(report, title)
+                for name, text in ((f"{args['kind']}-{stamp}.json", as_json), (f"{args['kind']}-{stamp}.md", as_md),
+                                   ("latest.json", as_json), ("latest.md", as_md)):
+                    _atomic_write(dest / name, text)
+                    files.append(str(dest / name))
+            except OSError as exc:
+                msg = f"cannot write the report into {dest}: {exc} (hint: set edge_reports_dir to a writable directory)"
+                result.update(failed=True, msg=msg)
+                return
+        # Writing the report is not a change of the fleet: a no-op deploy shows changed=0 everywhere.
+        result.update(report=report, files=files)

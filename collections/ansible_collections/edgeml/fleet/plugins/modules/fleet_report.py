@@ -1,0 +1,133 @@
+#!/usr/bin/python
+# Copyright (c) edgeml maintainers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""Documentation of the ``edgeml.fleet.fleet_report`` action plugin (the work is done on the controller)."""
+
+from __future__ import annotations
+
+from ansible.module_utils.basic import AnsibleModule
+
+DOCUMENTATION = r"""
+---
+module: fleet_report
+short_description: Build the fleet's deploy report (desired vs reported per device) and write it as JSON and Markdown
+version_added: 0.1.0
+description:
+  - Builds the device-twin view of a rollout from the plan of M(edgeml.fleet.desired_state), the
+    C(edge_model_result) of every device converged in this run and the C(ansible_facts.edge_runtime)
+    every device reported; a device that was not converged because it already ran the pinned versions is
+    reported as C(unchanged) from its twin.
+  - Writes C(<kind>-<UTC time>.json), C(<kind>-<UTC time>.md), C(latest.json) and C(latest.md) into
+    O(dest), each atomically (a reader never sees a torn file). The timestamped files keep the history.
+  - This is an action plugin; it runs on the controller only (use it on C(localhost)).
+author:
+  - edgeml maintainers
+options:
+  plan:
+    description: The plan returned by M(edgeml.fleet.desired_state).
+    type: dict
+    required: true
+  halted:
+    description: Rollout groups halted by a wave gate, group name to C({wave, reason}).
+    type: dict
+    default: {}
+  dest:
+    description: Directory on the controller for the report files; created if missing.
+    type: path
+    required: true
+  kind:
+    description: File name prefix and title of the report, for example C(deploy) or C(rollback).
+    type: str
+    default: deploy
+  write:
+    description: Write the files. In check mode nothing is written whatever this says.
+    type: bool
+    default: true
+attributes:
+  check_mode:
+    description: Builds the report and writes nothing.
+    support: full
+  diff_mode:
+    description: Not applicable.
+    support: none
+  action:
+    description: Runs on the controller.
+    support: full
+notes:
+  - RV(changed) is always false; the report files are a record of the run, not a change of the fleet.
+"""
+
+EXAMPLES = r"""
+- name: Write the deploy report
+  edgeml.fleet.fleet_report:
+    plan: "{{ edge_plan }}"
+    halted: "{{ edge_gate.halted }}"
+    dest: "{{ playbook_dir }}/../reports"
+  register: report
+
+- name: Fail when the rollout is incomplete
+  ansible.builtin.fail:
+    msg: "{{ report.report.problems }}"
+  when: report.report.failed
+"""
+
+RETURN = r"""
+report:
+  description: The report.
+  returned: success
+  type: dict
+  contains:
+    rows:
+      description: >-
+        One row per device and model - C(device), C(group), C(wave), C(model), C(desired), C(reported) (the
+        version the device runs), C(previous), C(result) (C(installed), C(unchanged), C(would_change),
+        C(rolled_back), C(quarantined), C(failed), C(unreachable), C(skipped_halted)) and C(reason).
+      type: list
+      elements: dict
+    counts:
+      description: Rows per result.
+      type: dict
+    halted:
+      description: The halted rollout groups with wave and reason.
+      type: dict
+    problems:
+      description: The rows whose result is not C(installed), C(unchanged) or C(would_change).
+      type: list
+      elements: dict
+    failed:
+      description: True when a group halted or a device is quarantined, failed or unreachable.
+      type: bool
+    generated_at:
+      description: UTC time stamp of the report, also in the file names.
+      type: str
+      sample: 20261123T145826Z
+    check_mode:
+      description: Whether the run was a check-mode run.
+      type: bool
+files:
+  description: The files written (empty in check mode or with O(write=false)).
+  returned: success
+  type: list
+  elements: path
+"""
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "plan": {"type": "dict", "required": True},
+            "halted": {"type": "dict", "default": {}},
+            "dest": {"type": "path", "required": True},
+            "kind": {"type": "str", "default": "deploy"},
+            "write": {"type": "bool", "default": True},
+        },
+        supports_check_mode=True,
+    )
+    module.fail_json(
+        msg="edgeml.fleet.fleet_report is an action plugin that runs on the controller; "
+        "make sure the edgeml.fleet collection is installed so its action plugin is used"
+    )
+
+
+if __name__ == "__main__":
+    main()
