@@ -65,6 +65,14 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("model")
     s.add_argument("--version", dest="model_version", help="default: the active version")
 
+    s = sub.add_parser(
+        "check",
+        help="post-install health check: re-verify the active version and re-run its smoke test; "
+        "roll back and quarantine it if either fails",
+    )
+    s.add_argument("model")
+    s.add_argument("--version", dest="model_version", help="only if this version is active (default: the active one)")
+
     s = sub.add_parser("repair", help="rebuild a corrupt state file from the verified versions on disk")
     s.add_argument("model")
     return p
@@ -152,6 +160,17 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r.model}: {r.version} is active (was {r.previous})" if r.changed else _human_install(r),
             )
             return 0
+        if args.cmd == "check":
+            r = dev.check(args.model, args.model_version)
+            if r.result == "rolled_back":
+                human = _human_install(r)
+            elif r.smoke is None:
+                human = f"{r.model}: {r.reason}"
+            else:
+                p95 = r.smoke.get("p95_ms") or 0.0
+                human = f"{r.model} {r.version}: files verified, smoke test passed [p95 {p95:.3f} ms]"
+            emit(args.json, r.to_dict(), human)
+            return 0 if r.ok else EXIT_ROLLED_BACK
         if args.cmd == "status":
             st = dev.status()
             emit(args.json, {"ok": True, **st}, _human_status(st))

@@ -651,6 +651,52 @@ class Device:
                 name, target, manifest.digest, "installed", True, previous, target, f"rolled back from {previous}"
             )
 
+    # ----------------------------------------------------------------- post-install check -------------
+
+    def check(self, name: str, version: str | None = None) -> InstallResult:
+        """Health check of the committed active version, in this (fresh) process.
+
+        Re-verifies every installed file against the signed manifest and re-runs the bundle's smoke test
+        from disk. If either fails, the version is rolled back to the previous committed one (or
+        deactivated when there is none) and quarantined, through the same persisted ``rolling_back``
+        step as a failed install, so power loss mid-way completes the rollback at the next start.
+        With ``version``, only that version is checked: if another one is active, nothing happens.
+        """
+        with self._operation("check"):
+            state = self.store.load(name)
+            active = state.active
+            if active is None:
+                raise NotInstalledError(f"model {name} has no active version on this device")
+            info = state.versions.get(active) or {}
+            digest = str(info.get("digest", ""))
+            previous = state.previous_committed()
+            if version is not None and version != active:
+                return InstallResult(
+                    name, version, "", "unchanged", False, previous, active, f"{version} is not active; not tested"
+                )
+            smoke = None
+            reason: str | None
+            try:
+                manifest = self.verify_installed(name, active)
+            except EdgeRuntimeError as exc:
+                reason = f"post-install check: installed files no longer verify: {exc.message}"
+            else:
+                from .smoke import run_smoke_test
+
+                smoke = run_smoke_test(self.version_dir(name, active), manifest)
+                reason = None if smoke.passed else f"post-install smoke test failed: {smoke.reason}"
+            if reason is None:
+                assert smoke is not None
+                return InstallResult(
+                    name, active, digest, "unchanged", False, previous, active, "smoke test passed",
+                    smoke.to_dict(),
+                )
+            state.pending = Pending(
+                "install", active, digest, int(info.get("counter") or 0), "activated", previous,
+                utcnow(),
+            )
+            return self._rollback_pending(state, reason, smoke)
+
     # ----------------------------------------------------------------- verification & status ---------
 
     def verify_installed(self, name: str, version: str | None = None) -> Manifest:

@@ -289,3 +289,33 @@ def test_tampered_bundle_is_refused_before_any_device_changes(fleet: Fleet, tmp_
     out = r.stdout.read()
     assert "1.1.0.edgebundle" in out, out[-3000:]
     assert "integrity" in out or "sha256" in out, out[-3000:]
+
+
+def test_post_install_check_handler_rolls_back_a_version_whose_files_rot(fleet: Fleet, tmp_path: Path) -> None:
+    from edge_runtime.bundle import read_envelope
+    from edge_runtime.manifest import Manifest
+
+    def plan(version: str) -> dict[str, Any]:
+        bundle = fleet.registry / "defect-classifier" / f"{version}.edgebundle"
+        digest = Manifest.from_signed(read_envelope(bundle).signed).digest
+        return {"rollout_group": "line_a", "wave": 1,
+                "models": {"defect-classifier": {"version": version, "digest": digest, "source": str(bundle),
+                                                 "size": bundle.stat().st_size}}}
+
+    root = tmp_path / "device"
+    result_file = tmp_path / "result.json"
+    r = fleet.run("../tests/ansible/playbooks/post_install_check.yml", extravars={
+        "edge_runtime_root": str(root), "plan_a": plan("1.0.0"), "plan_b": plan("1.1.0"), "version_b": "1.1.0",
+        "result_file": str(result_file)})
+    assert r.rc == 0, r.stdout.read()
+    checks = [e["event_data"] for e in r.events if e.get("event") in ("runner_item_on_ok", "runner_item_on_failed")
+              and e["event_data"].get("task", "").startswith("Health-check the models")]
+    assert [c["res"].get("rolled_back", False) for c in checks] == [False, True], checks
+    result = json.loads(result_file.read_text())
+    m = result["models"]["defect-classifier"]
+    assert (result["status"], result["ok"], m["status"], m["active"]) == ("rolled_back", False, "rolled_back", "1.0.0")
+    assert "no longer verify" in m["reason"]
+    st = json.loads((root / "models" / "defect-classifier" / "state.json").read_text())
+    assert st["active"] == "1.0.0"
+    assert "1.1.0" in st["bad"]
+

@@ -178,6 +178,60 @@ def test_verify_detects_tampering_on_disk(device: Device, release: Release, caps
     assert r["error"] == "integrity"
 
 
+def test_post_install_check_passes_and_changes_nothing(
+    device: Device, release: Release, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run(device.root, "install", str(release.bundle("1.0.0")), capsys=capsys)
+    state_file = device.root / "models" / MODEL / "state.json"
+    before = state_file.read_bytes()
+    rc, r = run(device.root, "check", MODEL, capsys=capsys)
+    assert rc == 0, r
+    assert (r["result"], r["changed"], r["active"]) == ("unchanged", False, "1.0.0")
+    assert r["smoke"]["passed"] is True
+    assert state_file.read_bytes() == before
+    rc, r = run(device.root, "check", MODEL, "--version", "9.9.9", capsys=capsys)
+    assert rc == 0
+    assert r["smoke"] is None
+    assert "not active" in r["reason"]
+
+
+def test_post_install_check_rolls_back_and_quarantines_a_version_whose_files_rotted(
+    device: Device, release: Release, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run(device.root, "install", str(release.bundle("1.0.0")), capsys=capsys)
+    run(device.root, "install", str(release.bundle("1.1.0")), capsys=capsys)
+    model = device.version_dir(MODEL, "1.1.0") / "model.tflite"
+    os.chmod(model, 0o644)
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    model.write_bytes(bytes(data))
+    rc, r = run(device.root, "check", MODEL, capsys=capsys)
+    assert rc == 8, r
+    assert (r["result"], r["active"], r["previous"]) == ("rolled_back", "1.0.0", "1.0.0")
+    assert "no longer verify" in r["reason"]
+    assert os.readlink(device.active_link(MODEL)) == "versions/1.0.0"
+    st = state(device.root)
+    assert "1.1.0" in st["bad"]  # type: ignore[operator]
+    assert not device.version_dir(MODEL, "1.1.0").exists()
+    # the quarantine holds: the same version is refused by the next install
+    rc, r = run(device.root, "install", str(release.bundle("1.1.0")), capsys=capsys)
+    assert rc != 0
+    assert r["error"] == "quarantined"
+
+
+def test_post_install_check_of_a_first_install_that_fails_leaves_no_active_model(
+    device: Device, release: Release, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run(device.root, "install", str(release.bundle("1.0.0")), capsys=capsys)
+    labels = device.version_dir(MODEL, "1.0.0") / "labels.txt"
+    os.chmod(labels, 0o644)
+    labels.write_text("evil\n")
+    rc, r = run(device.root, "check", MODEL, capsys=capsys)
+    assert rc == 8
+    assert r["active"] is None
+    assert not device.active_link(MODEL).is_symlink()
+
+
 def test_console_script_prints_human_output_and_exit_codes(device: Device, release: Release) -> None:
     exe = Path(sys.executable).with_name("edge-runtime")
     ok = subprocess.run(

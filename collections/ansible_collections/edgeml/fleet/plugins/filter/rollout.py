@@ -62,6 +62,11 @@ def edge_mark_rolled_back(result: Mapping[str, Any], registered: Mapping[str, An
     return rollout.mark_rolled_back(result, registered, reason)
 
 
+def edge_mark_checked(result: Mapping[str, Any], registered: Mapping[str, Any]) -> Any:
+    """``{{ edge_model_result | edgeml.fleet.edge_mark_checked(__edge_model_check) }}``."""
+    return rollout.mark_checked(result, registered)
+
+
 class FilterModule:
     """Rollout filters of edgeml.fleet."""
 
@@ -73,4 +78,5 @@ class FilterModule:
             "edge_fleet_report": edge_fleet_report,
             "edge_report_markdown": edge_report_markdown,
             "edge_mark_rolled_back": edge_mark_rolled_back,
+            "edge_mark_checked": edge_mark_checked,
         }

@@ -262,3 +262,33 @@ def mark_rolled_back(result: Mapping[str, Any], registered: Mapping[str, Any], r
     out["ok"] = False
     out["reason"] = reason
     return out
+
+
+def mark_checked(result: Mapping[str, Any], registered: Mapping[str, Any]) -> dict[str, Any]:
+    """Record the post-install health check (the handler's registered loop) in ``edge_model_result``.
+
+    A model whose check failed (files no longer verify, smoke test failed: the runtime rolled it back and
+    quarantined it; or the check could not run) turns the device's result into a failure for the gate.
+    """
+    out = dict(result)
+    models = {k: dict(v) for k, v in (result.get("models") or {}).items()}
+    for it in registered.get("results") or []:
+        name = (it.get("item") or {}).get("key")
+        if name not in models:
+            continue
+        smoke = it.get("smoke") or {}
+        if it.get("rolled_back"):
+            models[name].update(status="rolled_back", active=it.get("active"), reason=str(it.get("msg", "")).strip(),
+                                check_passed=False)
+        elif it.get("failed") or it.get("unreachable"):
+            models[name].update(status="unreachable" if it.get("unreachable") else "failed", check_passed=False,
+                                reason=f"post-install check did not run: {str(it.get('msg', '')).strip()}")
+        else:
+            models[name].update(check_passed=smoke.get("passed"), check_p95_ms=smoke.get("p95_ms"))
+    out["models"] = models
+    statuses = [m["status"] for m in models.values()] or ["unchanged"]
+    out["status"] = min(statuses, key=SEVERITY.index)
+    out["ok"] = out["status"] in ("installed", "would_change", "unchanged")
+    if not out["ok"]:
+        out["reason"] = "; ".join(f"{n}: {m['reason']}" for n, m in models.items() if m["status"] == out["status"])
+    return out

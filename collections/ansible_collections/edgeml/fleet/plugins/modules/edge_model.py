@@ -19,6 +19,10 @@ description:
   - A version that failed on this device before and was rolled back is quarantined there. Asking for it
     again fails with C(quarantined) unless O(allow_quarantined=true), so a bad pin neither flaps nor shows green.
   - O(state=rolled_back) is an operator rollback to the previous committed version still kept on the device.
+  - O(state=tested) is the post-install health check, run by the C(edgeml.fleet) role C(edge_model) as a
+    handler after an install. In a fresh process it re-verifies every installed file of the active version
+    and re-runs the bundle's smoke test from disk; if either fails, the runtime rolls the version back to the
+    previous committed one and quarantines it, and the task fails with C(rolled_back=true).
   - Every runtime error fails the task with the runtime's diagnostics (problem and hint) and its error code.
 extends_documentation_fragment:
   - edgeml.fleet.device
@@ -32,6 +36,7 @@ options:
       - With O(state=present), the exact version to make active.
       - With O(state=rolled_back), optional; the version to roll back B(from). When given and that version is
         not active (any more), nothing changes, which makes the rollback idempotent.
+      - With O(state=tested), optional; test only if this version is active (else nothing happens).
     type: str
   digest:
     description: Pinned manifest digest (C(sha256:<hex>)); a bundle with another digest is refused.
@@ -46,8 +51,9 @@ options:
     description:
       - V(present) makes O(version) the active version (install, smoke test, commit or roll back).
       - V(rolled_back) activates the previous committed version still kept on the device.
+      - V(tested) checks the active version (files and smoke test) and rolls it back if it fails.
     type: str
-    choices: [present, rolled_back]
+    choices: [present, rolled_back, tested]
     default: present
   allow_quarantined:
     description: Retry a version that failed on this device before. Use only after fixing the cause.
@@ -88,6 +94,13 @@ EXAMPLES = r"""
     digest: "sha256:a9e2385440fabf2ea1b04ac9ed7dfcf3fbf5707de49cbe25bbf96e9339e0d1d8"
     source: https://models.example.com/defect-classifier/1.1.0.edgebundle
     size: 24576
+
+- name: Health-check defect-classifier 1.1.0 after its install (rolls it back if it fails)
+  edgeml.fleet.edge_model:
+    root: /var/lib/edge-runtime
+    name: defect-classifier
+    version: "1.1.0"
+    state: tested
 
 - name: Roll defect-classifier back from 1.1.0 to the previous committed version
   edgeml.fleet.edge_model:
@@ -263,6 +276,32 @@ def _rolled_back(module: AnsibleModule, dev: Any) -> dict[str, Any]:
             "ansible_facts": {"edge_runtime": facts}}
 
 
+def _tested(module: AnsibleModule, dev: Any) -> dict[str, Any]:
+    p = module.params
+    name = p["name"]
+    dev.config  # noqa: B018 - fails early on an uninitialised root
+    state = dev.store.load(name)
+    before = {"version": state.active}
+    if module.check_mode or state.active is None or (p["version"] and state.active != p["version"]):
+        why = "check mode: not tested" if module.check_mode else f"{p['version'] or name} is not active; not tested"
+        return {"changed": False, "previous": state.previous_committed(), "active": state.active, "reason": why,
+                "diff": {"before": before, "after": before}}
+    res = dev.check(name, p["version"]).to_dict()
+    facts = dev.write_facts()
+    diff = {"before": before, "after": {"version": res["active"]}}
+    if res["result"] == "rolled_back":
+        res.pop("changed", None)
+        module.fail_json(
+            msg=f"{name} {res['version']} was rolled back to {res['active'] or 'none'}: {res['reason']}",
+            changed=True,
+            rolled_back=True,
+            diff=diff,
+            ansible_facts={"edge_runtime": facts},
+            **res,
+        )
+    return {**res, "diff": diff, "ansible_facts": {"edge_runtime": facts}}
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
@@ -272,7 +311,7 @@ def main() -> None:
             "digest": {"type": "str"},
             "source": {"type": "str"},
             "size": {"type": "int"},
-            "state": {"type": "str", "default": "present", "choices": ["present", "rolled_back"]},
+            "state": {"type": "str", "default": "present", "choices": ["present", "rolled_back", "tested"]},
             "allow_quarantined": {"type": "bool", "default": False},
             "connect_timeout": {"type": "float", "default": 10.0},
             "read_timeout": {"type": "float", "default": 30.0},
@@ -284,7 +323,8 @@ def main() -> None:
     require_runtime(module)
     dev = Device(module.params["root"])
     try:
-        result = _present(module, dev) if module.params["state"] == "present" else _rolled_back(module, dev)
+        action = {"present": _present, "rolled_back": _rolled_back, "tested": _tested}[module.params["state"]]
+        result = action(module, dev)
         if "ansible_facts" not in result:
             result["ansible_facts"] = {"edge_runtime": device_facts(dev)}
     except EdgeRuntimeError as exc:
