@@ -181,6 +181,23 @@ from ansible_collections.edgeml.fleet.plugins.module_utils.edge_device import (
 )
 
 
+def _outcome(module: AnsibleModule, dev: Any, before: dict[str, Any], res: dict[str, Any]) -> dict[str, Any]:
+    """The module result of a runtime operation; a rollback by the runtime fails the task."""
+    facts = dev.write_facts()
+    diff = {"before": before, "after": {"version": res["active"]}}
+    if res["result"] == "rolled_back":
+        res.pop("changed", None)
+        module.fail_json(
+            msg=f"{res['model']} {res['version']} was rolled back to {res['active'] or 'none'}: {res['reason']}",
+            changed=True,
+            rolled_back=True,
+            diff=diff,
+            ansible_facts={"edge_runtime": facts},
+            **res,
+        )
+    return {**res, "diff": diff, "ansible_facts": {"edge_runtime": facts}}
+
+
 def _present(module: AnsibleModule, dev: Any) -> dict[str, Any]:
     p = module.params
     name, version = p["name"], p["version"]
@@ -238,19 +255,7 @@ def _present(module: AnsibleModule, dev: Any) -> dict[str, Any]:
         progress=False,
     ).to_dict()
     res["previous_smoke"] = previous_smoke
-    facts = dev.write_facts()
-    diff = {"before": before, "after": {"version": res["active"]}}
-    if res["result"] == "rolled_back":
-        res.pop("changed", None)
-        module.fail_json(
-            msg=f"{name} {version} was rolled back to {res['active'] or 'none'}: {res['reason']}",
-            changed=True,
-            rolled_back=True,
-            diff=diff,
-            ansible_facts={"edge_runtime": facts},
-            **res,
-        )
-    return {**res, "diff": diff, "ansible_facts": {"edge_runtime": facts}}
+    return _outcome(module, dev, before, res)
 
 
 def _rolled_back(module: AnsibleModule, dev: Any) -> dict[str, Any]:
@@ -286,20 +291,7 @@ def _tested(module: AnsibleModule, dev: Any) -> dict[str, Any]:
         why = "check mode: not tested" if module.check_mode else f"{p['version'] or name} is not active; not tested"
         return {"changed": False, "previous": state.previous_committed(), "active": state.active, "reason": why,
                 "diff": {"before": before, "after": before}}
-    res = dev.check(name, p["version"]).to_dict()
-    facts = dev.write_facts()
-    diff = {"before": before, "after": {"version": res["active"]}}
-    if res["result"] == "rolled_back":
-        res.pop("changed", None)
-        module.fail_json(
-            msg=f"{name} {res['version']} was rolled back to {res['active'] or 'none'}: {res['reason']}",
-            changed=True,
-            rolled_back=True,
-            diff=diff,
-            ansible_facts={"edge_runtime": facts},
-            **res,
-        )
-    return {**res, "diff": diff, "ansible_facts": {"edge_runtime": facts}}
+    return _outcome(module, dev, before, dev.check(name, p["version"]).to_dict())
 
 
 def main() -> None:
