@@ -49,7 +49,8 @@ class Fleet:
             )
         self.models.write_text(text)
 
-    def run(self, playbook: str, *, check: bool = False, extravars: dict[str, Any] | None = None) -> Any:
+    def run(self, playbook: str, *, check: bool = False, extravars: dict[str, Any] | None = None,
+            inventory: Path = INVENTORY) -> Any:
         self.runs += 1
         pdd = self.base / f"runner-{self.runs}"
         pdd.mkdir()
@@ -68,7 +69,7 @@ class Fleet:
         return ansible_runner.run(
             private_data_dir=str(pdd),
             playbook=str(REPO / "playbooks" / playbook),
-            inventory=str(INVENTORY),
+            inventory=str(inventory),
             envvars=env,
             extravars=ev,
             cmdline="--check --diff" if check else None,
@@ -318,4 +319,24 @@ def test_post_install_check_handler_rolls_back_a_version_whose_files_rot(fleet: 
     st = json.loads((root / "models" / "defect-classifier" / "state.json").read_text())
     assert st["active"] == "1.0.0"
     assert "1.1.0" in st["bad"]
+
+
+def test_unreachable_device_fails_its_wave_gate_and_halts_only_its_group(fleet: Fleet, tmp_path: Path) -> None:
+    fleet.write_models()
+    root = tmp_path / "fresh"
+    r = fleet.run("deploy.yml", extravars={"edge_runtime_root": str(root) + "/{{ inventory_hostname }}"},
+                  inventory=INVENTORY.with_name("unreachable.yml"))
+    out = r.stdout.read()
+    assert r.rc != 0, out
+    assert (r.stats or {}).get("dark", {}).get("dev-b2"), "dev-b2 should have been unreachable"
+    report = fleet.report()
+    rows = {row["device"]: row for row in report["rows"]}
+    assert rows["dev-b2"]["result"] == "unreachable"
+    assert "line_b" in report["halted"]
+    assert "dev-b2" in report["halted"]["line_b"]["reason"]
+    assert not (root / "dev-b2").exists()
+    for h in ("dev-a1", "dev-a2", "dev-a3", "dev-l1", "dev-l2"):  # other groups roll on
+        assert rows[h]["result"] == "installed", rows[h]
+    assert rows["dev-b1"]["result"] in ("installed", "skipped_halted")  # depends on dev-b2's wave
+    assert "Rollout incomplete" in out
 

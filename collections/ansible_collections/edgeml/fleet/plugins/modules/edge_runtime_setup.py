@@ -123,6 +123,29 @@ def _current(dev: Any) -> dict[str, Any]:
     return {"trusted_key_ids": ids, "config": {k: doc.get(k) for k in CONFIG_KEYS if k in doc}}
 
 
+def _key_ids(dev: Any, pems: list[bytes], paths: list[Path]) -> tuple[list[str], bool]:
+    """The key id of each wanted PEM, and whether a trusted-key file on the device must be (re)written.
+
+    Fast path, taken on every converged device: each wanted PEM is byte-identical to a trust file that
+    ``Device.init`` wrote under its key id (it parsed the key to name the file), so the ids are those names
+    and nothing needs parsing; cryptography is not even imported. Otherwise each key is parsed (a bad
+    PEM fails here with the runtime's message) and its id computed. The device itself always derives ids
+    from the file contents when it verifies a bundle, so a file's name never grants trust.
+    """
+    on_device: dict[bytes, str] = {}
+    if dev.trust_dir.is_dir():
+        for f in dev.trust_dir.glob("*.pub.pem"):
+            on_device.setdefault(f.read_bytes(), f.name.split(".")[0])
+    if pems and all(pem in on_device for pem in pems):
+        return [on_device[pem] for pem in pems], False
+    from edge_runtime.keys import load_public_key
+    from edge_runtime.trust import key_id
+
+    ids = [key_id(load_public_key(path)) for path in paths]
+    differs = any(on_device.get(pem) != kid for pem, kid in zip(pems, ids, strict=True))
+    return ids, differs
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
@@ -138,19 +161,17 @@ def main() -> None:
     )
     require_runtime(module)
     p = module.params
-    from edge_runtime.keys import load_public_key
-    from edge_runtime.trust import key_id
-
     dev = Device(p["root"])
     before = _current(dev)
+    pems = [(pem.strip() + "\n").encode() for pem in p["trusted_keys"]]
     try:
         with tempfile.TemporaryDirectory(prefix="edge-keys-") as tmp:
             paths = []
-            for i, pem in enumerate(p["trusted_keys"]):
+            for i, pem in enumerate(pems):
                 path = Path(tmp) / f"key{i}.pub"
-                path.write_text(pem.strip() + "\n", encoding="utf-8")
+                path.write_bytes(pem)
                 paths.append(path)
-            ids = [key_id(load_public_key(k)) for k in paths]
+            ids, pem_differs = _key_ids(dev, pems, paths)
             wanted_ids = sorted(set(ids))
             if not ids:
                 module.fail_json(
@@ -179,12 +200,6 @@ def main() -> None:
                     "facts_path": p["facts_path"],
                 },
             }
-            # Key files are compared by id; the PEM bytes of a known id are rewritten only if they differ.
-            pem_differs = any(
-                not (dev.trust_dir / f"{key_id(load_public_key(k))}.pub.pem").is_file()
-                or (dev.trust_dir / f"{key_id(load_public_key(k))}.pub.pem").read_bytes() != k.read_bytes()
-                for k in paths
-            )
             changed = before != after or pem_differs
             if changed and not module.check_mode:
                 dev.init(
