@@ -168,7 +168,7 @@ def module_runs(r: Any) -> dict[str, list[str]]:
     """Device-side module tasks each device ran (controller-side actions left out)."""
     controller = {"ansible.builtin.validate_argument_spec", "validate_argument_spec", "ansible.builtin.include_tasks",
                   "include_tasks", "ansible.builtin.meta", "meta", "ansible.builtin.set_fact", "set_fact",
-                  "ansible.builtin.debug", "debug", "ansible.builtin.assert", "assert"}
+                  "ansible.builtin.debug", "debug", "ansible.builtin.assert", "assert", "edgeml.fleet.role_arguments"}
     out: dict[str, list[str]] = {}
     for e in r.events:
         data = e.get("event_data", {})
@@ -292,16 +292,21 @@ def test_tampered_bundle_is_refused_before_any_device_changes(fleet: Fleet, tmp_
     assert "integrity" in out or "sha256" in out, out[-3000:]
 
 
-def test_post_install_check_handler_rolls_back_a_version_whose_files_rot(fleet: Fleet, tmp_path: Path) -> None:
+def bundle_plan(fleet: Fleet, version: str) -> dict[str, Any]:
+    """A device plan entry (as the desired_state plugin makes) for defect-classifier ``version``."""
     from edge_runtime.bundle import read_envelope
     from edge_runtime.manifest import Manifest
 
+    bundle = fleet.registry / "defect-classifier" / f"{version}.edgebundle"
+    digest = Manifest.from_signed(read_envelope(bundle).signed).digest
+    return {"rollout_group": "line_a", "wave": 1,
+            "models": {"defect-classifier": {"version": version, "digest": digest, "source": str(bundle),
+                                             "size": bundle.stat().st_size}}}
+
+
+def test_post_install_check_handler_rolls_back_a_version_whose_files_rot(fleet: Fleet, tmp_path: Path) -> None:
     def plan(version: str) -> dict[str, Any]:
-        bundle = fleet.registry / "defect-classifier" / f"{version}.edgebundle"
-        digest = Manifest.from_signed(read_envelope(bundle).signed).digest
-        return {"rollout_group": "line_a", "wave": 1,
-                "models": {"defect-classifier": {"version": version, "digest": digest, "source": str(bundle),
-                                                 "size": bundle.stat().st_size}}}
+        return bundle_plan(fleet, version)
 
     root = tmp_path / "device"
     result_file = tmp_path / "result.json"
@@ -340,3 +345,33 @@ def test_unreachable_device_fails_its_wave_gate_and_halts_only_its_group(fleet: 
     assert rows["dev-b1"]["result"] in ("installed", "skipped_halted")  # depends on dev-b2's wave
     assert "Rollout incomplete" in out
 
+def test_push_transfer_copies_the_bundle_installs_from_the_copy_and_removes_it(fleet: Fleet, tmp_path: Path) -> None:
+    root = tmp_path / "device"
+    r = fleet.run("../tests/ansible/playbooks/push.yml", extravars={
+        "edge_runtime_root": str(root), "plan_a": bundle_plan(fleet, "1.0.0")})
+    assert r.rc == 0, r.stdout.read()
+    pushed = str(root / "downloads" / "defect-classifier-1.0.0.edgebundle")
+    copies = [e["event_data"] for e in r.events if e.get("event") == "runner_item_on_ok"
+              and e["event_data"].get("task", "").startswith("Copy each file-registry bundle")]
+    assert [c["res"]["dest"] for c in copies] == [pushed]
+    installs = [e["event_data"]["res"] for e in r.events if e.get("event") == "runner_item_on_ok"
+                and e["event_data"].get("task", "").startswith("Converge each pinned model")]
+    assert [i["invocation"]["module_args"]["source"] for i in installs] == [pushed]
+    assert installs[0]["result"] == "installed"
+    assert not Path(pushed).exists(), "the pushed copy was left on the device"
+    st = json.loads((root / "models" / "defect-classifier" / "state.json").read_text())
+    assert st["active"] == "1.0.0"
+
+
+def test_bad_role_setting_is_refused_for_the_fleet_before_any_device_changes(fleet: Fleet, tmp_path: Path) -> None:
+    fleet.write_models()
+    root = tmp_path / "fresh"
+    r = fleet.run("deploy.yml", extravars={"edge_runtime_root": str(root) + "/{{ inventory_hostname }}",
+                                           "edge_runtime_install_method": "pip"})
+    assert r.rc != 0
+    assert not root.exists()
+    failed = [e["event_data"]["res"]["msg"] for e in r.events if e.get("event") == "runner_on_failed"]
+    assert len(failed) == 1, failed  # one controller-side check, not one failure per device
+    assert "edge_runtime_install_method" in failed[0]
+    assert "preinstalled, venv" in failed[0]
+    assert all(h in failed[0] for h in DEVICES), failed[0]

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.edgeml.fleet.plugins.module_utils.controller_only import fail_not_on_controller
 
 DOCUMENTATION = r"""
 ---
@@ -211,22 +211,7 @@ error:
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "path": {"type": "path", "required": True},
-            "groups": {"type": "dict", "required": True},
-            "check_registry": {"type": "bool", "default": True},
-            "verify_bundles": {"type": "bool", "default": False},
-            "trusted_keys": {"type": "list", "elements": "path", "default": []},
-            "threshold": {"type": "int", "default": 1},
-            "max_waves": {"type": "int"},
-        },
-        supports_check_mode=True,
-    )
-    module.fail_json(
-        msg="edgeml.fleet.desired_state is an action plugin that runs on the controller; "
-        "make sure the edgeml.fleet collection is installed so its action plugin is used"
-    )
+    fail_not_on_controller("desired_state")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.edgeml.fleet.plugins.module_utils.controller_only import fail_not_on_controller
 
 DOCUMENTATION = r"""
 ---
@@ -113,20 +113,7 @@ files:
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "plan": {"type": "dict", "required": True},
-            "halted": {"type": "dict", "default": {}},
-            "dest": {"type": "path", "required": True},
-            "kind": {"type": "str", "default": "deploy"},
-            "write": {"type": "bool", "default": True},
-        },
-        supports_check_mode=True,
-    )
-    module.fail_json(
-        msg="edgeml.fleet.fleet_report is an action plugin that runs on the controller; "
-        "make sure the edgeml.fleet collection is installed so its action plugin is used"
-    )
+    fail_not_on_controller("fleet_report")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,63 @@
+"""Action plugin ``edgeml.fleet.role_arguments``: check a role's argument spec for a whole fleet at once.
+
+Runs on the controller only. See the documentation in ``plugins/modules/role_arguments.py``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ansible import constants as C
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from ansible_collections.edgeml.fleet.plugins.plugin_utils.controller_action import ControllerAction
+
+ARGUMENT_SPEC: dict[str, Any] = {
+    "role": {"type": "str", "required": True},
+    "entry_point": {"type": "str", "default": "main"},
+    "hosts": {"type": "list", "elements": "str", "required": True},
+}
+
+
+class ActionModule(ControllerAction):
+    """Validate every host's values of a role's options against its meta/argument_specs.yml."""
+
+    ARGUMENT_SPEC = ARGUMENT_SPEC
+    _VALID_ARGS = frozenset(ARGUMENT_SPEC)
+
+    def _spec_file(self, role: str, task_vars: dict[str, Any]) -> str | None:
+        base = task_vars.get("playbook_dir") or os.getcwd()
+        for d in [os.path.join(base, "roles"), os.path.join(base, "..", "roles"), *C.DEFAULT_ROLES_PATH]:
+            for name in ("argument_specs.yml", "argument_specs.yaml", "main.yml"):
+                path = os.path.join(d, role, "meta", name)
+                if os.path.isfile(path):
+                    return path
+        return None
+
+    def act(self, args: dict[str, Any], task_vars: dict[str, Any], result: dict[str, Any]) -> None:
+        role, entry = args["role"], args["entry_point"]
+        path = self._spec_file(role, task_vars)
+        specs = (self._loader.load_from_file(path) or {}).get("argument_specs", {}) if path else {}
+        if entry not in specs:
+            result.update(failed=True, msg=f"role {role} has no argument spec for entry point {entry!r} "
+                          "(hint: check the role name and roles_path)")
+            return
+        options: dict[str, Any] = specs[entry].get("options") or {}
+        validator = ArgumentSpecValidator(options)
+        hostvars = task_vars.get("hostvars", {})
+        errors: dict[str, list[str]] = {}
+        for host in args["hosts"]:
+            hv = hostvars[host]
+            # the values the inventory, extra vars or facts give this host; the role's defaults are its own
+            provided = {name: hv[name] for name in options if name in hv}
+            res = validator.validate(provided, validate_role_argument_spec=True)
+            for message in res.error_messages:
+                errors.setdefault(message, []).append(host)
+        result.update(spec_file=path, hosts_checked=len(args["hosts"]), errors=errors)
+        if errors:
+            lines = [f"- {message} (hosts: {', '.join(sorted(hosts))})" for message, hosts in sorted(errors.items())]
+            result.update(
+                failed=True,
+                msg=f"role {role}: invalid settings in the inventory or extra vars; fix them there:\n"
+                + "\n".join(lines),
+            )

@@ -1,0 +1,82 @@
+#!/usr/bin/python
+# Copyright (c) edgeml maintainers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""Documentation of the ``edgeml.fleet.role_arguments`` action plugin (the work is done on the controller)."""
+
+from __future__ import annotations
+
+from ansible_collections.edgeml.fleet.plugins.module_utils.controller_only import fail_not_on_controller
+
+DOCUMENTATION = r"""
+---
+module: role_arguments
+short_description: Check a role's argument spec for every host of a fleet in one controller-side task
+version_added: 0.1.0
+description:
+  - Validates, for each host in O(hosts), the values that its inventory, extra vars and facts give the
+    options of a role's C(meta/argument_specs.yml) entry point - the same check Ansible makes when the role
+    starts with role argument validation on, which costs one task execution per host.
+  - Meant for plays over large fleets that import the role with C(rolespec_validate=false) and run this
+    once (C(run_once=true)); every problem is reported at once with the hosts that have it. The role's own
+    defaults are not re-checked (they are the role's, and C(scripts/check_argument_specs.py) keeps them in
+    line with the spec).
+  - This is an action plugin; it runs on the controller only.
+author:
+  - edgeml maintainers
+options:
+  role:
+    description:
+      - Role name; its spec is looked up in C(<playbook dir>/roles), C(<playbook dir>/../roles) and the roles path.
+    type: str
+    required: true
+  entry_point:
+    description: Entry point of the role's argument spec.
+    type: str
+    default: main
+  hosts:
+    description: Hosts to check, for example C({{ ansible_play_hosts_all }}).
+    type: list
+    elements: str
+    required: true
+attributes:
+  check_mode:
+    description: Reads only.
+    support: full
+  diff_mode:
+    description: Not applicable.
+    support: none
+  action:
+    description: Runs on the controller.
+    support: full
+"""
+
+EXAMPLES = r"""
+- name: Check the runtime role's settings of every device, once
+  edgeml.fleet.role_arguments:
+    role: edge_runtime
+    hosts: "{{ ansible_play_hosts_all }}"
+  run_once: true
+"""
+
+RETURN = r"""
+spec_file:
+  description: The argument spec file used.
+  returned: always
+  type: path
+hosts_checked:
+  description: Number of hosts checked.
+  returned: success
+  type: int
+errors:
+  description: Each validation error message to the hosts that have it.
+  returned: success
+  type: dict
+"""
+
+
+def main() -> None:
+    fail_not_on_controller("role_arguments")
+
+
+if __name__ == "__main__":
+    main()
