@@ -162,6 +162,13 @@ def test_first_deploy_installs_every_pin(fleet: Fleet) -> None:
         model = "defect-classifier-int8" if h.startswith("dev-l") else "defect-classifier"
         assert fleet.active(h, model) == "1.0.0", h
     assert {row["result"] for row in fleet.report()["rows"]} == {"installed"}
+    # every install was health-checked again after its commit, by the role's handler
+    checked = {e["event_data"]["host"] for e in r.events if e.get("event") == "runner_item_on_ok"
+               and e["event_data"].get("task", "").startswith("Health-check the models this run installed")}
+    assert checked == set(DEVICES)
+    # local connection: the devices read the file registry themselves, nothing is pushed
+    assert not [e for e in r.events if e["event_data"].get("task", "").startswith("Copy each file-registry bundle")
+                and e.get("event") == "runner_item_on_ok"]
 
 
 def module_runs(r: Any) -> dict[str, list[str]]:
