@@ -52,11 +52,11 @@ from .errors import (
     RollbackError,
     StagingError,
 )
-from .manifest import MANIFEST_NAME, Manifest, parse_envelope
 
 if TYPE_CHECKING:
     from ._fetch import FetchConfig
     from .bundle import BundleStream
+    from .manifest import Manifest
     from .smoke import SmokeResult
     from .trust import DeviceContext, TrustPolicy
 
@@ -68,6 +68,7 @@ __all__ = ["DEFAULT_ROOT", "Device", "DeviceConfig", "InstallResult"]
 
 DEFAULT_ROOT = Path("/var/lib/edge-runtime")
 CONFIG_NAME = "config.json"
+MANIFEST_NAME = "manifest.json"  # == edge_runtime.manifest.MANIFEST_NAME, without importing that module
 FREE_SPACE_MARGIN = 1 << 20
 
 
@@ -582,6 +583,8 @@ class Device:
         # activating / activated: the staged bytes were verified; complete the swap and re-test.
         vdir = self.version_dir(name, p.version)
         try:
+            from .manifest import Manifest, parse_envelope
+
             manifest = Manifest.from_signed(parse_envelope((vdir / MANIFEST_NAME).read_bytes()).signed)
         except (OSError, EdgeRuntimeError) as exc:
             res = self._rollback_pending(state, f"staged version unreadable after interruption: {exc}", None)
@@ -722,6 +725,7 @@ class Device:
 
     def _verify_dir(self, vdir: Path) -> Manifest:
         from .bundle import copy_verified
+        from .manifest import parse_envelope
         from .trust import verify_envelope
 
         try:
