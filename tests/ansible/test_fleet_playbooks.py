@@ -50,7 +50,7 @@ class Fleet:
         self.models.write_text(text)
 
     def run(self, playbook: str, *, check: bool = False, extravars: dict[str, Any] | None = None,
-            inventory: Path = INVENTORY) -> Any:
+            inventory: Path = INVENTORY, limit: str | None = None) -> Any:
         self.runs += 1
         pdd = self.base / f"runner-{self.runs}"
         pdd.mkdir()
@@ -73,6 +73,7 @@ class Fleet:
             envvars=env,
             extravars=ev,
             cmdline="--check --diff" if check else None,
+            limit=limit,
             quiet=True,
         )
 
@@ -382,3 +383,32 @@ def test_bad_role_setting_is_refused_for_the_fleet_before_any_device_changes(fle
     assert "edge_runtime_install_method" in failed[0]
     assert "preinstalled, venv" in failed[0]
     assert all(h in failed[0] for h in DEVICES), failed[0]
+
+
+def test_limit_touches_only_the_limited_devices_and_keeps_their_waves(fleet: Fleet, tmp_path: Path) -> None:
+    fleet.write_models()
+    ev = {"edge_runtime_root": str(tmp_path / "fresh") + "/{{ inventory_hostname }}"}
+    assert fleet.run("deploy.yml", extravars=ev).rc == 0
+    fleet.write_models({"line_a": "1.1.0", "line_b": "1.1.0"})
+    before = {h: json.loads((tmp_path / "fresh" / h / "models" / "defect-classifier" / "state.json").read_text())
+              for h in ("dev-a1", "dev-a2", "dev-a3")}
+
+    r = fleet.run("deploy.yml", extravars=ev, limit="line_b")  # without localhost: refused, nothing changes
+    assert r.rc != 0
+    failed = [e["event_data"]["res"]["msg"] for e in r.events if e.get("event") == "runner_on_failed"]
+    assert "--limit 'line_a,localhost'" in failed[0], failed
+    r = fleet.run("deploy.yml", extravars=ev, limit="line_b,localhost")
+    assert r.rc == 0, r.stdout.read()
+    report = fleet.report()
+    assert {row["device"] for row in report["rows"]} == {"dev-b1", "dev-b2"}
+    assert {row["result"] for row in report["rows"]} == {"installed"}
+    # the waves of the full plan for these pins (the limit does not change membership)
+    plan = json.loads(subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "validate_models.py"), str(fleet.models), "-i", str(INVENTORY),
+         "--json"], check=True, capture_output=True, text=True).stdout)
+    assert {row["device"]: row["wave"] for row in report["rows"]} == {
+        h: plan["hosts"][h]["wave"] for h in ("dev-b1", "dev-b2")}
+    assert set(report["excluded"]) == {"dev-a1", "dev-a2", "dev-a3", "dev-l1", "dev-l2"}
+    for h, st in before.items():  # line_a is pinned to 1.1.0 too, but outside the limit
+        assert json.loads((tmp_path / "fresh" / h / "models" / "defect-classifier" / "state.json").read_text()) == st
+

@@ -141,3 +141,14 @@ def test_a_result_of_this_run_wins_over_the_twin() -> None:
     p = {"hosts": {"a1": entry(1)}}
     mine = {"a1": {"status": "rolled_back", "ok": False, "models": {}}}
     assert rollout.effective_results(p, mine, {"a1": twin(m=committed())})["a1"]["status"] == "rolled_back"
+
+
+def test_plan_subset_keeps_wave_membership_and_lists_the_devices_left_alone() -> None:
+    p = {"hosts": {"a1": entry(1), "a2": entry(2), "a3": entry(2)},
+         "groups": {"line_a": {"hosts": ["a1", "a2", "a3"], "waves": [["a1"], ["a2", "a3"]], "policy": {}}}}
+    sub = rollout.plan_subset(p, ["a2", "zz"])
+    assert set(sub["hosts"]) == {"a2"}
+    assert sub["groups"]["line_a"]["waves"] == [[], ["a2"]]
+    assert sub["excluded"] == ["a1", "a3"]
+    g = rollout.wave_gate(sub, 1, {}, {})  # an empty wave in this run has nothing to fail
+    assert g["halted"] == {}

@@ -48,6 +48,11 @@ def edge_fleet_report(plan: Mapping[str, Any], hostvars: Mapping[str, Any], halt
     return rollout.fleet_report(plan, results, facts, halted)
 
 
+def edge_plan_subset(plan: Mapping[str, Any], hosts: Any) -> Any:
+    """``{{ edge_plan | edgeml.fleet.edge_plan_subset(edge_run_hosts) }}``: the plan of a ``--limit`` run."""
+    return rollout.plan_subset(plan, list(hosts))
+
+
 def edge_converge_targets(plan: Mapping[str, Any], hostvars: Mapping[str, Any]) -> Any:
     """``{{ edge_plan | edgeml.fleet.edge_converge_targets(hostvars) }}``: ``[{host, wave}]`` not in sync."""
     return rollout.converge_targets(plan, _per_host(hostvars, plan.get("hosts", {}), "ansible_facts.edge_runtime"))
@@ -75,6 +80,7 @@ class FilterModule:
             "edge_device_result": edge_device_result,
             "edge_wave_gate": edge_wave_gate,
             "edge_converge_targets": edge_converge_targets,
+            "edge_plan_subset": edge_plan_subset,
             "edge_fleet_report": edge_fleet_report,
             "edge_report_markdown": edge_report_markdown,
             "edge_mark_rolled_back": edge_mark_rolled_back,

@@ -73,6 +73,24 @@ def device_result(registered: Mapping[str, Any], plan_entry: Mapping[str, Any], 
     }
 
 
+def plan_subset(plan: Mapping[str, Any], hosts: Any) -> dict[str, Any]:
+    """The plan restricted to ``hosts`` (the devices of a run limited with ``--limit``).
+
+    Wave membership is kept (a wave's hosts are filtered, never renumbered), so the canary of a group is
+    the same with or without a limit; ``excluded`` lists the planned devices this run leaves alone.
+    """
+    keep = set(hosts)
+    out = dict(plan)
+    out["hosts"] = {h: e for h, e in (plan.get("hosts") or {}).items() if h in keep}
+    out["groups"] = {
+        g: {**v, "hosts": [h for h in v.get("hosts", []) if h in keep],
+            "waves": [[h for h in wave if h in keep] for wave in v.get("waves", [])]}
+        for g, v in (plan.get("groups") or {}).items()
+    }
+    out["excluded"] = sorted(set(plan.get("hosts") or {}) - keep)
+    return out
+
+
 def twin_in_sync(entry: Mapping[str, Any], twin: Mapping[str, Any] | None) -> bool:
     """True when a device's reported twin already runs every pinned model of its plan ``entry``.
 
@@ -225,6 +243,7 @@ def fleet_report(
         counts[r["result"]] = counts.get(r["result"], 0) + 1
     problems = [r for r in rows if r["result"] not in ("unchanged", "installed", "would_change")]
     return {"rows": rows, "counts": counts, "halted": dict(halted), "problems": problems,
+            "excluded": list(plan.get("excluded") or []),
             "failed": bool(halted) or any(r["result"] in ("quarantined", "failed", "unreachable") for r in rows)}
 
 
@@ -241,7 +260,10 @@ def report_markdown(report: Mapping[str, Any], title: str) -> str:
         reason = str(r["reason"]).replace("|", "\\|").replace("\n", " ")
         lines.append(f"| {r['device']} | {r['group']} | {r['wave']} | {r['model']} | {r['desired']} | "
                      f"{r['reported'] or '-'} | {r['result']} | {reason} |")
-    lines += ["", "Totals: " + ", ".join(f"{k} {v}" for k, v in sorted(report["counts"].items())), ""]
+    lines += ["", "Totals: " + ", ".join(f"{k} {v}" for k, v in sorted(report["counts"].items()))]
+    if report.get("excluded"):
+        lines += ["", f"Not in this run (--limit), left alone: {', '.join(report['excluded'])}"]
+    lines.append("")
     return "\n".join(lines)
 
 
