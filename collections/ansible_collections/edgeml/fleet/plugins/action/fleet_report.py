@@ -6,6 +6,7 @@ documentation in ``plugins/modules/fleet_report.py``.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from datetime import datetime, timezone
@@ -15,6 +16,7 @@ from typing import Any
 from ansible.module_utils.common.text.converters import to_text
 from ansible_collections.edgeml.fleet.plugins.module_utils import rollout
 from ansible_collections.edgeml.fleet.plugins.plugin_utils.controller_action import ControllerAction
+from ansible_collections.edgeml.fleet.plugins.plugin_utils.hostvars import results_and_twins
 
 ARGUMENT_SPEC: dict[str, Any] = {
     "plan": {"type": "dict", "required": True},
@@ -40,16 +42,6 @@ def _atomic_write(path: Path, text: str) -> None:
         raise
 
 
-def _hostvar(hostvars: Any, host: str, name: str) -> Any:
-    try:
-        hv = hostvars[host]
-    except KeyError:
-        return None
-    if name == "ansible_facts.edge_runtime":
-        return (hv.get("ansible_facts") or {}).get("edge_runtime")
-    return hv.get(name)
-
-
 class ActionModule(ControllerAction):
     """Build the report from the plan, every device's result and twin; write JSON and Markdown."""
 
@@ -57,14 +49,9 @@ class ActionModule(ControllerAction):
     _VALID_ARGS = frozenset(ARGUMENT_SPEC)
 
     def act(self, args: dict[str, Any], task_vars: dict[str, Any], result: dict[str, Any]) -> None:
-        import json
-
-        hostvars = task_vars.get("hostvars", {})
         plan = args["plan"]
-        hosts = plan.get("hosts") or {}
-        facts = {h: v for h in hosts if (v := _hostvar(hostvars, h, "ansible_facts.edge_runtime")) is not None}
-        results = {h: v for h in hosts if (v := _hostvar(hostvars, h, "edge_model_result")) is not None}
-        report = rollout.fleet_report(plan, rollout.effective_results(plan, results, facts), facts, args["halted"])
+        results, facts = results_and_twins(plan, task_vars.get("hostvars", {}))
+        report = rollout.fleet_report(plan, results, facts, args["halted"])
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         report["generated_at"] = stamp
         report["check_mode"] = bool(self._task.check_mode)

@@ -8,22 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ansible_collections.edgeml.fleet.plugins.module_utils import rollout
-
-
-def _per_host(hostvars: Mapping[str, Any], hosts: Any, var: str) -> dict[str, Any]:
-    out = {}
-    for h in hosts:
-        try:
-            hv = hostvars[h]
-        except KeyError:
-            continue
-        if var == "ansible_facts.edge_runtime":
-            val = (hv.get("ansible_facts") or {}).get("edge_runtime")
-        else:
-            val = hv.get(var)
-        if val is not None:
-            out[h] = val
-    return out
+from ansible_collections.edgeml.fleet.plugins.plugin_utils.hostvars import results_and_twins, twins
 
 
 def edge_device_result(registered: Mapping[str, Any], plan_entry: Mapping[str, Any], check_mode: bool = False) -> Any:
@@ -33,19 +18,8 @@ def edge_device_result(registered: Mapping[str, Any], plan_entry: Mapping[str, A
 
 def edge_wave_gate(plan: Mapping[str, Any], wave: int, hostvars: Mapping[str, Any], halted: Any = None) -> Any:
     """``{{ edge_plan | edgeml.fleet.edge_wave_gate(1, hostvars, edge_halted_groups) }}``."""
-    hosts = plan.get("hosts", {})
-    results = rollout.effective_results(
-        plan, _per_host(hostvars, hosts, "edge_model_result"), _per_host(hostvars, hosts, "ansible_facts.edge_runtime")
-    )
+    results, _ = results_and_twins(plan, hostvars)
     return rollout.wave_gate(plan, int(wave), results, halted)
-
-
-def edge_fleet_report(plan: Mapping[str, Any], hostvars: Mapping[str, Any], halted: Any = None) -> Any:
-    """``{{ edge_plan | edgeml.fleet.edge_fleet_report(hostvars, edge_halted_groups) }}``."""
-    hosts = plan.get("hosts", {})
-    facts = _per_host(hostvars, hosts, "ansible_facts.edge_runtime")
-    results = rollout.effective_results(plan, _per_host(hostvars, hosts, "edge_model_result"), facts)
-    return rollout.fleet_report(plan, results, facts, halted)
 
 
 def edge_plan_subset(plan: Mapping[str, Any], hosts: Any) -> Any:
@@ -55,11 +29,7 @@ def edge_plan_subset(plan: Mapping[str, Any], hosts: Any) -> Any:
 
 def edge_converge_targets(plan: Mapping[str, Any], hostvars: Mapping[str, Any]) -> Any:
     """``{{ edge_plan | edgeml.fleet.edge_converge_targets(hostvars) }}``: ``[{host, wave}]`` not in sync."""
-    return rollout.converge_targets(plan, _per_host(hostvars, plan.get("hosts", {}), "ansible_facts.edge_runtime"))
-
-
-def edge_report_markdown(report: Mapping[str, Any], title: str = "Deploy report") -> str:
-    return rollout.report_markdown(report, title)
+    return rollout.converge_targets(plan, twins(plan, hostvars))
 
 
 def edge_mark_rolled_back(result: Mapping[str, Any], registered: Mapping[str, Any], reason: str) -> Any:
@@ -81,8 +51,6 @@ class FilterModule:
             "edge_wave_gate": edge_wave_gate,
             "edge_converge_targets": edge_converge_targets,
             "edge_plan_subset": edge_plan_subset,
-            "edge_fleet_report": edge_fleet_report,
-            "edge_report_markdown": edge_report_markdown,
             "edge_mark_rolled_back": edge_mark_rolled_back,
             "edge_mark_checked": edge_mark_checked,
         }

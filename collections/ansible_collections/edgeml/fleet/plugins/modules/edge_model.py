@@ -258,40 +258,41 @@ def _present(module: AnsibleModule, dev: Any) -> dict[str, Any]:
     return _outcome(module, dev, before, res)
 
 
+def _active(module: AnsibleModule, dev: Any) -> tuple[Any, dict[str, Any]]:
+    """The model's state and the diff's ``before``; an uninitialised root fails here with a hint."""
+    dev.config  # noqa: B018
+    state = dev.store.load(module.params["name"])
+    return state, {"version": state.active}
+
+
+def _nothing(state: Any, before: dict[str, Any], reason: str) -> dict[str, Any]:
+    return {"changed": False, "previous": state.previous_committed(), "active": state.active, "reason": reason,
+            "diff": {"before": before, "after": before}}
+
+
 def _rolled_back(module: AnsibleModule, dev: Any) -> dict[str, Any]:
     p = module.params
-    name = p["name"]
-    dev.config  # noqa: B018 - fails early on an uninitialised root
-    state = dev.store.load(name)
-    before = {"version": state.active}
+    state, before = _active(module, dev)
     if p["version"] and state.active != p["version"]:
-        return {"changed": False, "previous": state.previous_committed(), "active": state.active,
-                "reason": f"{p['version']} is not active; nothing to roll back",
-                "diff": {"before": before, "after": before}}
+        return _nothing(state, before, f"{p['version']} is not active; nothing to roll back")
     if module.check_mode:
         target = state.previous_committed()
         if state.active is None or target is None:
-            module.fail_json(msg=f"{name} has no previous committed version kept on this device",
+            module.fail_json(msg=f"{p['name']} has no previous committed version kept on this device",
                              error="rollback")
         return {"changed": True, "previous": state.active, "active": target, "reason": "would roll back",
                 "diff": {"before": before, "after": {"version": target}}}
-    res = dev.rollback(name).to_dict()
-    facts = dev.write_facts()
-    return {**res, "diff": {"before": before, "after": {"version": res["active"]}},
-            "ansible_facts": {"edge_runtime": facts}}
+    return _outcome(module, dev, before, dev.rollback(p["name"]).to_dict())
 
 
 def _tested(module: AnsibleModule, dev: Any) -> dict[str, Any]:
     p = module.params
-    name = p["name"]
-    dev.config  # noqa: B018 - fails early on an uninitialised root
-    state = dev.store.load(name)
-    before = {"version": state.active}
-    if module.check_mode or state.active is None or (p["version"] and state.active != p["version"]):
-        why = "check mode: not tested" if module.check_mode else f"{p['version'] or name} is not active; not tested"
-        return {"changed": False, "previous": state.previous_committed(), "active": state.active, "reason": why,
-                "diff": {"before": before, "after": before}}
-    return _outcome(module, dev, before, dev.check(name, p["version"]).to_dict())
+    state, before = _active(module, dev)
+    if module.check_mode:
+        return _nothing(state, before, "check mode: not tested")
+    if state.active is None or (p["version"] and state.active != p["version"]):
+        return _nothing(state, before, f"{p['version'] or p['name']} is not active; not tested")
+    return _outcome(module, dev, before, dev.check(p["name"], p["version"]).to_dict())
 
 
 def main() -> None:

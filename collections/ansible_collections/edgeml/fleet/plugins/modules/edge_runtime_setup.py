@@ -98,6 +98,8 @@ import json
 import platform
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -123,13 +125,23 @@ def _current(dev: Any) -> dict[str, Any]:
     return {"trusted_key_ids": ids, "config": {k: doc.get(k) for k in CONFIG_KEYS if k in doc}}
 
 
-def _key_ids(dev: Any, pems: list[bytes], paths: list[Path]) -> tuple[list[str], bool]:
+@contextmanager
+def _pem_files(pems: list[bytes]) -> Iterator[list[Path]]:
+    """The wanted PEMs as temporary files (what the runtime's key loader and ``Device.init`` read)."""
+    with tempfile.TemporaryDirectory(prefix="edge-keys-") as tmp:
+        paths = [Path(tmp) / f"key{i}.pub" for i in range(len(pems))]
+        for path, pem in zip(paths, pems, strict=True):
+            path.write_bytes(pem)
+        yield paths
+
+
+def _key_ids(dev: Any, pems: list[bytes]) -> tuple[list[str], bool]:
     """The key id of each wanted PEM, and whether a trusted-key file on the device must be (re)written.
 
     Fast path, taken on every converged device: each wanted PEM is byte-identical to a trust file that
     ``Device.init`` wrote under its key id (it parsed the key to name the file), so the ids are those names
-    and nothing needs parsing; cryptography is not even imported. Otherwise each key is parsed (a bad
-    PEM fails here with the runtime's message) and its id computed. The device itself always derives ids
+    and nothing needs parsing or writing; cryptography is not even imported. Otherwise each key is parsed (a
+    bad PEM fails here with the runtime's message) and its id computed. The device itself always derives ids
     from the file contents when it verifies a bundle, so a file's name never grants trust.
     """
     on_device: dict[bytes, str] = {}
@@ -141,7 +153,8 @@ def _key_ids(dev: Any, pems: list[bytes], paths: list[Path]) -> tuple[list[str],
     from edge_runtime.keys import load_public_key
     from edge_runtime.trust import key_id
 
-    ids = [key_id(load_public_key(path)) for path in paths]
+    with _pem_files(pems) as paths:
+        ids = [key_id(load_public_key(path)) for path in paths]
     differs = any(on_device.get(pem) != kid for pem, kid in zip(pems, ids, strict=True))
     return ids, differs
 
@@ -165,43 +178,38 @@ def main() -> None:
     before = _current(dev)
     pems = [(pem.strip() + "\n").encode() for pem in p["trusted_keys"]]
     try:
-        with tempfile.TemporaryDirectory(prefix="edge-keys-") as tmp:
-            paths = []
-            for i, pem in enumerate(pems):
-                path = Path(tmp) / f"key{i}.pub"
-                path.write_bytes(pem)
-                paths.append(path)
-            ids, pem_differs = _key_ids(dev, pems, paths)
-            wanted_ids = sorted(set(ids))
-            if not ids:
-                module.fail_json(
-                    msg="trusted_keys is empty: a device trusts no bundle without a key "
-                    "(set edge_runtime_trusted_keys to the PEM files of the release keys)",
-                    error="config",
-                )
-            if len(wanted_ids) != len(ids):
-                module.fail_json(
-                    msg=f"trusted_keys lists the same key more than once ({len(ids)} entries, {len(wanted_ids)} "
-                    "distinct keys); a threshold counts distinct keys (hint: remove the duplicate key file)",
-                    error="config",
-                )
-            if not 1 <= p["threshold"] <= len(wanted_ids):
-                module.fail_json(
-                    msg=f"threshold {p['threshold']} must be between 1 and the {len(wanted_ids)} trusted key(s)",
-                    error="config",
-                )
-            after = {
-                "trusted_key_ids": wanted_ids,
-                "config": {
-                    "architecture": p["architecture"] or platform.machine(),
-                    "threshold": p["threshold"],
-                    "allowed_models": list(p["allowed_models"]),
-                    "keep_versions": p["keep_versions"],
-                    "facts_path": p["facts_path"],
-                },
-            }
-            changed = before != after or pem_differs
-            if changed and not module.check_mode:
+        ids, pem_differs = _key_ids(dev, pems)
+        wanted_ids = sorted(set(ids))
+        if not ids:
+            module.fail_json(
+                msg="trusted_keys is empty: a device trusts no bundle without a key "
+                "(set edge_runtime_trusted_keys to the PEM files of the release keys)",
+                error="config",
+            )
+        if len(wanted_ids) != len(ids):
+            module.fail_json(
+                msg=f"trusted_keys lists the same key more than once ({len(ids)} entries, {len(wanted_ids)} "
+                "distinct keys); a threshold counts distinct keys (hint: remove the duplicate key file)",
+                error="config",
+            )
+        if not 1 <= p["threshold"] <= len(wanted_ids):
+            module.fail_json(
+                msg=f"threshold {p['threshold']} must be between 1 and the {len(wanted_ids)} trusted key(s)",
+                error="config",
+            )
+        after = {
+            "trusted_key_ids": wanted_ids,
+            "config": {
+                "architecture": p["architecture"] or platform.machine(),
+                "threshold": p["threshold"],
+                "allowed_models": list(p["allowed_models"]),
+                "keep_versions": p["keep_versions"],
+                "facts_path": p["facts_path"],
+            },
+        }
+        changed = before != after or pem_differs
+        if changed and not module.check_mode:
+            with _pem_files(pems) as paths:
                 dev.init(
                     paths,
                     threshold=p["threshold"],
