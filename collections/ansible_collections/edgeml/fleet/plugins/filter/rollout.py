@@ -23,7 +23,10 @@ def edge_wave_gate(plan: Mapping[str, Any], wave: int, hostvars: Mapping[str, An
 
 
 def edge_plan_subset(plan: Mapping[str, Any], hosts: Any) -> Any:
-    """``{{ edge_plan | edgeml.fleet.edge_plan_subset(query('inventory_hostnames', ansible_limit)) }}``: a --limit run's plan."""
+    """The plan of a ``--limit`` run.
+
+    ``{{ edge_plan | edgeml.fleet.edge_plan_subset(query('inventory_hostnames', ansible_limit)) }}``
+    """
     return rollout.plan_subset(plan, list(hosts))
 
 
