@@ -719,12 +719,14 @@ def build_plan(path: str, groups: Mapping[str, Sequence[str]], check_registry: b
                                           "source": "/abs/path/or/URL/of/bundle"}}}},
          "groups": {"line_a": {"hosts": [...],     # hosts this group rolls out, sorted by name
                                "waves": [["dev-a3"], ["dev-a1", "dev-a2"]],
+                               "pins": {"defect-classifier": {"version": "1.1.0", "line": 37}},
                                "policy": {"waves": [1, "100%"], "max_fail_percent": 0,
                                           "health_gate": {"require_smoke_pass": True,
                                                           "max_p95_latency_ms": None,
                                                           "max_error_rate_increase": None,
                                                           "min_mean_confidence": None}}}},
-         "max_wave": 2}
+         "max_wave": 2,
+         "catalogue": {"defect-classifier": {"1.1.0": "sha256:.."}}}   # model -> version -> digest
 
     ``size`` is the catalogue's ``size`` if given, else the size the registry reported during the
     registry check, else ``None`` (``check_registry=False`` and no ``size`` in ``models.yaml``).
@@ -815,7 +817,10 @@ def build_plan(path: str, groups: Mapping[str, Sequence[str]], check_registry: b
         for number, wave in enumerate(waves, start=1):
             for host in wave:
                 wave_of[host] = number
-        plan_groups[gname] = {"hosts": sorted(members), "waves": waves, "policy": policy}
+        plan_groups[gname] = {"hosts": sorted(members), "waves": waves, "policy": policy,
+                              # where each pin is written (rollback.yml names the line to revert)
+                              "pins": {m: {"version": v, "line": smap.line(("groups", gname, "models", m))}
+                                       for m, v in desired[gname]["models"].items()}}
 
     plan_hosts: dict[str, Any] = {}
     for host in sorted(host_pins):
@@ -843,6 +848,8 @@ def build_plan(path: str, groups: Mapping[str, Sequence[str]], check_registry: b
         "hosts": plan_hosts,
         "groups": plan_groups,
         "max_wave": max((len(g["waves"]) for g in plan_groups.values()), default=0),
+        # every catalogued version's digest, so a rollback can name the exact pin that keeps it
+        "catalogue": {m: {v: e["digest"] for v, e in spec["versions"].items()} for m, spec in models.items()},
     }
 
 
