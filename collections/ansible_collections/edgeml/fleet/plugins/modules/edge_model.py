@@ -38,6 +38,11 @@ options:
         not active (any more), nothing changes, which makes the rollback idempotent.
       - With O(state=tested), optional; test only if this version is active (else nothing happens).
     type: str
+  to:
+    description:
+      - With O(state=rolled_back), the committed version still kept on the device to activate, instead of the
+        previous one. Already active means nothing changes; a version not kept on the device fails the task.
+    type: str
   digest:
     description: Pinned manifest digest (C(sha256:<hex>)); a bundle with another digest is refused.
     type: str
@@ -276,13 +281,17 @@ def _rolled_back(module: AnsibleModule, dev: Any) -> dict[str, Any]:
     if p["version"] and state.active != p["version"]:
         return _nothing(state, before, f"{p['version']} is not active; nothing to roll back")
     if module.check_mode:
-        target = state.previous_committed()
+        target = p["to"] or state.previous_committed()
         if state.active is None or target is None:
             module.fail_json(msg=f"{p['name']} has no previous committed version kept on this device",
                              error="rollback")
+        if target == state.active:
+            return _nothing(state, before, f"{target} is already active")
+        if target not in state.versions:
+            module.fail_json(msg=f"{p['name']} {target} is not kept on this device", error="rollback")
         return {"changed": True, "previous": state.active, "active": target, "reason": "would roll back",
                 "diff": {"before": before, "after": {"version": target}}}
-    return _outcome(module, dev, before, dev.rollback(p["name"]).to_dict())
+    return _outcome(module, dev, before, dev.rollback(p["name"], p["to"]).to_dict())
 
 
 def _tested(module: AnsibleModule, dev: Any) -> dict[str, Any]:
@@ -301,6 +310,7 @@ def main() -> None:
             "root": {"type": "path", "required": True},
             "name": {"type": "str", "required": True},
             "version": {"type": "str"},
+            "to": {"type": "str"},
             "digest": {"type": "str"},
             "source": {"type": "str"},
             "size": {"type": "int"},
