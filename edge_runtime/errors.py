@@ -7,6 +7,8 @@ failures derive from :class:`TrustError` and are never plain ``ValueError``.
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Any, ClassVar
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
     "ModelLoadError",
     "ModelNameError",
     "NotInstalledError",
+    "OutputEncodingError",
     "PolicyError",
     "QuarantinedError",
     "RollbackError",
@@ -38,7 +41,44 @@ __all__ = [
     "StateError",
     "TrustError",
     "UnsafeBundleError",
+    "quote_untrusted",
+    "safe_text",
 ]
+
+#: characters that must never reach a terminal or a log verbatim: C0/C1 controls (newline and tab
+#: excepted), lone surrogates (not encodable as UTF-8), bidirectional overrides ("Trojan Source")
+_UNSAFE_CHARS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def _escape_char(m: re.Match[str]) -> str:
+    c = ord(m.group())
+    return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+
+
+def safe_text(text: str) -> str:
+    """``text`` with control characters, bidi overrides and lone surrogates escaped (``\\x1b``, ``\\udc80``).
+
+    The result can always be encoded as UTF-8 and printed; newlines and tabs are kept.
+    """
+    return _UNSAFE_CHARS.sub(_escape_char, text)
+
+
+def quote_untrusted(value: object, limit: int = 80) -> str:
+    """Quote an untrusted name or value for an error message: escaped, and at most ``limit`` characters.
+
+    Strings and bytes are shown like ``repr`` (every non-printable character escaped, lone surrogates
+    included); anything else goes through ``str`` first.
+    Longer values are cut and say how much was left out, so an attacker cannot flood a log.
+    """
+    if isinstance(value, (bytes, bytearray)):
+        data = bytes(value[: limit + 1])
+        if len(value) <= limit:
+            return repr(data)
+        return f"{data[:limit]!r}... ({len(value)} bytes in all)"
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters in all)"
 
 
 class EdgeRuntimeError(Exception):
@@ -58,23 +98,27 @@ class EdgeRuntimeError(Exception):
 
     def diagnostics(self) -> str:
         """A short explanation for a person: what went wrong and what to do."""
-        text = f"error[{self.code}]: {self.message}"
+        text = f"error[{self.code}]: {safe_text(self.message)}"
         if self.hint:
-            text += f"\n  hint: {self.hint}"
+            text += f"\n  hint: {safe_text(self.hint)}"
         return text
 
     def to_dict(self) -> dict[str, Any]:
         """The same explanation as data, for ``--json`` output."""
-        out: dict[str, Any] = {"error": self.code, "message": self.message}
+        out: dict[str, Any] = {"error": self.code, "message": safe_text(self.message)}
         if self.hint:
-            out["hint"] = self.hint
+            out["hint"] = safe_text(self.hint)
         if self.details:
             out["details"] = {k: _jsonable(v) for k, v in self.details.items()}
         return out
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, (str, int, float, bool)) or value is None:
+    if isinstance(value, str):
+        return safe_text(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # strict JSON has no NaN/Infinity
+    if isinstance(value, (int, float, bool)) or value is None:
         return value
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
@@ -125,6 +169,17 @@ class NotInstalledError(StateError):
     """The model has no committed version on this device."""
 
     code = "not_installed"
+
+
+class OutputEncodingError(EdgeRuntimeError):
+    """A document the runtime was about to write (state, facts, ``--json``) is not strict JSON.
+
+    Raised instead of writing ``NaN``/``Infinity`` or an unencodable string; nothing was written.
+    """
+
+    code = "output_encoding"
+    exit_code = 6
+    default_hint = "nothing was written; this is a bug in edge-runtime or a non-finite value from the model"
 
 
 class RollbackError(StateError):

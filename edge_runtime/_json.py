@@ -1,0 +1,206 @@
+"""Strict JSON: a bounded reader for untrusted documents and a writer that never emits non-JSON.
+
+:func:`loads_untrusted` reads manifests, envelopes, device config and state files. Its cost is bounded
+by :class:`~edge_runtime._limits.Limits` before the standard parser runs:
+
+- the document size is checked first;
+- nesting depth is measured by a linear scan of the brackets outside strings, so a document of
+  100 000 ``[`` never reaches the recursive parser;
+- integer literals longer than ``json_max_int_digits`` and other number literals longer than
+  ``json_max_number_chars`` are refused as they are met (Python's own ``int`` parser would otherwise
+  spend quadratic time up to its 4300-digit cap, then raise a bare ``ValueError``);
+- ``NaN``, ``Infinity``, ``-Infinity`` and numbers that overflow to infinity (``1e400``) are refused;
+- invalid UTF-8 (overlong forms and encoded surrogates included), a byte-order mark, duplicate object
+  keys, strings longer than ``json_max_string_chars`` and strings holding lone surrogates (``"\\ud800"``)
+  are refused.
+
+Every failure raises the caller's error type (a :class:`~edge_runtime.errors.EdgeRuntimeError`; the
+default is :class:`~edge_runtime.errors.BundleFormatError`, a trust failure) with a message that names
+the document and the problem and quotes untrusted text truncated.
+
+:func:`dumps_strict` is the only JSON writer for state, facts and ``--json`` output: it raises
+:class:`~edge_runtime.errors.OutputEncodingError` naming the offending field instead of writing
+``NaN``/``Infinity`` or a lone surrogate.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable
+from typing import Any
+
+from ._limits import DEFAULT_LIMITS, Limits
+from .errors import BundleFormatError, EdgeRuntimeError, OutputEncodingError, quote_untrusted
+
+__all__ = ["ErrorFactory", "dumps_strict", "dumps_strict_bytes", "loads_untrusted"]
+
+#: builds the error to raise from a message; an EdgeRuntimeError subclass itself qualifies
+ErrorFactory = Callable[[str], EdgeRuntimeError]
+
+_OUTSIDE = re.compile(r'[\[\]{}"]')
+_INSIDE = re.compile(r'["\\]')
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class _Reject(Exception):
+    """Internal: raised from parser hooks, turned into the caller's error type."""
+
+
+def _check_depth(text: str, max_depth: int) -> None:
+    """Measure bracket nesting outside strings in one linear pass; raise past ``max_depth``.
+
+    Malformed input (unbalanced brackets, an unterminated string) is left to the parser, which then
+    fails with a position; this scan only has to be exact for documents the parser would accept.
+    """
+    depth = 0
+    pos = 0
+    search_out, search_in = _OUTSIDE.search, _INSIDE.search
+    while (m := search_out(text, pos)) is not None:
+        c = m.group()
+        pos = m.end()
+        if c == '"':
+            while (s := search_in(text, pos)) is not None:
+                pos = s.end()
+                if s.group() == '"':
+                    break
+                pos += 1  # skip the escaped character
+            else:
+                return
+        elif c in "[{":
+            depth += 1
+            if depth > max_depth:
+                raise _Reject(f"nesting is deeper than {max_depth} levels (at offset {m.start()})")
+        else:
+            depth -= 1
+
+
+def _check_string(s: str, limits: Limits, where: str) -> None:
+    if len(s) > limits.json_max_string_chars:
+        raise _Reject(f"{where} is {len(s)} characters long, more than {limits.json_max_string_chars}")
+    if not s.isascii() and _SURROGATE.search(s):
+        raise _Reject(f"{where} {quote_untrusted(s)} holds a lone surrogate (not valid Unicode text)")
+
+
+def _check_tree(doc: Any, limits: Limits) -> None:
+    """Check every string (keys included) in the parsed document; iterative, depth is already bounded."""
+    stack = [doc]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            _check_string(v, limits, "a string")
+        elif isinstance(v, list):
+            stack.extend(v)
+        elif isinstance(v, dict):
+            for k, item in v.items():
+                _check_string(k, limits, "an object key")
+                stack.append(item)
+
+
+def loads_untrusted(
+    data: bytes,
+    limits: Limits = DEFAULT_LIMITS,
+    what: str = "manifest",
+    *,
+    error: ErrorFactory = BundleFormatError,
+    max_bytes: int | None = None,
+) -> Any:
+    """Parse an untrusted JSON document within ``limits``; raise ``error(message)`` on any violation.
+
+    ``what`` names the document in messages ("manifest", "device config /x/config.json").
+    ``max_bytes`` defaults to ``limits.manifest_max_bytes``.
+    """
+    cap = limits.manifest_max_bytes if max_bytes is None else max_bytes
+    if len(data) > cap:
+        raise error(f"{what} is {len(data)} bytes, more than the limit of {cap} bytes")
+    try:
+        text = bytes(data).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(f"{what} is not valid UTF-8 (byte {exc.start}: {exc.reason})") from None
+    max_digits = limits.json_max_int_digits
+    max_chars = limits.json_max_number_chars
+
+    def parse_int(lit: str) -> int:
+        if len(lit) - lit.startswith("-") > max_digits:
+            raise _Reject(f"an integer has {len(lit) - lit.startswith('-')} digits, more than {max_digits}")
+        return int(lit)
+
+    def parse_float(lit: str) -> float:
+        if len(lit) > max_chars:
+            raise _Reject(f"a number literal is {len(lit)} characters long, more than {max_chars}")
+        value = float(lit)
+        if not math.isfinite(value):
+            raise _Reject(f"the number {quote_untrusted(lit, 40)} is out of range (it overflows to infinity)")
+        return value
+
+    def parse_constant(name: str) -> Any:
+        raise _Reject(f"the non-standard JSON constant {name} is not allowed (only finite numbers)")
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in items:
+            if k in out:
+                raise _Reject(f"duplicate key {quote_untrusted(k)}")
+            out[k] = v
+        return out
+
+    try:
+        _check_depth(text, limits.json_max_depth)
+        doc = json.loads(
+            text,
+            object_pairs_hook=pairs,
+            parse_int=parse_int,
+            parse_float=parse_float,
+            parse_constant=parse_constant,
+        )
+        _check_tree(doc, limits)
+    except _Reject as exc:
+        raise error(f"{what} is refused: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise error(f"{what} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+    except (ValueError, RecursionError) as exc:  # defence in depth: the checks above should pre-empt these
+        raise error(f"{what} is not valid JSON: {quote_untrusted(str(exc))}") from None
+    return doc
+
+
+def _find_unencodable(obj: Any, path: str = "$") -> str | None:
+    """Path of the first non-finite float or lone-surrogate string in ``obj``, for the error message."""
+    stack: list[tuple[Any, str]] = [(obj, path)]
+    while stack:
+        v, p = stack.pop()
+        if isinstance(v, float) and not math.isfinite(v):
+            return f"{p} is {v}"
+        if isinstance(v, str) and _SURROGATE.search(v):
+            return f"{p} holds a lone surrogate"
+        if isinstance(v, dict):
+            for k, item in v.items():
+                if isinstance(k, str) and _SURROGATE.search(k):
+                    return f"key {quote_untrusted(k)} in {p} holds a lone surrogate"
+                stack.append((item, f"{p}.{k}"))
+        elif isinstance(v, (list, tuple)):
+            stack.extend((item, f"{p}[{i}]") for i, item in enumerate(v))
+    return None
+
+
+def dumps_strict(obj: Any, what: str = "output", **kw: Any) -> str:
+    """``json.dumps`` that refuses NaN, Infinity and lone surrogates with :class:`OutputEncodingError`.
+
+    Keyword arguments go to :func:`json.dumps` (``allow_nan`` is always False). The result is plain
+    ASCII unless ``ensure_ascii=False`` is passed, and always encodable as UTF-8.
+    """
+    kw["allow_nan"] = False
+    try:
+        text = json.dumps(obj, **kw)
+    except ValueError as exc:
+        where = _find_unencodable(obj)
+        raise OutputEncodingError(f"{what} cannot be written as strict JSON: {where or exc}") from None
+    # a lone surrogate is written verbatim (ensure_ascii=False) or as a \udXXX escape; only then walk
+    if ("\\ud" in text or _SURROGATE.search(text)) and (where := _find_unencodable(obj)) is not None:
+        raise OutputEncodingError(f"{what} cannot be written as strict JSON: {where}")
+    return text
+
+
+def dumps_strict_bytes(obj: Any, what: str = "output", **kw: Any) -> bytes:
+    """:func:`dumps_strict` encoded as UTF-8."""
+    return dumps_strict(obj, what, **kw).encode("utf-8")
