@@ -20,6 +20,7 @@ from .errors import BundleFormatError, UnsafeBundleError
 __all__ = [
     "MANIFEST_NAME",
     "MANIFEST_TYPE",
+    "SEMVER_PATTERN",
     "Envelope",
     "FileEntry",
     "Manifest",
@@ -43,6 +44,8 @@ _SEMVER = re.compile(
     r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
     r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
 )
+#: the one version pattern (SemVer 2.0.0); the control plane's schema check imports it (edgeml.fleet)
+SEMVER_PATTERN: str = _SEMVER.pattern
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
