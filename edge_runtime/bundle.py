@@ -3,7 +3,10 @@
 A bundle is an uncompressed tar whose first member is ``manifest.json``. Readers never extract with
 ``tarfile``'s helpers: :func:`iter_members` yields one regular file at a time, after checking its
 name, type and declared size against the verified manifest, and the caller hashes the bytes as it
-copies them. See ``docs/DESIGN.md``.
+copies them. Before ``tarfile`` parses any header, :class:`~edge_runtime._tarheaders.TarHeaderWalker`
+checks the raw 512-byte blocks against :class:`~edge_runtime._limits.Limits` (extension header sizes
+and counts, member types, member count, sizes inside the file), so a hostile header costs one block
+of memory. See ``docs/DESIGN.md``.
 """
 
 from __future__ import annotations
@@ -21,11 +24,12 @@ from typing import IO, Any, BinaryIO
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from . import keys as _keys
-from .errors import BundleFormatError, IntegrityError, UnsafeBundleError
+from ._limits import DEFAULT_LIMITS, Limits
+from ._tarheaders import RawMember, TarHeaderWalker
+from .errors import BundleFormatError, IntegrityError, UnsafeBundleError, quote_untrusted
 from .manifest import (
     MANIFEST_NAME,
     MANIFEST_TYPE,
-    MAX_MANIFEST_BYTES,
     Envelope,
     FileEntry,
     Manifest,
@@ -137,99 +141,118 @@ def build_bundle(spec: BundleSpec, out: Path, signing_keys: list[ec.EllipticCurv
 
 
 def add_signature(bundle: Path, key: ec.EllipticCurvePrivateKey) -> str:
-    """Add (or replace) the signature of ``key`` in an existing bundle; return the key id."""
-    env = read_envelope(bundle)
+    """Add (or replace) the signature of ``key`` in an existing bundle; return the key id.
+
+    The bundle is read with the same guarded reader as on a device: its manifest must be structurally
+    valid and every listed file present, or nothing is written.
+    """
     kid = key_id(key.public_key())
-    sig = Signature(kid, _keys.sign(key, canonical_bytes(env.signed)))
-    new_env = Envelope(env.signed, (*(s for s in env.signatures if s.keyid != kid), sig))
-    with tarfile.open(bundle, "r:") as tar:
-        members = {m.name: m for m in tar.getmembers()}
+    with bundle.open("rb") as fh:
+        stream = BundleStream(fh)
+        env = stream.envelope
+        manifest = Manifest.from_signed(env.signed)
+        infos = {entry.path: info for entry, info in stream.checked_members(manifest)}
+        sig = Signature(kid, _keys.sign(key, canonical_bytes(env.signed)))
+        new_env = Envelope(env.signed, (*(s for s in env.signatures if s.keyid != kid), sig))
 
         def source(path: str) -> IO[bytes]:
-            fh = tar.extractfile(members[path])
-            if fh is None:
+            member = stream.tar.extractfile(infos[path])
+            if member is None:  # pragma: no cover - checked_members() accepts regular files only
                 raise BundleFormatError(f"{path} is not a regular file")
-            return fh
+            return member
 
         _write_tar(bundle, new_env, source)
     return kid
 
 
-def _open_stream(src: BinaryIO) -> tarfile.TarFile:
-    try:
-        # Random-access mode on regular files: member data is then read straight from the file in
-        # large chunks (the streaming mode re-assembles 10 KiB blocks and halves hashing throughput).
-        return tarfile.open(fileobj=src, mode="r:" if src.seekable() else "r|")
-    except tarfile.TarError as exc:
-        raise BundleFormatError(
-            f"not a bundle (tar) file: {exc}", hint="pass a .edgebundle built by edge-release"
-        ) from None
-
-
-def _read_manifest_member(tar: tarfile.TarFile) -> bytes:
-    try:
-        first = tar.next()
-    except tarfile.TarError as exc:
-        raise BundleFormatError(f"bundle is damaged: {exc}") from None
-    if first is None or first.name != MANIFEST_NAME:
-        raise BundleFormatError(
-            f"the first bundle member must be {MANIFEST_NAME}, found {first.name if first else 'nothing'}"
-        )
-    if not first.isreg():
-        raise UnsafeBundleError(f"{MANIFEST_NAME} in the bundle is not a regular file")
-    if first.size > MAX_MANIFEST_BYTES:
-        raise BundleFormatError(f"{MANIFEST_NAME} is larger than {MAX_MANIFEST_BYTES} bytes")
-    fh = tar.extractfile(first)
-    if fh is None:  # pragma: no cover - isreg() was checked
-        raise BundleFormatError(f"cannot read {MANIFEST_NAME}")
-    return fh.read()
-
-
-def read_envelope(path: Path) -> Envelope:
-    """Read and parse only the manifest of a bundle (no trust decisions)."""
-    with path.open("rb") as fh:
-        tar = _open_stream(fh)
-        return parse_envelope(_read_manifest_member(tar))
+_NOT_A_BUNDLE = "pass a .edgebundle file built by edge-release"
 
 
 class BundleStream:
-    """A bundle opened for streaming: the envelope first, then the members one by one."""
+    """A bundle opened for reading: the envelope first, then the members one by one.
 
-    def __init__(self, fileobj: BinaryIO) -> None:
-        self._tar = _open_stream(fileobj)
-        self.manifest_bytes = _read_manifest_member(self._tar)
-        self.envelope = parse_envelope(self.manifest_bytes)
+    ``fileobj`` must be seekable (a regular file). Every member's raw headers are checked by
+    :class:`TarHeaderWalker` before ``tarfile`` parses them, and both parsers must agree on each
+    member's name, size and data offset.
+    """
 
-    def members(self, manifest: Manifest) -> Iterator[tuple[FileEntry, IO[bytes]]]:
-        """Yield each listed file, refusing unsafe, unlisted, duplicate or missized members.
+    def __init__(self, fileobj: BinaryIO, limits: Limits = DEFAULT_LIMITS) -> None:
+        if not fileobj.seekable():
+            raise BundleFormatError("a bundle must be read from a regular file", hint=_NOT_A_BUNDLE)
+        self.limits = limits
+        self._walker = TarHeaderWalker(fileobj, limits)
+        first = self._walker.next()
+        if first is None:
+            raise BundleFormatError("not a bundle: the file holds no tar member", hint=_NOT_A_BUNDLE)
+        if first.name != MANIFEST_NAME:
+            raise BundleFormatError(
+                f"the first bundle member must be {MANIFEST_NAME}, found {quote_untrusted(first.name)}",
+                hint=_NOT_A_BUNDLE,
+            )
+        if first.size > limits.manifest_max_bytes:
+            raise BundleFormatError(
+                f"{MANIFEST_NAME} is {first.size} bytes, more than the limit of {limits.manifest_max_bytes}"
+            )
+        fileobj.seek(0)
+        try:
+            # Random-access mode: member data is read straight from the file in large chunks. The TarFile
+            # lives as long as the stream; the caller closes ``fileobj``.
+            self.tar = tarfile.open(  # noqa: SIM115
+                fileobj=fileobj, mode="r:", encoding="utf-8", errors="surrogateescape"
+            )
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            raise BundleFormatError(
+                f"not a bundle (tar) file: {quote_untrusted(str(exc))}", hint=_NOT_A_BUNDLE
+            ) from None
+        info = self._parsed(first)
+        fh = self.tar.extractfile(info)
+        if fh is None:  # pragma: no cover - _parsed() accepts regular files only
+            raise BundleFormatError(f"cannot read {MANIFEST_NAME}")
+        self.manifest_bytes = fh.read(limits.manifest_max_bytes + 1)
+        self.envelope = parse_envelope(self.manifest_bytes, limits)
+
+    def _parsed(self, raw: RawMember) -> tarfile.TarInfo:
+        """Let tarfile parse the (already checked) headers of ``raw`` and insist it reads them the same."""
+        try:
+            info = self.tar.next()
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            raise IntegrityError(
+                f"bundle is damaged: {quote_untrusted(str(exc))}", hint="re-download or rebuild the bundle"
+            ) from None
+        if (
+            info is None
+            or info.name != raw.name
+            or info.size != raw.size
+            or info.offset_data != raw.data_offset
+            or not info.isreg()
+            or info.issparse()
+        ):
+            raise BundleFormatError(
+                f"the tar headers of bundle member {quote_untrusted(raw.name)} are ambiguous "
+                "(tar readers would disagree on its name, size or type)",
+                hint="rebuild the bundle with edge-release",
+            )
+        return info
+
+    def checked_members(self, manifest: Manifest) -> Iterator[tuple[FileEntry, tarfile.TarInfo]]:
+        """Yield each listed file's entry and tar header, refusing unsafe, unlisted, duplicate or missized ones.
 
         After the last member, raises :class:`IntegrityError` if a listed file was missing.
         """
         expected = {f.path: f for f in manifest.files}
         seen: set[str] = set()
-        while True:
-            try:
-                member = self._tar.next()
-            except (tarfile.TarError, EOFError, OSError) as exc:
-                raise IntegrityError(
-                    f"bundle ends early or is damaged: {exc}", hint="re-download or rebuild the bundle"
-                ) from None
-            if member is None:
-                break
-            check_member_path(member.name)
-            if member.issym() or member.islnk():
-                raise UnsafeBundleError(f"bundle member {member.name!r} is a link; bundles may hold regular files only")
-            if not member.isreg() or member.issparse():
-                raise UnsafeBundleError(f"bundle member {member.name!r} is not a regular file")
+        while (raw := self._walker.next()) is not None:
+            check_member_path(raw.name, self.limits)
+            member = self._parsed(raw)
             entry = expected.get(member.name)
             if entry is None:
                 raise IntegrityError(
-                    f"bundle holds an extra file {member.name!r} that the manifest does not list",
+                    f"bundle holds an extra file {quote_untrusted(member.name)} that the manifest does not list",
                     hint="rebuild the bundle with edge-release; nothing outside the manifest is accepted",
                     path=member.name,
                 )
             if member.name in seen:
-                raise IntegrityError(f"bundle holds {member.name!r} twice")
+                raise IntegrityError(f"bundle holds {quote_untrusted(member.name)} twice")
             seen.add(member.name)
             if member.size != entry.length:
                 kind = "truncated" if member.size < entry.length else "longer than declared"
@@ -238,10 +261,7 @@ class BundleStream:
                     hint="the bundle is damaged or was altered; rebuild or re-download it",
                     path=member.name,
                 )
-            fh = self._tar.extractfile(member)
-            if fh is None:  # pragma: no cover
-                raise UnsafeBundleError(f"cannot read bundle member {member.name!r}")
-            yield entry, fh
+            yield entry, member
         missing = sorted(set(expected) - seen)
         if missing:
             raise IntegrityError(
@@ -249,6 +269,20 @@ class BundleStream:
                 hint="rebuild or re-download the bundle",
                 missing=missing,
             )
+
+    def members(self, manifest: Manifest) -> Iterator[tuple[FileEntry, IO[bytes]]]:
+        """Like :meth:`checked_members`, yielding a reader of each member's bytes."""
+        for entry, member in self.checked_members(manifest):
+            fh = self.tar.extractfile(member)
+            if fh is None:  # pragma: no cover - checked_members() accepts regular files only
+                raise UnsafeBundleError(f"cannot read bundle member {quote_untrusted(member.name)}")
+            yield entry, fh
+
+
+def read_envelope(path: Path, limits: Limits = DEFAULT_LIMITS) -> Envelope:
+    """Read and parse only the manifest of a bundle (no trust decisions)."""
+    with path.open("rb") as fh:
+        return BundleStream(fh, limits).envelope
 
 
 def copy_verified(entry: FileEntry, src: IO[bytes], dst: BinaryIO | None) -> None:

@@ -1,7 +1,10 @@
 """The signed bundle manifest: parsing, strict validation and canonical bytes. No I/O here.
 
 See ``docs/DESIGN.md`` for the format. Parsing is strict and fails closed: unknown keys, wrong types,
-unsafe paths or duplicate JSON keys make the whole manifest invalid.
+unsafe paths or duplicate JSON keys make the whole manifest invalid. The JSON itself is read by the
+bounded reader :func:`edge_runtime._json.loads_untrusted`; every size and count comes from
+:class:`edge_runtime._limits.Limits`, and every untrusted value quoted in a message is escaped and cut
+(:func:`edge_runtime.errors.quote_untrusted`).
 """
 
 from __future__ import annotations
@@ -9,13 +12,16 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import PurePosixPath
 from typing import Any
 
-from .errors import BundleFormatError, UnsafeBundleError
+from ._json import loads_untrusted
+from ._limits import DEFAULT_LIMITS, Limits
+from .errors import BundleFormatError, UnsafeBundleError, quote_untrusted
 
 __all__ = [
     "MANIFEST_NAME",
@@ -29,15 +35,15 @@ __all__ = [
     "canonical_bytes",
     "check_member_path",
     "format_time",
-    "loads_strict",
     "parse_envelope",
     "parse_time",
 ]
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_TYPE = "edge-bundle/v1"
-MAX_MANIFEST_BYTES = 1 << 20
-MAX_FILES = 1000
+#: kept for callers outside the runtime; the bound itself lives in :class:`Limits`
+MAX_MANIFEST_BYTES = DEFAULT_LIMITS.manifest_max_bytes
+MAX_FILES = DEFAULT_LIMITS.manifest_max_files
 
 _SEMVER = re.compile(
     r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
@@ -48,6 +54,10 @@ _SEMVER = re.compile(
 SEMVER_PATTERN: str = _SEMVER.pattern
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+#: backend and architecture names: printable ASCII without spaces or quotes
+_TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+#: characters never allowed in a bundle path (they would reach file names and terminals)
+_PATH_FORBIDDEN = re.compile("[\x00-\x1f\x7f\\\\\ud800-\udfff]")
 
 
 @functools.total_ordering
@@ -62,11 +72,12 @@ class Version:
     text: str = ""
 
     @classmethod
-    def parse(cls, text: str) -> Version:
-        m = _SEMVER.match(text) if isinstance(text, str) else None
+    def parse(cls, text: str, limits: Limits = DEFAULT_LIMITS) -> Version:
+        ok = isinstance(text, str) and len(text) <= limits.max_version_chars
+        m = _SEMVER.match(text) if ok else None
         if not m:
             raise BundleFormatError(
-                f"{text!r} is not a semantic version",
+                f"{quote_untrusted(text)} is not a semantic version of at most {limits.max_version_chars} characters",
                 hint="use MAJOR.MINOR.PATCH, e.g. 1.2.0 (no 'latest', no ranges)",
             )
         pre: tuple[tuple[int, int | str], ...] = ()
@@ -99,66 +110,77 @@ def validate_version(text: str) -> str:
 def validate_model_name(name: Any) -> str:
     if not isinstance(name, str) or not _NAME.match(name):
         raise BundleFormatError(
-            f"model name {name!r} is invalid",
+            f"model name {quote_untrusted(name)} is invalid",
             hint="use 1-64 characters of a-z, 0-9, '.', '_', '-', starting with a letter or digit",
         )
     return name
 
 
+_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+
+
 def parse_time(text: Any, field: str) -> datetime:
-    if not isinstance(text, str) or not text.endswith("Z"):
-        raise BundleFormatError(f"manifest field {field} must be an RFC 3339 UTC time ending in Z")
+    if not isinstance(text, str) or not _TIME.match(text):
+        raise BundleFormatError(
+            f"manifest field {field} must be an RFC 3339 UTC time like 2026-01-31T12:00:00Z, "
+            f"got {quote_untrusted(text)}"
+        )
     try:
         return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-    except ValueError as exc:
-        raise BundleFormatError(f"manifest field {field}: {exc}") from None
+    except ValueError:
+        raise BundleFormatError(
+            f"manifest field {field}: {quote_untrusted(text)} is not a valid date and time"
+        ) from None
 
 
 def format_time(t: datetime) -> str:
     return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def check_member_path(path: Any) -> str:
-    """Return ``path`` if it is a safe relative POSIX path inside a bundle, else raise."""
-    if not isinstance(path, str) or not path or len(path) > 255:
-        raise UnsafeBundleError(f"bundle path {path!r} is empty or too long")
-    if "\\" in path or "\x00" in path or path.startswith("/"):
-        raise UnsafeBundleError(f"bundle path {path!r} is absolute or contains a forbidden character")
+def check_member_path(path: Any, limits: Limits = DEFAULT_LIMITS) -> str:
+    """Return ``path`` if it is a safe relative POSIX path inside a bundle, else raise.
+
+    Safe means: a non-empty string of at most ``limits.max_path_chars`` characters and as many UTF-8
+    bytes, no control character, backslash or lone surrogate (an undecodable byte in a tar name
+    arrives as one), not absolute, no ``.``/``..``/empty component, and not the reserved ``.tmp-``
+    prefix.
+    """
+    q = quote_untrusted(path)
+    if not isinstance(path, str) or not path:
+        raise UnsafeBundleError(f"bundle path {q} is empty or not a string")
+    if len(path) > limits.max_path_chars or len(path.encode("utf-8", "surrogatepass")) > limits.max_path_chars:
+        raise UnsafeBundleError(f"bundle path {q} is longer than {limits.max_path_chars} bytes")
+    if _PATH_FORBIDDEN.search(path):
+        raise UnsafeBundleError(
+            f"bundle path {q} contains a control character, a backslash or bytes that are not UTF-8 text"
+        )
+    if path.startswith("/"):
+        raise UnsafeBundleError(f"bundle path {q} is absolute")
     parts = path.split("/")
     if any(p in ("", ".", "..") for p in parts):
-        raise UnsafeBundleError(f"bundle path {path!r} contains '.', '..' or an empty component")
+        raise UnsafeBundleError(f"bundle path {q} contains '.', '..' or an empty component")
     if PurePosixPath(path).name.startswith(".tmp-"):
-        raise UnsafeBundleError(f"bundle path {path!r} uses the reserved prefix .tmp-")
+        raise UnsafeBundleError(f"bundle path {q} uses the reserved prefix .tmp-")
     return path
 
 
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise BundleFormatError(f"duplicate JSON key {k!r} in manifest")
-        out[k] = v
-    return out
-
-
-def _reject_constant(name: str) -> Any:
-    raise BundleFormatError(f"manifest contains the non-standard JSON number {name}")
-
-
-def loads_strict(data: bytes, what: str = "manifest") -> Any:
-    """Parse JSON, rejecting duplicate keys, NaN/Infinity and invalid UTF-8."""
-    try:
-        text = data.decode("utf-8")
-        return json.loads(text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
-    except BundleFormatError:
-        raise
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleFormatError(f"{what} is not valid JSON: {exc}") from None
-
-
 def canonical_bytes(obj: Any) -> bytes:
-    """The byte form that signatures cover: sorted keys, no whitespace, UTF-8."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+    """The byte form that signatures cover: sorted keys, no whitespace, UTF-8.
+
+    Raises :class:`BundleFormatError` for what has no canonical form (NaN, Infinity, lone surrogates).
+    """
+    try:
+        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode(
+            "utf-8"
+        )
+    except (ValueError, TypeError, UnicodeEncodeError) as exc:
+        raise BundleFormatError(f"manifest has no canonical JSON form: {quote_untrusted(str(exc))}") from None
+
+
+def _names(keys: set[str], shown: int = 5) -> str:
+    """A bounded, escaped list of untrusted key names for a message."""
+    listed = ", ".join(quote_untrusted(k, 40) for k in sorted(keys)[:shown])
+    return listed + (f" and {len(keys) - shown} more" if len(keys) > shown else "")
 
 
 def _obj(value: Any, field: str, keys: set[str], required: set[str]) -> dict[str, Any]:
@@ -166,7 +188,7 @@ def _obj(value: Any, field: str, keys: set[str], required: set[str]) -> dict[str
         raise BundleFormatError(f"manifest field {field} must be an object")
     unknown = set(value) - keys
     if unknown:
-        raise BundleFormatError(f"manifest field {field} has unknown keys: {', '.join(sorted(unknown))}")
+        raise BundleFormatError(f"manifest field {field} has unknown keys: {_names(unknown)}")
     missing = required - set(value)
     if missing:
         raise BundleFormatError(f"manifest field {field} is missing: {', '.join(sorted(missing))}")
@@ -174,20 +196,32 @@ def _obj(value: Any, field: str, keys: set[str], required: set[str]) -> dict[str
 
 
 def _num(value: Any, field: str, lo: float, hi: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
-        raise BundleFormatError(f"manifest field {field} must be a number in [{lo}, {hi}], got {value!r}")
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    if not ok or not lo <= value <= hi:
+        raise BundleFormatError(
+            f"manifest field {field} must be a finite number in [{lo}, {hi}], got {quote_untrusted(value, 40)}"
+        )
     return float(value)
 
 
 def _int(value: Any, field: str, lo: int, hi: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise BundleFormatError(f"manifest field {field} must be an integer in [{lo}, {hi}], got {value!r}")
+        raise BundleFormatError(
+            f"manifest field {field} must be an integer in [{lo}, {hi}], got {quote_untrusted(value, 40)}"
+        )
     return value
 
 
-def _strlist(value: Any, field: str) -> tuple[str, ...]:
-    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
-        raise BundleFormatError(f"manifest field {field} must be a non-empty list of strings")
+def _strlist(value: Any, field: str, limits: Limits) -> tuple[str, ...]:
+    if (
+        not isinstance(value, list)
+        or not 0 < len(value) <= limits.max_tags
+        or not all(isinstance(v, str) and len(v) <= limits.max_tag_chars and _TAG.match(v) for v in value)
+    ):
+        raise BundleFormatError(
+            f"manifest field {field} must list 1..{limits.max_tags} names of at most {limits.max_tag_chars} "
+            "characters (letters, digits, '.', '_', '+', '-')"
+        )
     return tuple(value)
 
 
@@ -240,7 +274,8 @@ class Manifest:
         return sum(f.length for f in self.files)
 
     @classmethod
-    def from_signed(cls, signed: Any) -> Manifest:
+    def from_signed(cls, signed: Any, limits: Limits = DEFAULT_LIMITS) -> Manifest:
+        """Validate every field of the ``signed`` object (types, ranges, sizes) and build the manifest."""
         s = _obj(
             signed,
             "signed",
@@ -249,7 +284,7 @@ class Manifest:
         )
         if s["_type"] != MANIFEST_TYPE:
             raise BundleFormatError(
-                f"unsupported manifest type {s['_type']!r}", hint=f"this runtime reads {MANIFEST_TYPE}"
+                f"unsupported manifest type {quote_untrusted(s['_type'])}", hint=f"this runtime reads {MANIFEST_TYPE}"
             )
         model = _obj(
             s["model"], "model", {"name", "version", "release_counter"}, {"name", "version", "release_counter"}
@@ -264,10 +299,13 @@ class Manifest:
         shape = inp["shape"]
         if (
             not isinstance(shape, list)
-            or not shape
-            or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)
+            or not 0 < len(shape) <= limits.max_shape_dims
+            or not all(isinstance(d, int) and not isinstance(d, bool) and 0 < d <= limits.max_shape_dim for d in shape)
         ):
-            raise BundleFormatError("manifest field compatibility.input.shape must be a list of positive integers")
+            raise BundleFormatError(
+                f"manifest field compatibility.input.shape must list 1..{limits.max_shape_dims} integers "
+                f"in [1, {limits.max_shape_dim}]"
+            )
         if inp["dtype"] not in ("float32", "int8", "uint8"):
             raise BundleFormatError("manifest field compatibility.input.dtype must be float32, int8 or uint8")
         ep = _obj(
@@ -277,7 +315,7 @@ class Manifest:
             {"model", "golden"},
         )
         for v in ep.values():
-            check_member_path(v)
+            check_member_path(v, limits)
         smoke = _obj(
             s["smoke_test"],
             "smoke_test",
@@ -285,22 +323,22 @@ class Manifest:
             {"atol", "min_label_agreement", "p95_latency_ms", "repeats"},
         )
         files_raw = s["files"]
-        if not isinstance(files_raw, list) or not files_raw or len(files_raw) > MAX_FILES:
-            raise BundleFormatError(f"manifest field files must list 1..{MAX_FILES} files")
+        if not isinstance(files_raw, list) or not 0 < len(files_raw) <= limits.manifest_max_files:
+            raise BundleFormatError(f"manifest field files must list 1..{limits.manifest_max_files} files")
         files: list[FileEntry] = []
         seen: set[str] = set()
         for i, f in enumerate(files_raw):
             fo = _obj(f, f"files[{i}]", {"path", "sha256", "length"}, {"path", "sha256", "length"})
-            path = check_member_path(fo["path"])
+            path = check_member_path(fo["path"], limits)
             if path == MANIFEST_NAME or path in seen:
-                raise BundleFormatError(f"manifest lists {path!r} twice or lists the manifest itself")
+                raise BundleFormatError(f"manifest lists {quote_untrusted(path)} twice or lists the manifest itself")
             seen.add(path)
             if not isinstance(fo["sha256"], str) or not _HEX64.match(fo["sha256"]):
                 raise BundleFormatError(f"files[{i}].sha256 must be 64 lowercase hex digits")
             files.append(FileEntry(path, fo["sha256"], _int(fo["length"], f"files[{i}].length", 0, 1 << 40)))
         for k, v in ep.items():
             if v not in seen:
-                raise BundleFormatError(f"entrypoint {k}={v!r} is not listed in files")
+                raise BundleFormatError(f"entrypoint {k}={quote_untrusted(v)} is not listed in files")
         created = parse_time(s["created"], "created")
         expires = parse_time(s["expires"], "expires")
         if expires <= created:
@@ -308,12 +346,12 @@ class Manifest:
         return cls(
             raw=s,
             name=validate_model_name(model["name"]),
-            version=Version.parse(model["version"]),
+            version=Version.parse(model["version"], limits),
             release_counter=_int(model["release_counter"], "model.release_counter", 0, 2**53),
             created=created,
             expires=expires,
-            backends=_strlist(compat["backends"], "compatibility.backends"),
-            architectures=_strlist(compat["architectures"], "compatibility.architectures"),
+            backends=_strlist(compat["backends"], "compatibility.backends", limits),
+            architectures=_strlist(compat["architectures"], "compatibility.architectures", limits),
             input_shape=tuple(shape),
             input_dtype=inp["dtype"],
             entrypoints=dict(ep),
@@ -359,26 +397,32 @@ class Envelope:
         )
 
 
-def parse_envelope(data: bytes) -> Envelope:
-    """Parse ``manifest.json`` bytes into an :class:`Envelope` (structure only, no trust)."""
+def parse_envelope(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Envelope:
+    """Parse ``manifest.json`` bytes into an :class:`Envelope` (structure only, no trust).
+
+    The JSON is read with :func:`loads_untrusted` under ``limits`` (size, depth, number and string
+    sizes, no NaN/Infinity, no duplicate keys, no lone surrogates).
+    """
     import base64
     import binascii
 
-    if len(data) > MAX_MANIFEST_BYTES:
-        raise BundleFormatError(f"manifest is larger than {MAX_MANIFEST_BYTES} bytes")
-    obj = loads_strict(data)
+    obj = loads_untrusted(data, limits, MANIFEST_NAME, max_bytes=limits.manifest_max_bytes)
     env = _obj(obj, "manifest.json", {"signed", "signatures"}, {"signed"})
     sigs_raw = env.get("signatures", [])
-    if not isinstance(sigs_raw, list):
-        raise BundleFormatError("manifest field signatures must be a list")
+    if not isinstance(sigs_raw, list) or len(sigs_raw) > limits.max_signatures:
+        raise BundleFormatError(f"manifest field signatures must be a list of at most {limits.max_signatures}")
     sigs: list[Signature] = []
     for i, s in enumerate(sigs_raw):
         so = _obj(s, f"signatures[{i}]", {"keyid", "sig"}, {"keyid", "sig"})
         if not isinstance(so["keyid"], str) or not _HEX64.match(so["keyid"]):
             raise BundleFormatError(f"signatures[{i}].keyid must be 64 lowercase hex digits")
+        if not isinstance(so["sig"], str) or len(so["sig"]) > limits.max_signature_chars:
+            raise BundleFormatError(
+                f"signatures[{i}].sig must be base64 text of at most {limits.max_signature_chars} characters"
+            )
         try:
             raw = base64.b64decode(so["sig"], validate=True)
-        except (binascii.Error, TypeError):
+        except (binascii.Error, TypeError, ValueError):
             raise BundleFormatError(f"signatures[{i}].sig is not base64") from None
         sigs.append(Signature(so["keyid"], raw))
     if not isinstance(env["signed"], dict):
