@@ -57,11 +57,44 @@ class ModelState:
     bad: dict[str, dict[str, Any]] = field(default_factory=dict)
     pending: Pending | None = None
     last: dict[str, Any] | None = None
+    #: kept versions whose files a verification found changed on disk -> {"digest", "reason", "at"}.
+    #: They are never offered as ``previous`` nor used as a rollback target, and are dropped by the
+    #: next garbage collection (their directory stays until then, for inspection).
+    corrupt: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: set when the device could not reach the state an operation intended because a rollback target
+    #: did not verify -> {"reason", "op", "version", "active", "at"}; cleared by the next install or
+    #: operator rollback that commits, a passing post-install check, or ``repair``.
+    degraded: dict[str, Any] | None = None
+
+    def kept_versions(self) -> list[str]:
+        """Committed versions kept on disk and not known to be corrupt, oldest first."""
+        return [v for v in self.order if v in self.versions and v not in self.corrupt]
 
     def previous_committed(self) -> str | None:
-        """The committed version before the active one, if still kept."""
-        kept = [v for v in self.order if v in self.versions and v != self.active]
+        """The committed version before the active one, if still kept and not known to be corrupt."""
+        kept = [v for v in self.kept_versions() if v != self.active]
         return kept[-1] if kept else None
+
+    def health(self) -> str:
+        """``pending``, ``degraded``, ``committed`` or ``none``: the one-word state of status and facts."""
+        if self.pending:
+            return "pending"
+        if self.degraded:
+            return "degraded"
+        return "committed" if self.active else "none"
+
+    def mark_corrupt(self, version: str, reason: str) -> None:
+        """Record that ``version``'s files on disk no longer verify (persist with the store)."""
+        digest = (self.versions.get(version) or {}).get("digest")
+        self.corrupt[version] = {"digest": digest, "reason": reason, "at": utcnow()}
+
+    def set_degraded(self, reason: str, *, op: str, version: str | None) -> None:
+        self.degraded = {"reason": reason, "op": op, "version": version, "active": self.active, "at": utcnow()}
+
+    def mark_healthy(self, version: str) -> None:
+        """``version`` was just verified and committed: it is not corrupt, the model is not degraded."""
+        self.corrupt.pop(version, None)
+        self.degraded = None
 
     def to_json(self) -> bytes:
         doc = asdict(self)
@@ -95,6 +128,8 @@ class ModelState:
             raise corrupt(f"unknown phase {state.pending.phase!r}")
         if not isinstance(state.versions, dict) or not isinstance(state.order, list):
             raise corrupt("versions/order have the wrong type")
+        if not isinstance(state.corrupt, dict) or not (state.degraded is None or isinstance(state.degraded, dict)):
+            raise corrupt("corrupt/degraded have the wrong type")
         if state.active is not None and state.active not in state.versions:
             raise corrupt(f"active version {state.active} is not among the kept versions")
         return state

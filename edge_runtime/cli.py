@@ -85,6 +85,7 @@ def _human_install(r: InstallResult) -> str:
         return (
             f"{r.model} {r.version} was ROLLED BACK: {r.reason}\n"
             f"active: {r.active or 'none'}; {r.version} is quarantined on this device"
+            + (f"\nDEGRADED: {r.degraded}" if r.degraded else "")
         )
     smoke = r.smoke or {}
     lat = f", p95 {smoke['p95_ms']:.3f} ms" if smoke.get("p95_ms") is not None else ""
@@ -105,6 +106,8 @@ def _human_status(st: dict[str, Any]) -> str:
         lines.append(f"{name:24} {m['active'] or '-':10} {m['previous'] or '-':10} {m['state']:10} {last_s}")
         if m["bad"]:
             lines.append(f"{'':24} quarantined: {', '.join(sorted(m['bad']))}")
+        if m.get("degraded"):
+            lines.append(f"{'':24} DEGRADED: {m['degraded'].get('reason')}")
     if st["busy"]:
         lines.append("an operation is in progress")
     return "\n".join(lines)

@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import _faults
 from ._fsutil import (
@@ -51,6 +51,7 @@ from .errors import (
     NotInstalledError,
     RollbackError,
     StagingError,
+    TrustError,
 )
 
 if TYPE_CHECKING:
@@ -119,6 +120,8 @@ class InstallResult:
     active: str | None
     reason: str
     smoke: dict[str, Any] | None = None
+    #: why the model is degraded after this operation (a rollback target that did not verify), else None
+    degraded: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -128,6 +131,21 @@ class InstallResult:
         out = asdict(self)
         out["ok"] = self.ok
         return out
+
+
+def _integrity_reason(exc: EdgeRuntimeError) -> str:
+    """``model.tflite no longer verifies (...)``: why a kept version is unusable, naming the file."""
+    path = exc.details.get("path") if isinstance(exc.details, dict) else None
+    return f"{path} no longer verifies ({exc.message})" if path else f"no longer verifies ({exc.message})"
+
+
+def _lost_reason(lost: list[tuple[str, str]], landed: str | None) -> str:
+    """``cannot roll back to 1.0.0: model.tflite no longer verifies (...); 0.9.0 is active instead``."""
+    first, why = lost[0]
+    parts = [f"cannot roll back to {first}: {why}"]
+    parts += [f"{v} does not verify either: {w}" for v, w in lost[1:]]
+    parts.append(f"{landed} is active instead" if landed else "no verified version is left, no model is active")
+    return "; ".join(parts)
 
 
 def _available_backends() -> tuple[str, ...]:
@@ -324,11 +342,12 @@ class Device:
                 manifest, self._context(state, expected_name, cfg), allow_quarantined=allow_quarantined
             )
             version = str(manifest.version)
-            if state.active == version or version in state.versions:
+            self._check_kept_copy(state, version)  # R4: a kept copy that no longer verifies is restaged
+            if (state.active == version or version in state.versions) and version not in state.corrupt:
                 # Nothing to stage, but a damaged or altered bundle is still refused, never "unchanged".
                 for entry, member in stream.members(manifest):
                     copy_verified(entry, member, None)
-            if state.active == version:
+            if state.active == version and version not in state.corrupt:
                 return InstallResult(
                     manifest.name,
                     version,
@@ -339,7 +358,9 @@ class Device:
                     version,
                     "already active",
                 )
-            if version in state.versions and self.version_dir(manifest.name, version).is_dir():
+            if version in state.versions and version not in state.corrupt and self.version_dir(
+                manifest.name, version
+            ).is_dir():
                 kept = True
             else:
                 kept = False
@@ -446,6 +467,7 @@ class Device:
         state.active = version
         state.highest_counter = max(state.highest_counter, m.release_counter)
         state.pending = None
+        state.mark_healthy(version)  # R4: a committed install ends a degraded state
         state.last = {
             "op": "install",
             "version": version,
@@ -470,56 +492,137 @@ class Device:
         )
 
     def _rollback_pending(self, state: ModelState, reason: str, smoke: SmokeResult | None) -> InstallResult:
+        """Roll the pending version back to a version that verifies, and quarantine it.
+
+        The target is verified (signatures, every file's hash and length, nothing extra) before the
+        swap: the version that was active before, else the newest other kept version that verifies,
+        else none. A target that does not verify is marked corrupt; landing anywhere but on the
+        intended target records the model as degraded, with the reason. Interrupted, the persisted
+        ``rolling_back`` phase makes recovery run this again (verification included).
+
+        A pending ``fallback`` (an operator rollback found both its target and the active copy
+        corrupt) moves off the active version the same way, but keeps it (marked corrupt) instead of
+        quarantining it: the release is not at fault, its copy on this disk is.
+        """
         p = state.pending
         assert p is not None
         p.phase = "rolling_back"
         p.reason = reason
         self.store.save(state)
         name = state.model
+        fallback = p.op == "fallback"
+        candidates = [] if p.previous is None else [p.previous, *reversed(state.kept_versions())]
+        target, lost = self._first_verified(state, candidates, exclude={p.version})
+        if fallback:
+            lost.insert(min(1, len(lost)), (p.version, str((state.corrupt.get(p.version) or {}).get("reason"))))
         link = self.active_link(name)
-        if p.previous is not None:
-            swap_symlink(link, f"versions/{p.previous}")
+        if target is not None:
+            swap_symlink(link, f"versions/{target}")
         elif link.is_symlink():
             link.unlink()
             fsync_dir(link.parent)
         _faults.checkpoint("rollback.swap")
-        state.bad[p.version] = {"digest": p.digest, "reason": reason, "at": utcnow()}
-        state.versions.pop(p.version, None)
-        if p.version in state.order:
-            state.order.remove(p.version)
-        state.active = p.previous
+        if not fallback:
+            state.bad[p.version] = {"digest": p.digest, "reason": reason, "at": utcnow()}
+            state.versions.pop(p.version, None)
+            state.corrupt.pop(p.version, None)
+            if p.version in state.order:
+                state.order.remove(p.version)
+        state.active = target
         state.pending = None
-        state.last = {
-            "op": "install",
-            "version": p.version,
-            "result": "rolled_back",
-            "reason": reason,
-            "at": utcnow(),
-            "smoke": smoke.to_dict() if smoke else None,
-        }
+        if lost:
+            state.set_degraded(_lost_reason(lost, target), op="rollback" if fallback else p.op, version=p.previous)
+        if fallback:
+            state.last = {"op": "rollback", "version": p.previous, "result": "refused", "at": utcnow(),
+                          "reason": (state.degraded or {}).get("reason", reason)}
+        else:
+            state.last = {
+                "op": "install",
+                "version": p.version,
+                "result": "rolled_back",
+                "reason": reason,
+                "at": utcnow(),
+                "smoke": smoke.to_dict() if smoke else None,
+            }
         self.store.save(state)
         _faults.checkpoint("rollback.commit")
-        remove_tree(self.version_dir(name, p.version))
+        if not fallback:
+            remove_tree(self.version_dir(name, p.version))
         return InstallResult(
             name,
             p.version,
             p.digest,
             "rolled_back",
             True,
-            p.previous,
-            p.previous,
+            state.previous_committed() if p.previous in state.corrupt else p.previous,
+            target,
             reason,
             smoke.to_dict() if smoke else None,
+            degraded=(state.degraded or {}).get("reason"),
         )
 
+    def _check_kept_copy(self, state: ModelState, version: str) -> None:
+        """Before a kept copy of ``version`` is re-activated or reported as already active, verify it.
+
+        A copy that no longer verifies is marked corrupt in ``state`` (in memory; the install persists
+        it), so the install stages the version afresh from the verified bundle instead; for the active
+        version the model is also recorded as degraded until that install commits.
+        """
+        if version not in state.versions or version in state.corrupt:
+            return
+        why = self._verify_kept(state, version)
+        if why is not None and state.active == version:
+            state.set_degraded(f"active {version} no longer verified ({why}); reinstalling it from the bundle",
+                               op="install", version=version)
+
+    def _first_verified(
+        self, state: ModelState, candidates: list[str], exclude: set[str]
+    ) -> tuple[str | None, list[tuple[str, str]]]:
+        """The first of ``candidates`` that is kept and verifies, and the ``(version, why)`` that did not.
+
+        Versions already known to be corrupt are skipped without reading them; a verification failure
+        is recorded in ``state.corrupt`` (the caller persists it).
+        """
+        lost: list[tuple[str, str]] = []
+        seen = set(exclude)
+        for v in candidates:
+            if v in seen:
+                continue
+            seen.add(v)
+            if v in state.corrupt:
+                lost.append((v, str(state.corrupt[v].get("reason"))))
+                continue
+            if v not in state.versions:
+                continue
+            why = self._verify_kept(state, v)
+            _faults.checkpoint("rollback.verify")
+            if why is None:
+                return v, lost
+            lost.append((v, why))
+        return None, lost
+
+    def _verify_kept(self, state: ModelState, version: str) -> str | None:
+        """Verify a kept version on disk; None when it verifies, else why not (and it is marked corrupt)."""
+        try:
+            self._verify_dir(self.version_dir(state.model, version), state, version)
+        except TrustError as exc:
+            why = _integrity_reason(exc)
+            state.mark_corrupt(version, why)
+            return why
+        return None
+
     def _gc(self, state: ModelState) -> None:
+        """Drop kept versions known to be corrupt, then the oldest beyond ``keep_versions``."""
         keep = self.config.keep_versions
-        kept = [v for v in state.order if v in state.versions]
-        drop = [v for v in kept[:-keep] if v != state.active] if len(kept) > keep else []
+        drop = [v for v in state.versions if v in state.corrupt and v != state.active]
+        kept = state.kept_versions()
+        drop += [v for v in kept[:-keep] if v != state.active] if len(kept) > keep else []
         if drop:
             for v in drop:
-                state.versions.pop(v)
-                state.order.remove(v)
+                state.versions.pop(v, None)
+                state.corrupt.pop(v, None)
+                if v in state.order:
+                    state.order.remove(v)
             self.store.save(state)
         self._remove_unreferenced(state)
 
@@ -618,33 +721,43 @@ class Device:
     # ----------------------------------------------------------------- rollback ----------------------
 
     def rollback(self, name: str, to: str | None = None) -> InstallResult:
-        """Operator rollback to a committed version still kept on the device (default: the previous)."""
+        """Operator rollback to a committed version still kept on the device (default: the previous).
+
+        The target is verified (signatures, every file's hash and length, nothing extra) before the
+        swap. A target that does not verify is marked corrupt (no longer offered as ``previous``), the
+        model is recorded as degraded, and :class:`RollbackError` is raised: the active version stays
+        when it verifies; when it does not either, the newest other kept version that verifies is
+        activated, or none. An operator rollback never silently lands on a version other than the one
+        asked for.
+        """
         with self._operation("rollback"):
             state = self.store.load(name)
             if state.active is None:
                 raise NotInstalledError(f"model {name} has no active version on this device")
             target = to or state.previous_committed()
             if target is None:
+                corrupt = ", ".join(sorted(state.corrupt))
                 raise RollbackError(
-                    f"{name} has no previous committed version kept on this device",
+                    f"rollback of {name} refused: no previous committed version that verifies is kept on this "
+                    "device" + (f" ({corrupt} no longer verif{'ies' if len(state.corrupt) == 1 else 'y'})"
+                                if corrupt else ""),
                     hint="install the wanted version from the registry instead",
                 )
             if target not in state.versions or not self.version_dir(name, target).is_dir():
-                kept = ", ".join(v for v in state.order if v in state.versions)
-                raise RollbackError(f"{name} {target} is not kept on this device (kept: {kept})")
-            if target == state.active:
-                return InstallResult(
-                    name,
-                    target,
-                    state.versions[target]["digest"],
-                    "unchanged",
-                    False,
-                    state.previous_committed(),
-                    target,
-                    "already active",
-                )
-            manifest = self.verify_installed(name, target)
+                kept = ", ".join(state.kept_versions())
+                raise RollbackError(f"rollback of {name} refused: {target} is not kept on this device (kept: {kept})")
             previous = state.active
+            if target == previous:
+                return InstallResult(
+                    name, target, state.versions[target]["digest"], "unchanged", False,
+                    state.previous_committed(), target, "already active",
+                )
+            if target in state.corrupt:
+                self._refuse_rollback(state, target, str(state.corrupt[target].get("reason")))
+            try:
+                manifest = self._verify_dir(self.version_dir(name, target), state, target)
+            except TrustError as exc:
+                self._refuse_rollback(state, target, _integrity_reason(exc))
             state.pending = Pending(
                 "rollback", target, manifest.digest, manifest.release_counter, "activating", previous, utcnow()
             )
@@ -655,6 +768,7 @@ class Device:
             state.order.append(target)
             state.active = target
             state.pending = None
+            state.mark_healthy(target)
             state.last = {
                 "op": "rollback",
                 "version": target,
@@ -664,8 +778,47 @@ class Device:
             }
             self.store.save(state)
             return InstallResult(
-                name, target, manifest.digest, "installed", True, previous, target, f"rolled back from {previous}"
+                name, target, manifest.digest, "installed", True,
+                None if previous in state.corrupt else previous, target, f"rolled back from {previous}",
             )
+
+    def _refuse_rollback(self, state: ModelState, target: str, why: str) -> NoReturn:
+        """An operator rollback whose target does not verify: record it, keep a verified model, raise.
+
+        The active version stays when it verifies. When it does not either, a persisted ``fallback``
+        moves to the newest other kept version that verifies, or deactivates the model.
+        """
+        name, active = state.model, state.active
+        assert active is not None
+        if target not in state.corrupt:
+            state.mark_corrupt(target, why)
+        active_why = (state.corrupt.get(active) or {}).get("reason") or self._verify_kept(state, active)
+        landed: str | None = active
+        if active_why is not None:
+            info = state.versions.get(active) or {}
+            state.pending = Pending(
+                "fallback", active, str(info.get("digest", "")), int(info.get("counter") or 0), "rolling_back",
+                target, utcnow(),
+            )
+            landed = self._rollback_pending(state, f"rollback target {target} does not verify", None).active
+        else:
+            state.set_degraded(_lost_reason([(target, why)], active), op="rollback", version=target)
+            state.last = {"op": "rollback", "version": target, "result": "refused", "at": utcnow(),
+                          "reason": f"cannot roll back to {target}: {why}; {active} stays active"}
+            self.store.save(state)
+        others = [v for v in state.kept_versions() if v != landed]
+        raise RollbackError(
+            f"rollback of {name} to {target} refused: {why}",
+            hint=(
+                f"{landed or 'no version'} is active now; {target} is marked corrupt and no longer offered. "
+                + (f"Roll back to another kept version ({', '.join(others)}) or install " if others else "Install ")
+                + "the wanted version from the registry"
+            ),
+            model=name,
+            target=target,
+            active=landed,
+            degraded=(state.degraded or {}).get("reason"),
+        )
 
     # ----------------------------------------------------------------- post-install check -------------
 
@@ -703,6 +856,9 @@ class Device:
                 reason = None if smoke.passed else f"post-install smoke test failed: {smoke.reason}"
             if reason is None:
                 assert smoke is not None
+                if state.degraded is not None:  # R4: a verified, passing active version ends a degraded state
+                    state.mark_healthy(active)
+                    self.store.save(state)
                 return InstallResult(
                     name, active, digest, "unchanged", False, previous, active, "smoke test passed",
                     smoke.to_dict(),
@@ -716,14 +872,48 @@ class Device:
     # ----------------------------------------------------------------- verification & status ---------
 
     def verify_installed(self, name: str, version: str | None = None) -> Manifest:
-        """Re-verify a staged version on disk: signatures, every file, nothing extra."""
+        """Re-verify a kept version on disk: signatures, every file, nothing extra.
+
+        A kept version that fails is recorded as corrupt (never offered as ``previous`` or used as a
+        rollback target again); a failing active version also marks the model degraded, with a hint
+        to run ``check``. The record is written only when the device lock is free (a busy device is
+        left alone) and the error is raised either way.
+        """
         state = self.store.load(name)
         version = version or state.active
         if version is None:
             raise NotInstalledError(f"model {name} has no active version on this device")
-        return self._verify_dir(self.version_dir(name, version))
+        known = version in state.versions
+        try:
+            return self._verify_dir(self.version_dir(name, version), state if known else None, version)
+        except TrustError as exc:
+            if known:
+                self._record_corrupt(name, version, _integrity_reason(exc))
+            raise
 
-    def _verify_dir(self, vdir: Path) -> Manifest:
+    def _record_corrupt(self, name: str, version: str, why: str) -> None:
+        with contextlib.suppress(EdgeRuntimeError, OSError), self.lock.hold("verify"):
+            state = self.store.load(name)
+            if version not in state.versions or version in state.corrupt or state.pending is not None:
+                return
+            state.mark_corrupt(version, why)
+            if version == state.active:
+                state.set_degraded(
+                    f"active {version} no longer verifies: {why}; run `edge-runtime check {name}` to roll back "
+                    "to a verified version",
+                    op="verify",
+                    version=version,
+                )
+            self.store.save(state)
+            self.write_facts()
+
+    def _verify_dir(self, vdir: Path, state: ModelState | None = None, version: str | None = None) -> Manifest:
+        """Verify a version directory: signatures, every file's hash and length, nothing extra.
+
+        With ``state`` and ``version``, the manifest must also be that version of that model with the
+        digest recorded when it was committed (a directory holding another release is not it).
+        Any unreadable file is an :class:`IntegrityError`.
+        """
         from .bundle import copy_verified
         from .manifest import parse_envelope
         from .trust import verify_envelope
@@ -731,18 +921,36 @@ class Device:
         try:
             env_bytes = (vdir / MANIFEST_NAME).read_bytes()
         except OSError as exc:
-            raise IntegrityError(f"{vdir} has no readable {MANIFEST_NAME}: {exc.strerror}") from None
+            raise IntegrityError(
+                f"{vdir} has no readable {MANIFEST_NAME}: {exc.strerror}", path=MANIFEST_NAME
+            ) from None
         manifest = verify_envelope(parse_envelope(env_bytes), self.trust_policy())
+        if state is not None and version is not None:
+            want = (state.versions.get(version) or {}).get("digest")
+            if (manifest.name, str(manifest.version)) != (state.model, version) or (want and manifest.digest != want):
+                raise IntegrityError(
+                    f"{vdir} holds {manifest.name} {manifest.version} ({manifest.digest}), not the committed "
+                    f"{state.model} {version} ({want})",
+                    path=MANIFEST_NAME,
+                )
         listed = {f.path for f in manifest.files} | {MANIFEST_NAME}
-        present = {str(p.relative_to(vdir)) for p in vdir.rglob("*") if p.is_file() or p.is_symlink()}
+        try:
+            present = {str(p.relative_to(vdir)) for p in vdir.rglob("*") if p.is_file() or p.is_symlink()}
+        except OSError as exc:
+            raise IntegrityError(f"{vdir} cannot be listed: {exc.strerror}") from None
         if present - listed:
-            raise IntegrityError(f"{vdir} holds files not in the manifest: {', '.join(sorted(present - listed))}")
+            extra = sorted(present - listed)
+            raise IntegrityError(f"{vdir} holds files not in the manifest: {', '.join(extra)}", path=extra[0])
         for entry in manifest.files:
             p = vdir / entry.path
             if p.is_symlink() or not p.is_file():
-                raise IntegrityError(f"{p} is missing or not a regular file")
-            with p.open("rb") as fh:
-                copy_verified(entry, fh, None)
+                raise IntegrityError(f"{p} is missing or not a regular file", path=entry.path)
+            try:
+                with p.open("rb") as fh:
+                    copy_verified(entry, fh, None)
+            except OSError as exc:
+                raise IntegrityError(f"{p} cannot be read: {exc.strerror}", path=entry.path) from None
+            _faults.checkpoint("verify.file")
         return manifest
 
     def repair(self, name: str) -> dict[str, Any]:
@@ -815,8 +1023,10 @@ class Device:
                 "previous": s.previous_committed(),
                 "digest": info.get("digest"),
                 "release_counter": info.get("counter"),
-                "kept": [v for v in s.order if v in s.versions],
-                "state": "pending" if s.pending else ("committed" if s.active else "none"),
+                "kept": s.kept_versions(),
+                "state": s.health(),
+                "degraded": s.degraded,
+                "corrupt": s.corrupt,
                 "pending": asdict(s.pending) if s.pending else None,
                 "bad": s.bad,
                 "last": s.last,

@@ -1,0 +1,287 @@
+"""Rollbacks verify their target before the swap; a device that cannot roll back says it is DEGRADED.
+
+Real signed bundles are installed with the real CLI; the kept copies are then damaged on disk (as a
+failing disk or a careless hand would) and every rollback path is exercised: the automatic rollback
+of a failed install, its recovery after an interruption, the post-install check and the operator
+``rollback``. The invariant each test defends: the active model is never a copy that does not verify,
+``previous`` is never one either, and the device records why it could not do what was intended.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge_runtime import _faults
+from edge_runtime.cli import main as cli
+from edge_runtime.device import Device
+from tests.support.attacks import active_version, add_stray_file, corrupt_file, model_state, run_cli
+from tests.support.factory import MODEL, Release, snapshot
+
+
+def run(root: Path, *args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any]]:
+    capsys.readouterr()
+    rc = cli(["--root", str(root), "--json", *args])
+    return rc, json.loads(capsys.readouterr().out)
+
+
+@pytest.fixture
+def device(release: Release, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Device:
+    """1.0.0 then 1.1.0 committed, three versions kept."""
+    dev = release.device(tmp_path / "dev", keep_versions=3)
+    for v in ("1.0.0", "1.1.0"):
+        rc, r = run(dev.root, "install", str(release.bundle(v)), capsys=capsys)
+        assert rc == 0, r
+    return dev
+
+
+@pytest.fixture
+def three(device: Device, release: Release, capsys: pytest.CaptureFixture[str]) -> Device:
+    """1.0.0, 1.1.0 and 2.0.0 committed and kept."""
+    v2 = release.custom("v2.edgebundle", "1.1.0", "--model-version", "2.0.0", "--counter", "20")
+    rc, r = run(device.root, "install", str(v2), capsys=capsys)
+    assert rc == 0, r
+    return device
+
+
+def status_of(dev: Device, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    rc, st = run(dev.root, "status", capsys=capsys)
+    assert rc == 0, st
+    m: dict[str, Any] = st["models"][MODEL]
+    return m
+
+
+def facts_of(dev: Device, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    rc, f = run(dev.root, "facts", capsys=capsys)
+    assert rc == 0
+    on_disk = json.loads(dev.facts_file.read_text())
+    assert on_disk["models"] == f["models"]
+    m: dict[str, Any] = f["models"][MODEL]
+    return m
+
+
+def test_failed_install_does_not_roll_back_to_a_corrupt_active_version(
+    device: Device, release: Release, capsys: pytest.CaptureFixture[str]
+) -> None:
+    corrupt_file(device, "1.1.0", "model.tflite")
+    rc, r = run(device.root, "install", str(release.bundle("1.2.0")), capsys=capsys)
+    assert rc == 8, r
+    assert r["result"] == "rolled_back"
+    # 1.1.0 was the intended target; it does not verify, so the next kept one that does is used
+    assert r["active"] == "1.0.0"
+    assert active_version(device) == "1.0.0"
+    assert "cannot roll back to 1.1.0: model.tflite no longer verifies" in r["degraded"]
+    rc, v = run(device.root, "verify", MODEL, capsys=capsys)
+    assert rc == 0, v
+    st = status_of(device, capsys)
+    assert st["state"] == "degraded"
+    assert "cannot roll back to 1.1.0: model.tflite no longer verifies" in st["degraded"]["reason"]
+    assert "1.0.0 is active instead" in st["degraded"]["reason"]
+    assert st["previous"] is None, "a corrupt kept version must never be offered as previous"
+    assert "1.1.0" not in st["kept"]
+    assert "1.1.0" in st["corrupt"]
+    facts = facts_of(device, capsys)
+    assert facts["state"] == "degraded"
+    assert "model.tflite no longer verifies" in facts["degraded_reason"]
+    assert facts["previous_version"] is None
+    assert facts["corrupt_versions"] == ["1.1.0"]
+
+
+def test_failed_install_with_every_kept_version_corrupt_leaves_no_model_active(
+    device: Device, release: Release, capsys: pytest.CaptureFixture[str]
+) -> None:
+    corrupt_file(device, "1.1.0", "model.tflite")
+    add_stray_file(device, "1.0.0")
+    rc, r = run(device.root, "install", str(release.bundle("1.2.0")), capsys=capsys)
+    assert rc == 8, r
+    assert r["active"] is None
+    assert not device.active_link(MODEL).is_symlink(), "never a corrupt model active"
+    st = status_of(device, capsys)
+    assert (st["state"], st["active"], st["previous"], st["kept"]) == ("degraded", None, None, [])
+    reason = st["degraded"]["reason"]
+    assert "cannot roll back to 1.1.0: model.tflite no longer verifies" in reason
+    assert "1.0.0 does not verify either: extra.bin" in reason
+    assert "no model is active" in reason
+
+
+def test_operator_rollback_to_a_corrupt_kept_version_is_refused_and_only_recorded(
+    device: Device, capsys: pytest.CaptureFixture[str]
+) -> None:
+    corrupt_file(device, "1.0.0", "labels.txt")
+    before = snapshot(device.root)
+    rc, r = run(device.root, "rollback", MODEL, capsys=capsys)
+    assert rc == 1, r  # RollbackError: exit 1, error "rollback"
+    assert r["error"] == "rollback"
+    assert "rollback" in r["message"]
+    assert "labels.txt no longer verifies" in r["message"]
+    assert "1.1.0 is active now" in r["hint"]
+    after = snapshot(device.root)
+    changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+    assert changed == {f"models/{MODEL}/state.json"}, "only the degraded/corrupt record may change"
+    assert active_version(device) == "1.1.0"
+    s = model_state(device.root)
+    assert "1.0.0" in s["corrupt"]
+    assert s["degraded"]["version"] == "1.0.0"
+    st = status_of(device, capsys)
+    assert (st["state"], st["active"], st["previous"]) == ("degraded", "1.1.0", None)
+    # asked again, it is refused before reading anything: nothing left to roll back to
+    rc, r = run(device.root, "rollback", MODEL, capsys=capsys)
+    assert rc == 1
+    assert "no previous committed version that verifies" in r["message"]
+    rc, r = run(device.root, "rollback", MODEL, "--to", "1.0.0", capsys=capsys)
+    assert rc == 1
+    assert "rollback of defect-classifier to 1.0.0 refused" in r["message"]
+
+
+def test_operator_rollback_when_target_and_active_are_corrupt_leaves_no_corrupt_model_active(
+    three: Device, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dev = three
+    corrupt_file(dev, "1.1.0")
+    corrupt_file(dev, "2.0.0", "labels.txt")
+    rc, r = run(dev.root, "rollback", MODEL, capsys=capsys)
+    assert rc == 1, r
+    assert r["error"] == "rollback"
+    assert active_version(dev) == "1.0.0", "the newest kept version that verifies replaces the corrupt active"
+    st = status_of(dev, capsys)
+    assert st["state"] == "degraded"
+    assert "2.0.0 does not verify either" in st["degraded"]["reason"]
+    assert "1.0.0 is active instead" in st["degraded"]["reason"]
+    assert run(dev.root, "verify", MODEL, capsys=capsys)[0] == 0
+    # the corrupt versions stay on disk (for inspection) until the next install's garbage collection
+    assert dev.version_dir(MODEL, "2.0.0").is_dir()
+
+
+def test_corrupt_previous_found_by_verify_is_no_longer_offered(
+    device: Device, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert status_of(device, capsys)["previous"] == "1.0.0"
+    corrupt_file(device, "1.0.0", "golden.npz")
+    rc, r = run(device.root, "verify", MODEL, "--version", "1.0.0", capsys=capsys)
+    assert rc == 3
+    assert r["error"] == "integrity"
+    st = status_of(device, capsys)
+    assert st["previous"] is None
+    assert st["kept"] == ["1.1.0"]
+    assert facts_of(device, capsys)["previous_version"] is None
+    # the active version is fine: the model is not degraded, it only lost a rollback target
+    assert st["state"] == "committed"
+
+
+def test_corrupt_active_found_by_verify_makes_status_say_degraded(
+    device: Device, capsys: pytest.CaptureFixture[str]
+) -> None:
+    corrupt_file(device, "1.1.0")
+    rc, _ = run(device.root, "verify", MODEL, capsys=capsys)
+    assert rc == 3
+    st = status_of(device, capsys)
+    assert st["state"] == "degraded", "status must not say committed while verify fails"
+    assert "check" in st["degraded"]["reason"]
+    rc, r = run(device.root, "check", MODEL, capsys=capsys)
+    assert rc == 8, r
+    assert r["active"] == "1.0.0"
+    assert run(device.root, "verify", MODEL, capsys=capsys)[0] == 0
+
+
+def test_degraded_clears_after_a_good_install(
+    device: Device, release: Release, capsys: pytest.CaptureFixture[str]
+) -> None:
+    corrupt_file(device, "1.1.0")
+    assert run(device.root, "install", str(release.bundle("1.2.0")), capsys=capsys)[0] == 8
+    assert status_of(device, capsys)["state"] == "degraded"
+    nxt = release.custom("v2.edgebundle", "1.1.0", "--model-version", "2.0.0", "--counter", "20")
+    rc, r = run(device.root, "install", str(nxt), capsys=capsys)
+    assert rc == 0, r
+    assert r["degraded"] is None
+    st = status_of(device, capsys)
+    assert (st["state"], st["active"], st["previous"]) == ("committed", "2.0.0", "1.0.0")
+    assert st["degraded"] is None
+    # the corrupt copy was dropped by the garbage collection of that install
+    assert not device.version_dir(MODEL, "1.1.0").exists()
+    assert st["corrupt"] == {}
+    assert facts_of(device, capsys)["degraded_reason"] is None
+
+
+def test_degraded_clears_after_a_good_operator_rollback(three: Device, capsys: pytest.CaptureFixture[str]) -> None:
+    dev = three
+    corrupt_file(dev, "1.1.0")
+    assert run(dev.root, "rollback", MODEL, capsys=capsys)[0] == 1
+    assert status_of(dev, capsys)["previous"] == "1.0.0"
+    rc, r = run(dev.root, "rollback", MODEL, capsys=capsys)
+    assert rc == 0, r
+    assert r["active"] == "1.0.0"
+    st = status_of(dev, capsys)
+    assert (st["state"], st["degraded"]) == ("committed", None)
+
+
+@pytest.mark.parametrize("version", ["1.0.0", "1.1.0"], ids=["kept", "active"])
+def test_reinstall_of_a_corrupt_copy_restages_it_from_the_bundle(
+    device: Device, release: Release, capsys: pytest.CaptureFixture[str], version: str
+) -> None:
+    corrupt_file(device, version)
+    rc, r = run(device.root, "install", str(release.bundle(version)), capsys=capsys)
+    assert rc == 0, r
+    assert r["result"] == "installed", "a corrupt copy is never re-activated or reported unchanged as it is"
+    assert run(device.root, "verify", MODEL, capsys=capsys)[0] == 0
+    st = status_of(device, capsys)
+    assert (st["state"], st["active"], st["corrupt"]) == ("committed", version, {})
+
+
+def test_version_directory_holding_another_release_does_not_verify_as_that_version(
+    device: Device, release: Release, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # swap the two kept directories' contents: each is a valid signed release, but not the one recorded
+    a, b = device.version_dir(MODEL, "1.0.0"), device.version_dir(MODEL, "1.1.0")
+    os.chmod(a.parent, stat.S_IRWXU)
+    tmp = a.with_name("swap")
+    os.rename(a, tmp)
+    os.rename(b, a)
+    os.rename(tmp, b)
+    rc, r = run(device.root, "verify", MODEL, "--version", "1.0.0", capsys=capsys)
+    assert rc == 3
+    assert "not the committed" in r["message"]
+
+
+class Interrupted(BaseException):
+    """Stands for a power cut at a checkpoint: unwinds without running the rest of the operation."""
+
+
+def test_recovery_of_an_interrupted_rollback_verifies_its_target_again(
+    device: Device, release: Release, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The failed install of 1.2.0 is interrupted right after it verified 1.1.0 (persisted phase
+    # rolling_back); the disk then damages 1.1.0. Recovery must not trust the earlier verification.
+    def cut(name: str) -> None:
+        if name == "rollback.verify":
+            raise Interrupted
+
+    _faults.unsafe_arm(cut)
+    try:
+        with pytest.raises(Interrupted):
+            Device(device.root).install(str(release.bundle("1.2.0")))
+    finally:
+        _faults.unsafe_arm(None)
+    assert model_state(device.root)["pending"]["phase"] == "rolling_back"
+    corrupt_file(device, "1.1.0")
+    rc, rec = run(device.root, "recover", capsys=capsys)
+    assert rc == 0, rec
+    st = status_of(device, capsys)
+    assert st["pending"] is None
+    assert (st["state"], st["active"]) == ("degraded", "1.0.0")
+    assert "cannot roll back to 1.1.0" in st["degraded"]["reason"]
+    assert active_version(device) == "1.0.0"
+
+
+def test_rollback_refusal_is_reported_by_the_console_script(device: Device) -> None:
+    corrupt_file(device, "1.0.0")
+    r = run_cli(device.root, "rollback", MODEL)
+    r.assert_clean()
+    assert r.rc == 1
+    assert r.out["error"] == "rollback"
+    st = run_cli(device.root, "status")
+    assert st.out["models"][MODEL]["state"] == "degraded"
