@@ -1,13 +1,20 @@
 #!/usr/bin/env python3
-"""Validate models.yaml against the inventory (and registry) and print the rollout plan.
+"""Validate models.yaml against the inventory, the registry and the devices' trusted keys; print the plan.
 
-The same checks as the ``edgeml.fleet.desired_state`` action plugin, for local use and CI::
+The same function as the ``edgeml.fleet.desired_state`` action plugin that ``playbooks/validate.yml`` (and so
+every deploy) runs, with the same inputs read from the inventory, for local use and CI::
 
     python scripts/validate_models.py [models.yaml] [--inventory inventory/local] [--no-registry] [--json]
 
-The inventory's groups come from ``ansible-inventory -i INV --list``. Exit status 0 when the file is
-valid (the plan summary, or with ``--json`` the plan, goes to stdout), 1 otherwise (the error, as
-``file:line:column: problem (hint: fix)``, goes to stderr; under GitHub Actions also as an annotation).
+Inputs: the inventory's groups, and per device the trusted key files and threshold the ``edge_runtime``
+role will give it (``edge_runtime_trusted_keys`` / ``edge_runtime_threshold``, templated as a playbook in
+``playbooks/`` would see them). Every key file must be a public key; every planned bundle must verify
+with the keys of the devices that would install it (local bundles in full). ``--no-registry`` skips the
+registry and the bundles (the key files are still checked).
+
+Exit status 0 when the file is valid (the plan summary, or with ``--json`` the plan, goes to stdout), 1
+otherwise (the error, as ``file:line:column: problem (hint: fix)``, goes to stderr; under GitHub Actions
+also as an annotation).
 """
 
 from __future__ import annotations
@@ -15,8 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,10 +29,15 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "collections"))
 
-from ansible_collections.edgeml.fleet.plugins.module_utils.desired_state import (  # noqa: E402
+from ansible_collections.edgeml.fleet.plugins.plugin_utils.desired_state import (  # noqa: E402
     DesiredStateError,
-    build_plan,
+    Trust,
+    validate,
 )
+
+#: the edge_runtime role's variables that say what a device trusts (as the action plugin reads them)
+KEYS_VAR = "edge_runtime_trusted_keys"
+THRESHOLD_VAR = "edge_runtime_threshold"
 
 
 def _display(path: Path) -> str:
@@ -38,35 +48,39 @@ def _display(path: Path) -> str:
         return str(path)
 
 
-def inventory_groups(inventory: str) -> dict[str, list[str]]:
-    """Ansible's ``groups`` magic variable for ``inventory``: every group with all hosts below it."""
-    exe = Path(sys.executable).with_name("ansible-inventory")
-    cmd = str(exe) if exe.exists() else shutil.which("ansible-inventory")
-    if cmd is None:
-        raise RuntimeError("ansible-inventory not found; install ansible-core (make venv)")
-    proc = subprocess.run([cmd, "-i", inventory, "--list"], capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"ansible-inventory -i {inventory} --list failed:\n{proc.stderr.strip()}")
-    data: dict[str, Any] = json.loads(proc.stdout)
-    children: dict[str, list[str]] = {}
-    direct: dict[str, list[str]] = {}
-    for name, body in data.items():
-        if name == "_meta" or not isinstance(body, dict):
-            continue
-        direct[name] = list(body.get("hosts", []))
-        children[name] = list(body.get("children", []))
-        for child in children[name]:
-            direct.setdefault(child, [])
-            children.setdefault(child, [])
+def read_inventory(inventory: str) -> tuple[dict[str, list[str]], dict[str, Trust]]:
+    """Ansible's ``groups`` for ``inventory``, and each host's trust as a playbook in ``playbooks/`` sees it."""
+    from ansible.errors import AnsibleError
+    from ansible.inventory.manager import InventoryManager
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.template import Templar
+    from ansible.vars.manager import VariableManager
 
-    def hosts_below(group: str, seen: frozenset[str]) -> list[str]:
-        out = list(direct.get(group, []))
-        for child in children.get(group, []):
-            if child not in seen:
-                out.extend(hosts_below(child, seen | {child}))
-        return out
-
-    return {g: sorted(set(hosts_below(g, frozenset({g})))) for g in direct}
+    playbook_dir = REPO / "playbooks"
+    loader = DataLoader()
+    loader.set_basedir(str(playbook_dir))
+    try:
+        inv = InventoryManager(loader=loader, sources=[inventory])
+        if not inv.hosts:
+            raise RuntimeError(f"inventory {inventory} has no hosts (or cannot be parsed)")
+        variables = VariableManager(loader=loader, inventory=inv)
+        groups = {g: sorted(hosts) for g, hosts in inv.get_groups_dict().items()}
+        trust: dict[str, Trust] = {}
+        for host in inv.get_hosts():
+            hv = dict(variables.get_vars(host=host, include_hostvars=False))
+            hv["playbook_dir"] = str(playbook_dir)
+            templar = Templar(loader=loader, variables=hv)
+            keys = templar.template(hv.get(KEYS_VAR, []))
+            threshold = templar.template(hv.get(THRESHOLD_VAR, 1))
+            if isinstance(keys, (str, bytes)) or not isinstance(keys, (list, tuple)):
+                raise RuntimeError(f"{host}: {KEYS_VAR} must be a list of key file paths")
+            paths = [os.path.expanduser(str(k)) for k in keys]
+            trust[host.name] = Trust(
+                tuple(p if os.path.isabs(p) else str(playbook_dir / p) for p in paths), int(threshold)
+            )
+    except AnsibleError as exc:
+        raise RuntimeError(f"inventory {inventory}: {exc}") from None
+    return groups, trust
 
 
 def summary(plan: dict[str, Any]) -> str:
@@ -92,17 +106,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("models", nargs="?", type=Path, default=REPO / "models.yaml", help="default: models.yaml")
     parser.add_argument("--inventory", "-i", default=str(REPO / "inventory" / "local"), help="default: inventory/local")
-    parser.add_argument("--no-registry", action="store_true", help="do not look bundles up in the registry")
+    parser.add_argument(
+        "--no-registry", action="store_true", help="do not read the registry (no digest or signature checks)"
+    )
     parser.add_argument("--json", action="store_true", help="print the plan as JSON instead of the summary")
     args = parser.parse_args(argv)
 
     try:
-        groups = inventory_groups(args.inventory)
-    except (RuntimeError, json.JSONDecodeError, OSError) as exc:
+        groups, trust = read_inventory(args.inventory)
+    except (RuntimeError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     try:
-        plan = build_plan(_display(args.models), groups, check_registry=not args.no_registry)
+        plan = validate(_display(args.models), groups, check_registry=not args.no_registry, trust=trust)
     except DesiredStateError as exc:
         print(exc, file=sys.stderr)
         if os.environ.get("GITHUB_ACTIONS") == "true":

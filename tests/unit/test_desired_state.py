@@ -1,4 +1,4 @@
-"""models.yaml validation and rollout planning (edgeml.fleet module_utils/desired_state), pure Python.
+"""models.yaml validation and rollout planning (edgeml.fleet plugin_utils/desired_state), pure Python.
 
 Bundles are real: built and signed with edge_runtime into a registry directory once per module. The
 validator only reads their manifests, so any bytes serve as model and golden files.
@@ -22,7 +22,7 @@ from tests.support.keys import make_keypair
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "collections"))
 
-from ansible_collections.edgeml.fleet.plugins.module_utils import desired_state as ds  # noqa: E402
+from ansible_collections.edgeml.fleet.plugins.plugin_utils import desired_state as ds  # noqa: E402
 
 RELEASES = [("defect-classifier", "1.0.0", 1), ("defect-classifier", "1.1.0", 2), ("anomaly-detector", "0.3.0", 1)]
 

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
+import math
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
-_PATH = (Path(__file__).resolve().parents[2]
-         / "collections/ansible_collections/edgeml/fleet/plugins/module_utils/rollout.py")
-_spec = importlib.util.spec_from_file_location("edgeml_rollout", _PATH)
-assert _spec is not None
-assert _spec.loader is not None
-rollout = importlib.util.module_from_spec(_spec)
-sys.modules["edgeml_rollout"] = rollout
-_spec.loader.exec_module(rollout)
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "collections"))
+
+from ansible_collections.edgeml.fleet.plugins.module_utils import rollout
+from ansible_collections.edgeml.fleet.plugins.plugin_utils import gates
 
 
 def plan(gate: dict[str, Any], max_fail: float = 0, waves: list[list[str]] | None = None) -> dict[str, Any]:
@@ -22,8 +21,8 @@ def plan(gate: dict[str, Any], max_fail: float = 0, waves: list[list[str]] | Non
                                   "policy": {"max_fail_percent": max_fail, "health_gate": gate}}}}
 
 
-def installed(agree: float = 1.0, prev_agree: float | None = 1.0, conf: float = 0.95, p95: float = 0.1,
-              passed: bool = True) -> dict[str, Any]:
+def installed(agree: float | None = 1.0, prev_agree: float | None = 1.0, conf: float | None = 0.95,
+              p95: float | None = 0.1, passed: bool | None = True) -> dict[str, Any]:
     item = {"item": {"key": "m", "value": {"version": "1.1.0"}}, "changed": True, "active": "1.1.0",
             "smoke": {"passed": passed, "p95_ms": p95, "label_agreement": agree, "mean_confidence": conf},
             "previous_smoke": None if prev_agree is None else {"label_agreement": prev_agree}}
@@ -50,7 +49,7 @@ def test_gate_halts_on_latency_over_budget_and_rolls_back_installed_hosts() -> N
 
 def test_gate_halts_on_error_rate_increase() -> None:
     g = rollout.wave_gate(plan({"max_error_rate_increase": 0.02}), 1, {"a1": installed(0.9, 1.0)}, {})
-    assert "error rate rose by 10.0%" in g["halted"]["line_a"]["reason"]
+    assert "error rate rose by 10 percentage points > gate 2 " in g["halted"]["line_a"]["reason"]
     ok = rollout.wave_gate(plan({"max_error_rate_increase": 0.02}), 1, {"a1": installed(0.9, None)}, {})
     assert ok["halted"] == {}, "a first install has nothing to compare with"
 
@@ -152,3 +151,131 @@ def test_plan_subset_keeps_wave_membership_and_lists_the_devices_left_alone() ->
     assert sub["excluded"] == ["a1", "a3"]
     g = rollout.wave_gate(sub, 1, {}, {})  # an empty wave in this run has nothing to fail
     assert g["halted"] == {}
+
+
+# ---- exact thresholds: every gate at exactly its limit (passes, as the schema says) and one step beyond --------
+
+def _beyond(x: float, direction: float) -> float:
+    """The next binary float after ``x``: the smallest step a device's JSON number can take."""
+    return math.nextafter(x, direction)
+
+
+GATE_CASES = [
+    # (gate, measurement kwargs at the limit, kwargs one step beyond, phrase of the failure)
+    pytest.param({"max_p95_latency_ms": 20.0}, {"p95": 20.0}, {"p95": _beyond(20.0, math.inf)}, "p95 latency",
+                 id="p95-latency-inclusive"),
+    pytest.param({"max_p95_latency_ms": 0.3}, {"p95": 0.3}, {"p95": 0.30000000000000004},
+                 "p95 latency", id="p95-latency-binary-float-neighbour"),
+    pytest.param({"max_error_rate_increase": 0.02}, {"agree": 0.98, "prev_agree": 1.0},
+                 {"agree": _beyond(0.98, 0.0), "prev_agree": 1.0}, "error rate rose", id="error-rate-1.0-minus-0.98"),
+    pytest.param({"max_error_rate_increase": 0.02}, {"agree": 0.88, "prev_agree": 0.9},
+                 {"agree": 0.87, "prev_agree": 0.9}, "error rate rose", id="error-rate-0.9-minus-0.88"),
+    pytest.param({"max_error_rate_increase": 0.1}, {"agree": 0.7, "prev_agree": 0.8},
+                 {"agree": 0.6999999999999999, "prev_agree": 0.8}, "error rate rose", id="error-rate-0.8-minus-0.7"),
+    pytest.param({"max_error_rate_increase": 0}, {"agree": 0.9, "prev_agree": 0.9},
+                 {"agree": _beyond(0.9, 0.0), "prev_agree": 0.9}, "error rate rose", id="error-rate-zero-tolerance"),
+    pytest.param({"min_mean_confidence": 0.75}, {"conf": 0.75}, {"conf": _beyond(0.75, 0.0)}, "mean confidence",
+                 id="confidence-inclusive"),
+    pytest.param({"min_mean_confidence": 0.7}, {"conf": 0.7}, {"conf": 0.6999999999999999}, "mean confidence",
+                 id="confidence-decimal"),
+]
+
+
+@pytest.mark.parametrize(("gate", "at_limit", "beyond", "phrase"), GATE_CASES)
+def test_health_gate_passes_at_its_limit_and_fails_one_step_beyond(
+    gate: dict[str, Any], at_limit: dict[str, Any], beyond: dict[str, Any], phrase: str
+) -> None:
+    ok = rollout.wave_gate(plan(gate), 1, {"a1": installed(**at_limit)}, {})
+    assert ok["halted"] == {}, ok["report"]
+    bad = rollout.wave_gate(plan(gate), 1, {"a1": installed(**beyond)}, {})
+    reason = bad["halted"]["line_a"]["reason"]
+    assert phrase in reason
+    assert bad["rollback_hosts"] == ["a1"]
+    assert_numbers_differ(reason)
+
+
+def assert_numbers_differ(reason: str) -> None:
+    """Every "X > Y" / "X < Y" in a message shows two different numbers (never "12% > 12%")."""
+    pairs = re.findall(r"(-?\d+(?:\.\d+)?)(%?)(?: ms| percentage points)? [<>] (?:gate )?(-?\d+(?:\.\d+)?)", reason)
+    assert pairs, reason
+    for left, _, right in pairs:
+        assert float(left) != float(right), reason
+
+
+def test_smoke_pass_gate_at_and_beyond() -> None:
+    gate = {"require_smoke_pass": True}
+    assert rollout.wave_gate(plan(gate), 1, {"a1": installed(passed=True)}, {})["halted"] == {}
+    assert "smoke test did not pass" in rollout.wave_gate(plan(gate), 1, {"a1": installed(passed=False)},
+                                                          {})["halted"]["line_a"]["reason"]
+
+
+@pytest.mark.parametrize(("gate", "missing"), [
+    ({"max_p95_latency_ms": 20.0}, {"p95": None}),
+    ({"min_mean_confidence": 0.5}, {"conf": None}),
+    ({"max_error_rate_increase": 0.02}, {"agree": None, "prev_agree": 1.0}),
+    ({"require_smoke_pass": True}, {"passed": None}),
+])
+def test_a_measurement_the_device_did_not_report_fails_its_gate(gate: dict[str, Any], missing: dict[str, Any]) -> None:
+    g = rollout.wave_gate(plan(gate), 1, {"a1": installed(**missing)}, {})
+    assert "line_a" in g["halted"], "unknown must never count as healthy"
+
+
+@pytest.mark.parametrize(("limit", "hosts", "passing_failures"), [
+    (12.5, 8, 1),      # 1/8 = 12.5 % exactly at the limit
+    (50, 2, 1),
+    (0, 3, 0),
+    (33.3, 3, 0),      # 1/3 = 33.33.. % is above 33.3
+    (20, 5, 1),
+    (100 / 3, 3, 1),   # the float 33.333333333333336 is above 1/3 = 33.33..%: one failure passes
+    (12, 25, 3),       # 3/25 = 12 % exactly
+    (0.1, 1000, 1),    # 1/1000 = 0.1 %
+])
+def test_max_fail_percent_passes_at_the_limit_and_halts_one_device_beyond(
+    limit: float, hosts: int, passing_failures: int
+) -> None:
+    names = [f"h{i}" for i in range(hosts)]
+    p = plan({}, limit, [names])
+
+    def results(failures: int) -> dict[str, Any]:
+        return {h: installed(passed=i >= failures) for i, h in enumerate(names)}
+
+    expected_passing = passing_failures
+    ok = rollout.wave_gate(p, 1, results(expected_passing), {})
+    assert ok["halted"] == {}, ok["report"]
+    assert ok["report"]["line_a"]["passed"] is True
+    bad = rollout.wave_gate(p, 1, results(expected_passing + 1), {})
+    assert bad["report"]["line_a"]["passed"] is False
+    reason = bad["halted"]["line_a"]["reason"]
+    assert f"{expected_passing + 1}/{hosts} device(s) failed" in reason
+    assert_numbers_differ(reason)
+
+
+def test_fail_percent_message_never_reads_the_same_number_on_both_sides() -> None:
+    names = [f"h{i}" for i in range(8)]
+    res = {h: installed(passed=i >= 1) for i, h in enumerate(names)}
+    reason = rollout.wave_gate(plan({}, 12, [names]), 1, res, {})["halted"]["line_a"]["reason"]
+    assert "(12.5% > 12% allowed)" in reason
+
+
+@pytest.mark.parametrize(("value", "limit", "shown"), [
+    ("0.02", "0.02", ("0.02", "0.02")),
+    ("0.125", "0.12", ("0.125", "0.12")),
+    ("12.0000001", "12", ("12.0000001", "12")),
+])
+def test_messages_show_real_values(value: str, limit: str, shown: tuple[str, str]) -> None:
+    assert gates.show_pair(gates.exact(value), gates.exact(limit)) == shown
+
+
+def test_exact_takes_numbers_as_the_decimals_they_were_written_as() -> None:
+    assert gates.exact(1.0) - gates.exact(0.98) == gates.exact(0.02)
+    assert gates.exact("0.1") + gates.exact("0.2") == gates.exact(0.3)
+    for bad in (True, None, "abc", float("nan"), float("inf"), [1]):
+        with pytest.raises(ValueError, match="number"):
+            gates.exact(bad)
+
+
+def test_an_unusable_measurement_fails_the_gate_closed() -> None:
+    res = installed()
+    res["models"]["m"]["p95_ms"] = "fast"
+    g = rollout.wave_gate(plan({"max_p95_latency_ms": 20}), 1, {"a1": res}, {})
+    assert "unusable measurement" in g["halted"]["line_a"]["reason"]

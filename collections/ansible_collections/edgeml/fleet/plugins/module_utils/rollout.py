@@ -152,66 +152,19 @@ def effective_results(
 
 
 def _host_failure(result: Mapping[str, Any] | None, gate: Mapping[str, Any]) -> str | None:
-    """Why one device fails the health gate, or None when it passes."""
-    if result is None:
-        return "no result (unreachable or failed before converging)"
-    if not result.get("ok"):
-        return f"{result.get('status')}: {result.get('reason')}"
-    max_p95 = gate.get("max_p95_latency_ms")
-    for name, m in (result.get("models") or {}).items():
-        if m.get("status") != "installed":
-            continue  # unchanged devices were gated when they were installed; check mode has no smoke test
-        if gate.get("require_smoke_pass", True) and m.get("smoke_passed") is not True:
-            return f"{name}: smoke test did not pass"
-        if max_p95 is not None and m.get("p95_ms") is not None and float(m["p95_ms"]) > float(max_p95):
-            return f"{name}: smoke p95 {m['p95_ms']:.3f} ms > gate {max_p95} ms"
-        # Error rate and confidence on the bundle's golden samples, measured by the smoke test right after
-        # the install (live telemetry is not part of the gate yet). error rate = 1 - label agreement.
-        max_inc = gate.get("max_error_rate_increase")
-        new_agree, old_agree = m.get("label_agreement"), m.get("previous_label_agreement")
-        if max_inc is not None and new_agree is not None and old_agree is not None:
-            increase = float(old_agree) - float(new_agree)
-            if increase > float(max_inc):
-                return f"{name}: golden-set error rate rose by {increase:.1%} (gate {float(max_inc):.1%})"
-        min_conf, conf = gate.get("min_mean_confidence"), m.get("mean_confidence")
-        if min_conf is not None and conf is not None and float(conf) < float(min_conf):
-            return f"{name}: mean confidence {float(m['mean_confidence']):.3f} < gate {float(min_conf)}"
-    return None
+    """Why one device fails the health gate, or None when it passes (exact: ``plugin_utils/gates.py``)."""
+    from ansible_collections.edgeml.fleet.plugins.plugin_utils.gates import host_failure
+
+    return host_failure(result, gate)
 
 
 def wave_gate(
     plan: Mapping[str, Any], wave: int, results: Mapping[str, Any], halted: Mapping[str, Any] | None
 ) -> dict[str, Any]:
-    """Evaluate wave ``wave`` of every rollout group.
+    """Evaluate wave ``wave`` of every rollout group (exact arithmetic: ``plugin_utils/gates.py``)."""
+    from ansible_collections.edgeml.fleet.plugins.plugin_utils.gates import wave_gate as exact_wave_gate
 
-    ``results`` maps host → ``edge_model_result`` (missing = no result). Returns ``halted`` (the groups
-    halted so far, with the wave and reason), ``report`` (per group of this wave) and ``rollback_hosts``
-    (devices of a failed wave that installed the new version and must be rolled back).
-    """
-    halted = dict(halted or {})
-    report: dict[str, Any] = {}
-    rollback: list[str] = []
-    for group, g in sorted((plan.get("groups") or {}).items()):
-        waves = g.get("waves") or []
-        if group in halted or wave > len(waves):
-            continue
-        hosts = list(waves[wave - 1])
-        policy = g.get("policy") or {}
-        gate = policy.get("health_gate") or {}
-        failures = {h: why for h in hosts if (why := _host_failure(results.get(h), gate))}
-        pct = 100.0 * len(failures) / len(hosts) if hosts else 0.0
-        limit = float(policy.get("max_fail_percent", 0))
-        passed = pct <= limit
-        report[group] = {"wave": wave, "hosts": hosts, "failures": failures, "fail_percent": round(pct, 1),
-                         "max_fail_percent": limit, "passed": passed}
-        if not passed:
-            halted[group] = {
-                "wave": wave,
-                "reason": f"wave {wave}: {len(failures)}/{len(hosts)} device(s) failed ({pct:.0f}% > {limit:.0f}%): "
-                + "; ".join(f"{h}: {w}" for h, w in sorted(failures.items())),
-            }
-            rollback += [h for h in hosts if (results.get(h) or {}).get("status") == "installed"]
-    return {"halted": halted, "report": report, "rollback_hosts": sorted(rollback)}
+    return exact_wave_gate(plan, wave, results, halted)
 
 
 def fleet_report(

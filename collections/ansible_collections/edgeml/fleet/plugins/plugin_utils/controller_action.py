@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 from ansible.plugins.action import ActionBase
 
 
-class ControllerAction(ActionBase):
+class ControllerAction(ActionBase):  # type: ignore[misc]  # ansible-core ships no types: ActionBase is Any
     """Validates the task's arguments against ``ARGUMENT_SPEC`` and hands them to :meth:`act`."""
 
     ARGUMENT_SPEC: ClassVar[dict[str, Any]] = {}
@@ -18,7 +18,7 @@ class ControllerAction(ActionBase):
     _supports_check_mode = True
 
     def run(self, tmp: str | None = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
-        result = super().run(tmp, task_vars)
+        result: dict[str, Any] = super().run(tmp, task_vars)
         del tmp  # unused since Ansible 2.5
         _, args = self.validate_argument_spec(argument_spec=self.ARGUMENT_SPEC)
         result.update(changed=False)  # these actions never change a host

@@ -1,0 +1,133 @@
+# Copyright (c) edgeml maintainers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""Trusted-key files on the controller: only PUBLIC keys pass, and nothing of a refused file is ever shown.
+
+Controller-only (imports cryptography). :func:`read_public_key` is the one gate every trusted-key input
+crosses before it is used for verification or sent to a device (the ``desired_state`` validation and the
+``edge_runtime_setup`` action both call it). A file is accepted only when, apart from whitespace, it
+is exactly one PEM ``PUBLIC KEY`` block holding an ECDSA P-256 key (what the runtime trusts); what is
+passed on is the key re-encoded from its parsed form, never the file's other bytes.
+
+Every refusal is a :class:`TrustedKeyError` that names the file and what kind of thing it holds
+(a private key, an encrypted private key, an OpenSSH private key, not PEM...), and never quotes the
+file's content: a private key in the wrong list must not end up in a log or a terminal either.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ansible_collections.edgeml.fleet.plugins.plugin_utils.models_yaml import DesiredStateError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+
+__all__ = ["MAX_KEY_FILE_BYTES", "PublicKey", "TrustedKeyError", "check_public_pem", "read_public_key"]
+
+#: a P-256 public key PEM is 178 bytes; anything far larger is not one
+MAX_KEY_FILE_BYTES = 16 * 1024
+
+_BEGIN = re.compile(rb"-----BEGIN ([A-Z0-9 ]{1,64})-----")
+_PUBLIC_BLOCK = re.compile(
+    rb"\A\s*(-----BEGIN PUBLIC KEY-----\r?\n[A-Za-z0-9+/=\r\n]{1,8192}-----END PUBLIC KEY-----)\s*\Z"
+)
+_PRIVATE_MARKERS = (b"PRIVATE KEY", b"PuTTY-User-Key-File", b'"d":')
+
+_ROTATE = (
+    "list the public key (edge-release keygen writes NAME.pub next to NAME.key); nothing was sent to any "
+    "device. If this private key was ever committed, copied or shared, treat it as leaked and rotate it"
+)
+
+
+class TrustedKeyError(DesiredStateError):
+    """A trusted-key input that is not a usable public key. Its message never contains the input."""
+
+    def __init__(self, source: str, problem: str, hint: str | None = None) -> None:
+        super().__init__(source, 0, 0, problem, hint)
+
+
+@dataclass(frozen=True)
+class PublicKey:
+    """An accepted trusted key: where it came from, its id, its canonical PEM (what devices get), the key."""
+
+    source: str
+    key_id: str
+    pem: str
+    key: EllipticCurvePublicKey
+
+
+def _kind_of_refused(data: bytes) -> tuple[str, str]:
+    """(problem, hint) for bytes that are not exactly one PEM public key; never quotes ``data``."""
+    labels = [m.group(1).decode("ascii") for m in _BEGIN.finditer(data)]
+    private = [label for label in labels if "PRIVATE KEY" in label]
+    if private:
+        label = private[0]
+        what = {
+            "ENCRYPTED PRIVATE KEY": "an encrypted private key",
+            "OPENSSH PRIVATE KEY": "an OpenSSH private key",
+        }.get(label, "a private key")
+        return f"holds {what} (PEM '{label}'), not a public key; a private key is never trusted or sent", _ROTATE
+    if any(marker in data for marker in _PRIVATE_MARKERS):
+        return "looks like a private key, not a public key; a private key is never trusted or sent", _ROTATE
+    if data.lstrip().startswith((b"ssh-", b"ecdsa-sha2-")):
+        return "is an OpenSSH public key, not a PEM public key", (
+            "export it as PEM: ssh-keygen -f KEY.pub -e -m PKCS8 > KEY.pem"
+        )
+    if "PUBLIC KEY" in labels and len(labels) > 1:
+        return f"holds {len(labels)} PEM blocks; a trusted-key file holds exactly one public key", (
+            "put each public key in its own file"
+        )
+    if labels:
+        return f"holds a PEM '{labels[0]}' block, not a 'PUBLIC KEY'", "list the PEM public key file"
+    return "is not a PEM public key", "list the PEM public key file (-----BEGIN PUBLIC KEY-----)"
+
+
+def check_public_pem(data: bytes, source: str) -> PublicKey:
+    """Accept ``data`` only if it is exactly one PEM ECDSA P-256 public key; ``source`` names it in errors."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from edge_runtime.trust import key_id
+
+    if len(data) > MAX_KEY_FILE_BYTES:
+        raise TrustedKeyError(
+            source, f"is larger than {MAX_KEY_FILE_BYTES} bytes: not a public key file", "list the PEM public key"
+        )
+    m = _PUBLIC_BLOCK.match(data)
+    if m is None:
+        raise TrustedKeyError(source, *_kind_of_refused(data))
+    try:
+        key = serialization.load_pem_public_key(m.group(1))
+    except (ValueError, TypeError):
+        # cryptography's message is not shown: it could be about the bytes
+        raise TrustedKeyError(
+            source, "holds a PEM public key block that does not parse", "regenerate or re-export it"
+        ) from None
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise TrustedKeyError(
+            source, f"holds a {type(key).__name__.lstrip('_')}, not an ECDSA P-256 public key",
+            "edge devices trust ECDSA P-256 keys; generate them with edge-release keygen",
+        )
+    pem = key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return PublicKey(source=source, key_id=key_id(key), pem=pem.decode("ascii"), key=key)
+
+
+def read_public_key(path: str | Path) -> PublicKey:
+    """Read and check one trusted-key file on the controller (see the module docstring)."""
+    source = str(path)
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_KEY_FILE_BYTES + 1)
+    except FileNotFoundError:
+        raise TrustedKeyError(
+            source, "trusted key file not found", "fix the path in edge_runtime_trusted_keys"
+        ) from None
+    except IsADirectoryError:
+        raise TrustedKeyError(source, "is a directory, not a key file", "list the PEM public key files") from None
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise TrustedKeyError(source, f"cannot read the trusted key file: {reason}") from None
+    return check_public_pem(data, source)
