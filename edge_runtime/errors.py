@@ -20,8 +20,10 @@ __all__ = [
     "DownloadInterruptedError",
     "DownloadStalledError",
     "DownloadTooLargeError",
+    "DownloadTooSlowError",
     "EdgeRuntimeError",
     "ExpiredError",
+    "HTTPHeaderError",
     "HTTPStatusError",
     "ImmutableVersionError",
     "IncompatibleError",
@@ -34,6 +36,7 @@ __all__ = [
     "OutputEncodingError",
     "PolicyError",
     "QuarantinedError",
+    "RedirectRefusedError",
     "RollbackError",
     "SignatureError",
     "StagingError",
@@ -294,6 +297,24 @@ class DownloadTooLargeError(DownloadError):
     """The server sent more bytes than were declared."""
 
     code = "download_too_large"
+
+
+class DownloadTooSlowError(DownloadError):
+    """The average rate fell below the minimum, or the download passed its overall deadline."""
+
+    code = "download_too_slow"
+
+
+class RedirectRefusedError(DownloadError):
+    """A redirect broke the redirect rule (scheme, host, downgrade, count); nothing was fetched from it."""
+
+    code = "redirect_refused"
+
+
+class HTTPHeaderError(DownloadError):
+    """The server's response head broke the HTTP limits (header count, line length, total size)."""
+
+    code = "http_headers"
 
 
 class StagingError(EdgeRuntimeError):

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import ipaddress
 import json
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
-from edge_runtime._fetch import FetchConfig, fetch, part_path, sidecar_path
+from edge_runtime._fetch import FetchConfig, expire_partials, fetch, part_path, sidecar_path
 from edge_runtime.errors import (
     ConfigError,
     DiskFullError,
@@ -20,7 +24,10 @@ from edge_runtime.errors import (
     DownloadInterruptedError,
     DownloadStalledError,
     DownloadTooLargeError,
+    DownloadTooSlowError,
+    HTTPHeaderError,
     HTTPStatusError,
+    RedirectRefusedError,
 )
 from tests.support.http_server import BundleServer, Route
 
@@ -289,39 +296,339 @@ def test_fetch_draws_progress_bar_and_clears_it(
     assert "\n" not in err
 
 
-@pytest.fixture
-def tiny_fs(tmp_path: Path) -> Iterator[Path]:
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
+# --- a download cannot wedge a device: full disks, endless bodies, drips, redirects, hostile heads -----
+
+
+def _mount_tmpfs(mnt: Path, size: str) -> None:
+    """Mount a real tmpfs of ``size`` at ``mnt`` (a real full disk), or skip saying why it cannot."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs (a real full disk) needs root")
+    mnt.mkdir(parents=True, exist_ok=True)
     try:
         proc = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)],
+            capture_output=True, text=True, timeout=10, check=False,
         )
     except (OSError, subprocess.SubprocessError) as exc:
-        pytest.skip(f"cannot mount a 256 KiB tmpfs to simulate a full disk: {exc}")
+        pytest.skip(f"cannot mount a {size} tmpfs to simulate a full disk: {exc}")
     if proc.returncode != 0:
-        pytest.skip(f"cannot mount a 256 KiB tmpfs to simulate a full disk: {proc.stderr.strip()}")
+        pytest.skip(f"cannot mount a {size} tmpfs to simulate a full disk: {proc.stderr.strip()}")
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 4 MiB file system."""
+    mnt = tmp_path / "small"
+    _mount_tmpfs(mnt, "4m")
     try:
         yield mnt
     finally:
-        subprocess.run(["umount", str(mnt)], capture_output=True, timeout=10, check=False)
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True, timeout=10, check=False)
 
 
-def test_fetch_disk_full_raises_disk_full_error(http_server: BundleServer, tiny_fs: Path) -> None:
-    body = os.urandom(512 * 1024)
-    http_server.add(PATH, body)
-    dest = tiny_fs / "b.edgebundle"
+def free_bytes(path: Path) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+BIG = os.urandom(6 * 1024 * 1024)  # more than the 4 MiB disk
+
+
+def test_declared_size_bigger_than_free_space_is_refused_before_writing(
+    http_server: BundleServer, small_disk: Path
+) -> None:
+    http_server.add(PATH, BIG)
+    dest = small_disk / "downloads" / "b.edgebundle"
     with pytest.raises(DiskFullError) as exc:
-        fetch(http_server.url(PATH), dest, config=FAST, progress=False)
-    assert str(part_path(dest)) in exc.value.message
-    assert not dest.exists()
-    assert sorted(p.name for p in tiny_fs.iterdir()) in (
-        [part_path(dest).name, sidecar_path(dest).name],
-        [sidecar_path(dest).name],
+        fetch(http_server.url(PATH), dest, config=dataclasses.replace(FAST, reserve_bytes=0), progress=False)
+    assert exc.value.exit_code == 6
+    assert f"{len(BIG)} more bytes" in exc.value.message
+    assert list(dest.parent.iterdir()) == []  # nothing left behind, not even a sidecar
+    assert len(http_server.requests_for(PATH)) == 1
+
+
+def test_expected_size_bigger_than_free_space_is_refused_before_any_request(
+    http_server: BundleServer, small_disk: Path
+) -> None:
+    http_server.add(PATH, BIG)
+    dest = small_disk / "downloads" / "b.edgebundle"
+    with pytest.raises(DiskFullError):
+        fetch(http_server.url(PATH), dest, expected_length=len(BIG), config=FAST, progress=False)
+    assert http_server.requests_for(PATH) == []
+    assert list(dest.parent.iterdir()) == []
+
+
+def test_free_space_check_counts_the_reserve_at_the_threshold(http_server: BundleServer, small_disk: Path) -> None:
+    body = os.urandom(256 * 1024)
+    http_server.add(PATH, body)
+    dest = small_disk / "b.edgebundle"
+    free = free_bytes(small_disk)
+    # one byte more reserve than fits: refused; exactly what fits: accepted
+    with pytest.raises(DiskFullError):
+        fetch(http_server.url(PATH), dest, config=dataclasses.replace(FAST, reserve_bytes=free - len(body) + 1),
+              progress=False)
+    assert sorted(p.name for p in small_disk.iterdir()) == []
+    cfg = dataclasses.replace(FAST, reserve_bytes=free - len(body) - 64 * 1024)  # a page of slack for the sidecar
+    fetch(http_server.url(PATH), dest, config=cfg, progress=False)
+    assert dest.read_bytes() == body
+
+
+@pytest.mark.parametrize("declared", [False, True], ids=["chunked", "content-length-lie"])
+def test_endless_body_on_a_small_disk_stops_at_the_reserve_and_leaves_nothing(
+    http_server: BundleServer, small_disk: Path, declared: bool
+) -> None:
+    # chunked: no length at all, 64 MiB of "endless" body; lie: a small Content-Length check passes, but
+    # another writer fills the disk while the body arrives (see the next test): the reserve holds either way
+    route = Route(os.urandom(64 * 1024), extra_bytes=64 * 1024 * 1024) if not declared else Route(BIG)
+    http_server.add(PATH, route)
+    dest = small_disk / "b.edgebundle"
+    cfg = dataclasses.replace(FAST, reserve_bytes=1024 * 1024, max_bytes=1 << 30)
+    if declared:
+        filler = small_disk / "filler"
+        filler.write_bytes(b"\0" * (free_bytes(small_disk) - 1024 * 1024 - 512 * 1024))
+    before = free_bytes(small_disk)
+    with pytest.raises(DiskFullError) as exc:
+        fetch(http_server.url(PATH), dest, config=cfg, progress=False)
+    assert "reserve" in exc.value.message
+    assert not part_path(dest).exists()
+    assert not sidecar_path(dest).exists()
+    assert free_bytes(small_disk) == before  # every byte it wrote was given back
+
+
+def test_disk_filled_by_another_writer_mid_download_removes_partial(
+    http_server: BundleServer, small_disk: Path
+) -> None:
+    body = os.urandom(1024 * 1024)
+    http_server.add(PATH, Route(body, drip_interval=0.05, drip_bytes=64 * 1024))
+    dest = small_disk / "b.edgebundle"
+    cfg = dataclasses.replace(FAST, read_timeout=3.0, reserve_bytes=64 * 1024, retries=0)
+
+    def fill_when_started() -> None:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not (part_path(dest).exists() and part_path(dest).stat().st_size):
+            time.sleep(0.01)
+        with contextlib.suppress(OSError):
+            (small_disk / "filler").write_bytes(b"\0" * free_bytes(small_disk))
+
+    filler = threading.Thread(target=fill_when_started)
+    filler.start()
+    try:
+        with pytest.raises(DiskFullError):
+            fetch(http_server.url(PATH), dest, config=cfg, progress=False)
+    finally:
+        filler.join()
+    assert sorted(p.name for p in small_disk.iterdir()) == ["filler"]
+
+
+def test_endless_body_is_cut_at_the_expected_size(http_server: BundleServer, dest: Path) -> None:
+    http_server.add(PATH, Route(BODY, extra_bytes=64 * 1024 * 1024))
+    t0 = time.monotonic()
+    with pytest.raises(DownloadTooLargeError):
+        fetch(http_server.url(PATH), dest, expected_length=len(BODY), config=FAST, progress=False)
+    assert time.monotonic() - t0 < 5
+    assert leftovers(dest.parent, dest) == []
+
+
+def test_endless_undeclared_body_is_cut_at_max_bytes(http_server: BundleServer, dest: Path) -> None:
+    http_server.add(PATH, Route(b"", extra_bytes=64 * 1024 * 1024))
+    cfg = dataclasses.replace(FAST, max_bytes=2 * 1024 * 1024)
+    with pytest.raises(DownloadTooLargeError, match=f"more than {2 * 1024 * 1024} bytes"):
+        fetch(http_server.url(PATH), dest, config=cfg, progress=False)
+    assert leftovers(dest.parent, dest) == []
+
+
+SLOW = dataclasses.replace(FAST, read_timeout=1.0, min_rate=100.0, rate_window_s=1.0, rate_grace_s=1.0, retries=3)
+
+
+def test_dripping_server_is_cut_by_the_minimum_rate_in_bounded_time(http_server: BundleServer, dest: Path) -> None:
+    # one byte every 0.5 s never trips the 1 s stall timeout: only the rate rule can end it
+    http_server.add(PATH, Route(BODY, drip_interval=0.5, drip_bytes=1))
+    t0 = time.monotonic()
+    with pytest.raises(DownloadTooSlowError) as exc:
+        fetch(http_server.url(PATH), dest, config=SLOW, progress=False)
+    elapsed = time.monotonic() - t0
+    assert elapsed < 5, elapsed
+    assert "below the minimum of 100 bytes/s" in exc.value.message
+    assert exc.value.exit_code == 5
+    assert len(http_server.requests_for(PATH)) == 1  # a slow server is not retried
+
+
+def test_server_dripping_its_headers_is_cut_in_bounded_time(http_server: BundleServer, dest: Path) -> None:
+    http_server.add(PATH, Route(BODY, drip_head=True, drip_interval=0.3))
+    t0 = time.monotonic()
+    with pytest.raises(DownloadTooSlowError):
+        fetch(http_server.url(PATH), dest, config=SLOW, progress=False)
+    assert time.monotonic() - t0 < 5
+    assert leftovers(dest.parent, dest) == []
+
+
+def test_retries_never_outlast_the_overall_deadline(http_server: BundleServer, dest: Path) -> None:
+    # every attempt stalls; ten retries would take > 10 s, the deadline (1 s + size / min_rate) ends it
+    http_server.add(PATH, Route(BODY, stall_after=CHUNK, stall_seconds=5.0))
+    size = len(BODY)
+    cfg = dataclasses.replace(
+        FAST, read_timeout=0.5, retries=10, rate_grace_s=60.0, min_rate=size / 1.0, deadline_allowance_s=1.0
     )
-    with contextlib.suppress(FileNotFoundError):
-        assert part_path(dest).read_bytes() == body[: part_path(dest).stat().st_size]
+    t0 = time.monotonic()
+    with pytest.raises(DownloadTooSlowError, match="deadline"):
+        fetch(http_server.url(PATH), dest, config=cfg, progress=False)
+    assert time.monotonic() - t0 < 4
+    assert cfg.deadline_s(size) == pytest.approx(2.0)
+
+
+def test_rate_at_the_minimum_passes(http_server: BundleServer, dest: Path) -> None:
+    # 2 KiB every 0.1 s = 20 KiB/s against a minimum of 10 KiB/s, measured over 0.5 s windows
+    body = os.urandom(40 * 1024)
+    http_server.add(PATH, Route(body, drip_interval=0.1, drip_bytes=2048))
+    cfg = dataclasses.replace(FAST, min_rate=10 * 1024, rate_window_s=0.5, rate_grace_s=0.5)
+    fetch(http_server.url(PATH), dest, config=cfg, progress=False)
+    assert dest.read_bytes() == body
+
+
+def test_redirect_on_the_same_host_is_followed(http_server: BundleServer, dest: Path) -> None:
+    http_server.add(PATH, BODY)
+    http_server.add("/old", Route(b"", redirect_to=PATH, redirect_status=301))
+    fetch(http_server.url("/old"), dest, config=FAST, progress=False)
+    assert dest.read_bytes() == BODY
+
+
+@pytest.fixture
+def other_server() -> Iterator[BundleServer]:
+    with BundleServer() as srv:
+        yield srv
+
+
+def test_redirect_to_another_host_is_refused_unless_allowed(
+    http_server: BundleServer, other_server: BundleServer, dest: Path
+) -> None:
+    other_server.add(PATH, BODY)
+    http_server.add("/r", Route(b"", redirect_to=other_server.url(PATH)))
+    with pytest.raises(RedirectRefusedError, match="another host") as exc:
+        fetch(http_server.url("/r"), dest, config=FAST, progress=False)
+    assert exc.value.exit_code == 5
+    assert other_server.requests_for(PATH) == []  # never contacted
+    assert leftovers(dest.parent, dest) == []
+    port = other_server.url("/").split(":")[2].split("/")[0]
+    fetch(http_server.url("/r"), dest, config=dataclasses.replace(FAST, allowed_redirect_hosts=(f"127.0.0.1:{port}",)),
+          progress=False)
+    assert dest.read_bytes() == BODY
+
+
+@pytest.mark.parametrize("target", ["file:///etc/passwd", "ftp://127.0.0.1/b", "gopher://127.0.0.1:70/x"])
+def test_redirect_off_http_is_refused(http_server: BundleServer, dest: Path, target: str) -> None:
+    http_server.add("/r", Route(b"", redirect_to=target))
+    with pytest.raises(RedirectRefusedError, match="only http and https"):
+        fetch(http_server.url("/r"), dest, config=dataclasses.replace(FAST, allowed_redirect_hosts=("127.0.0.1",)),
+              progress=False)
+    assert leftovers(dest.parent, dest) == []
+
+
+def test_redirect_loop_is_bounded(http_server: BundleServer, dest: Path) -> None:
+    http_server.add("/loop", Route(b"", redirect_to="/loop"))
+    with pytest.raises(RedirectRefusedError, match="more than 5 times"):
+        fetch(http_server.url("/loop"), dest, config=FAST, progress=False)
+    assert len(http_server.requests_for("/loop")) == 6
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> tuple[str, str]:
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return str(cert_path), str(key_path)
+
+
+def test_redirect_from_https_to_http_is_refused(
+    http_server: BundleServer, dest: Path, tls_files: tuple[str, str]
+) -> None:
+    http_server.add(PATH, BODY)
+    with BundleServer(tls=tls_files) as tls_server:
+        tls_server.add(PATH, BODY)
+        session = requests.Session()
+        session.verify = tls_files[0]
+        session.trust_env = False  # else REQUESTS_CA_BUNDLE from the environment overrides verify
+        # the real https server works ...
+        fetch(tls_server.url(PATH), dest, config=FAST, progress=False, session=session)
+        assert dest.read_bytes() == BODY
+        dest.unlink()
+        # ... but never redirects a download to plain http, even to an allowed host
+        tls_server.add("/down", Route(b"", redirect_to=tls_server.url(PATH).replace("https://", "http://")))
+        cfg = dataclasses.replace(FAST, allowed_redirect_hosts=("127.0.0.1",))
+        with pytest.raises(RedirectRefusedError, match="https to http"):
+            fetch(tls_server.url("/down"), dest, config=cfg, progress=False, session=session)
+    assert not dest.exists()
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [(f"X-Flood-{i}", "x") for i in range(150)],  # more headers than http.client reads
+        [(f"X-Many-{i}", "y") for i in range(101)],  # one beyond Limits.http_max_headers (100, with ours)
+        [("X-Long", "z" * (9 * 1024))],  # one line beyond 8 KiB
+        [(f"X-Big-{i}", "w" * 4000) for i in range(20)],  # 80 KiB of head, beyond 64 KiB
+    ],
+    ids=["150-headers", "101-headers", "9KiB-line", "80KiB-head"],
+)
+def test_oversized_response_head_is_refused_and_not_retried(
+    http_server: BundleServer, dest: Path, headers: list[tuple[str, str]]
+) -> None:
+    http_server.add(PATH, Route(BODY, extra_headers=headers))
+    with pytest.raises(HTTPHeaderError):
+        fetch(http_server.url(PATH), dest, config=FAST, progress=False)
+    assert len(http_server.requests_for(PATH)) == 1
+    assert leftovers(dest.parent, dest) == []
+
+
+def test_response_head_at_the_limits_is_accepted(http_server: BundleServer, dest: Path) -> None:
+    http_server.add(PATH, Route(BODY, extra_headers=[("X-Long", "z" * (8 * 1024 - len("X-Long: ")))]))
+    fetch(http_server.url(PATH), dest, config=FAST, progress=False)
+    assert dest.read_bytes() == BODY
+
+
+def test_stale_partials_expire_by_age_and_count(tmp_path: Path) -> None:
+    d = tmp_path / "downloads"
+    d.mkdir()
+    now = time.time()
+    for i, age_h in enumerate([1, 2, 3, 100]):
+        part = d / f"p{i}.edgebundle.part"
+        part.write_bytes(b"x")
+        (d / f"p{i}.edgebundle.part.json").write_text("{}")
+        os.utime(part, (now - age_h * 3600, now - age_h * 3600))
+    (d / "orphan.edgebundle.part.json").write_text("{}")
+    cfg = FetchConfig(partial_max_age_s=48 * 3600, partial_max_count=2)
+    expire_partials(d, cfg, keep=d / "p2.edgebundle")
+    # p3 is too old, the orphan sidecar has no partial; of the rest the current one (p2) and the newest stay
+    assert sorted(p.name for p in d.iterdir()) == [
+        "p0.edgebundle.part", "p0.edgebundle.part.json", "p2.edgebundle.part", "p2.edgebundle.part.json",
+    ]
+
+
+def test_download_settings_are_validated_with_a_clear_error() -> None:
+    with pytest.raises(ConfigError, match="min_rate must be > 0"):
+        FetchConfig(min_rate=0)
+    with pytest.raises(ConfigError, match="unknown download setting"):
+        FetchConfig().with_overrides({"min_rat": 1})
+    with pytest.raises(ConfigError, match="wrong type"):
+        FetchConfig().with_overrides({"retries": "3"})
+    with pytest.raises(ConfigError, match="host"):
+        FetchConfig(allowed_redirect_hosts=("evil.example/path",))
+    assert FetchConfig().with_overrides({"retries": 0, "read_timeout": None}).retries == 0

@@ -12,9 +12,11 @@ stops), extra bytes are a fixed count, and the server thread is joined on exit.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import socket
+import ssl
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -56,6 +58,18 @@ class Route:
     drop_after: int | None = None
     #: apply ``stall_after``/``drop_after`` to the first k requests only (None: to all)
     fault_requests: int | None = None
+    #: send the body ``drip_bytes`` at a time, one piece every ``drip_interval`` seconds (a slow server)
+    drip_interval: float | None = None
+    drip_bytes: int = 1
+    #: drip the response head too (one header byte per ``drip_interval``): a server stuck in the headers
+    drip_head: bool = False
+    #: answer with this redirect status and ``Location: redirect_to`` instead of the file
+    redirect_to: str | None = None
+    redirect_status: int = 302
+    #: extra response header lines (name, value), e.g. a header flood
+    extra_headers: list[tuple[str, str]] = field(default_factory=list)
+    #: send this Content-Length instead of the real one (a server that lies about the size)
+    declared_length: int | None = None
     #: requests seen so far for this route (set by the server)
     hits: int = field(default=0, init=False)
 
@@ -79,7 +93,11 @@ class RecordedRequest:
 class BundleServer:
     """A context manager running a ThreadingHTTPServer on an ephemeral loopback port."""
 
-    def __init__(self, routes: Mapping[str, Route | bytes] | None = None) -> None:
+    def __init__(
+        self, routes: Mapping[str, Route | bytes] | None = None, *, tls: tuple[str, str] | None = None
+    ) -> None:
+        #: (certificate PEM path, key PEM path): serve https instead of http
+        self.tls = tls
         self.routes: dict[str, Route] = {}
         for path, route in (routes or {}).items():
             self.add(path, route)
@@ -99,7 +117,7 @@ class BundleServer:
     def url(self, path: str) -> str:
         assert self._httpd is not None, "server not started"
         host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}{path}"
+        return f"{'https' if self.tls else 'http'}://{host!s}:{port}{path}"
 
     def requests_for(self, path: str) -> list[RecordedRequest]:
         with self._lock:
@@ -119,6 +137,10 @@ class BundleServer:
 
         httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         httpd.daemon_threads = True
+        if self.tls is not None:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*self.tls)
+            httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
         self._httpd = httpd
         self._thread = threading.Thread(
             target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="bundle-http", daemon=True
@@ -172,6 +194,16 @@ class _Handler(BaseHTTPRequestHandler):
         if route.status is not None and (route.status_requests is None or hit <= route.status_requests):
             self._simple(route.status)
             return
+        if route.redirect_to is not None:
+            self.send_response(route.redirect_status)
+            self.send_header("Location", route.redirect_to)
+            self.send_header("Content-Length", "0")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            return
+        if route.drip_head and route.drip_interval is not None:
+            self._drip(b"HTTP/1.1 200 OK\r\n" + b"X-Slow: " + b"s" * 100_000, route.drip_interval, 1)
+            return
         body = route.body
         etag = route.strong_etag()
         start, status = 0, 200
@@ -206,12 +238,18 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/octet-stream")
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{start + len(body) - 1}/{len(route.body)}")
+        for name, value in route.extra_headers:
+            self.send_header(name, value)
         if chunked:
             self.send_header("Transfer-Encoding", "chunked")
         else:
-            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Length", str(route.declared_length if route.declared_length else len(body)))
         self.send_header("Connection", "close")
         self.end_headers()
+        if route.drip_interval is not None:
+            with contextlib.suppress(OSError):
+                self._drip(body, route.drip_interval, route.drip_bytes, chunked)
+            return
 
         cut = None
         if faulty and route.drop_after is not None:
@@ -244,6 +282,17 @@ class _Handler(BaseHTTPRequestHandler):
             sent += len(piece)
         self.wfile.flush()
         return sent
+
+    def _drip(self, data: bytes, interval: float, piece: int, chunked: bool = False) -> None:
+        """Send ``data`` ``piece`` bytes at a time, one piece per ``interval`` s, until done or stopped."""
+        for i in range(0, len(data), piece):
+            part = data[i : i + piece]
+            self.wfile.write(f"{len(part):x}\r\n".encode() + part + b"\r\n" if chunked else part)
+            self.wfile.flush()
+            if self.owner._stop.wait(interval):
+                return
+        if chunked:
+            self.wfile.write(b"0\r\n\r\n")
 
     def _abort(self) -> None:
         try:
