@@ -157,6 +157,19 @@ error:
   returned: on failure
   type: str
   sample: integrity
+degraded:
+  description:
+    - True when the runtime reports the model DEGRADED (a rollback target no longer verified on disk, so the
+      device could not reach the intended version); the task fails. Cleared by the next install or operator
+      rollback that commits, or a passing O(state=tested) check.
+  returned: when the model is degraded, and after a runtime operation
+  type: bool
+  sample: true
+degraded_reason:
+  description: Why the model is degraded, e.g. C(cannot roll back to 1.0.0 - model.tflite no longer verifies).
+  returned: when the model is degraded
+  type: str
+  sample: "cannot roll back to 1.0.0: model.tflite no longer verifies (...); no model is active"
 diff:
   description: The active version before and after.
   returned: always
@@ -190,6 +203,8 @@ def _outcome(module: AnsibleModule, dev: Any, before: dict[str, Any], res: dict[
     """The module result of a runtime operation; a rollback by the runtime fails the task."""
     facts = dev.write_facts()
     diff = {"before": before, "after": {"version": res["active"]}}
+    res["degraded_reason"] = res.pop("degraded", None)
+    res["degraded"] = res["degraded_reason"] is not None
     if res["result"] == "rolled_back":
         res.pop("changed", None)
         module.fail_json(
@@ -201,6 +216,17 @@ def _outcome(module: AnsibleModule, dev: Any, before: dict[str, Any], res: dict[
             **res,
         )
     return {**res, "diff": diff, "ansible_facts": {"edge_runtime": facts}}
+
+
+def _fail_if_degraded(module: AnsibleModule, result: dict[str, Any]) -> None:
+    """A model the runtime reports DEGRADED (a rollback target did not verify) fails the task, with the reason."""
+    name = module.params["name"]
+    twin = ((result.get("ansible_facts") or {}).get("edge_runtime") or {}).get("models", {}).get(name) or {}
+    if twin.get("state") == "degraded":
+        reason = twin.get("degraded_reason")
+        extra = {k: v for k, v in result.items() if k not in ("msg", "error", "degraded", "degraded_reason")}
+        module.fail_json(msg=f"{name} is DEGRADED on this device: {reason}", error="degraded", degraded=True,
+                         degraded_reason=reason, **extra)
 
 
 def _present(module: AnsibleModule, dev: Any) -> dict[str, Any]:
@@ -330,6 +356,7 @@ def main() -> None:
         result = action(module, dev)
         if "ansible_facts" not in result:
             result["ansible_facts"] = {"edge_runtime": device_facts(dev)}
+        _fail_if_degraded(module, result)
     except EdgeRuntimeError as exc:
         fail_runtime_error(module, exc)
     module.exit_json(**result)
