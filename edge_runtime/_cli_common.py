@@ -8,14 +8,16 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from .errors import EdgeRuntimeError
+from ._json import dumps_strict
+from .errors import EdgeRuntimeError, safe_text
 
 
 def emit(as_json: bool, data: dict[str, Any], human: str) -> None:
+    # strict JSON (no NaN/Infinity); human text may quote untrusted names: escape what cannot be printed
     if as_json:
-        sys.stdout.write(json.dumps(data, indent=1, sort_keys=True) + "\n")
+        sys.stdout.write(dumps_strict(data, "--json output", indent=1, sort_keys=True) + "\n")
     else:
-        sys.stdout.write(human.rstrip("\n") + "\n")
+        sys.stdout.write(safe_text(human.rstrip("\n")) + "\n")
 
 
 def run(fn: Callable[[], int], as_json: bool) -> int:

@@ -25,16 +25,29 @@ the document and the problem and quotes untrusted text truncated.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
+import sys
+import types
+import typing
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal, Union
 
 from ._limits import DEFAULT_LIMITS, Limits
 from .errors import BundleFormatError, EdgeRuntimeError, OutputEncodingError, quote_untrusted
 
-__all__ = ["ErrorFactory", "dumps_strict", "dumps_strict_bytes", "loads_untrusted"]
+__all__ = [
+    "ErrorFactory",
+    "check_fields",
+    "conforms",
+    "dumps_strict",
+    "dumps_strict_bytes",
+    "loads_untrusted",
+    "read_untrusted_file",
+]
 
 #: builds the error to raise from a message; an EdgeRuntimeError subclass itself qualifies
 ErrorFactory = Callable[[str], EdgeRuntimeError]
@@ -162,6 +175,94 @@ def loads_untrusted(
     except (ValueError, RecursionError) as exc:  # defence in depth: the checks above should pre-empt these
         raise error(f"{what} is not valid JSON: {quote_untrusted(str(exc))}") from None
     return doc
+
+
+def read_untrusted_file(path: Path, max_bytes: int) -> bytes:
+    """Read at most ``max_bytes + 1`` bytes of ``path`` (one more, so the size check can refuse it).
+
+    ``OSError`` (a missing or unreadable file) is left to the caller, which knows what it means.
+    """
+    with path.open("rb") as fh:
+        return fh.read(max_bytes + 1)
+
+
+def conforms(value: Any, hint: Any) -> bool:
+    """Whether a parsed JSON ``value`` fits the type ``hint``.
+
+    Understands ``Any``, ``None``, ``bool``, ``int`` (not bool), ``float`` (finite; ints accepted),
+    ``str``, ``Literal``, unions, ``list[T]``, ``tuple[T, ...]`` (a JSON array) and ``dict[K, V]``.
+    The recursion follows the hint, not the value, so its depth is bounded by the hint.
+    """
+    if hint is Any:
+        return True
+    if hint is None or hint is type(None):
+        return value is None
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Union or origin is types.UnionType:
+        return any(conforms(value, a) for a in args)
+    if origin is Literal:
+        return any(value == a and type(value) is type(a) for a in args)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (list, tuple) or hint in (list, tuple):
+        if not isinstance(value, list):
+            return False
+        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+            return len(value) == len(args) and all(conforms(v, a) for v, a in zip(value, args, strict=True))
+        item = args[0] if args else Any
+        return all(conforms(v, item) for v in value)
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            return False
+        key, val = args or (Any, Any)
+        return all(conforms(k, key) and conforms(v, val) for k, v in value.items())
+    return False
+
+
+def _field_hints(cls: type) -> dict[str, Any]:
+    """The resolved annotations of ``cls``; a field whose annotation cannot be resolved at run time
+    (a name imported only for type checkers) is left out, and :func:`check_fields` cannot check it."""
+    try:
+        return typing.get_type_hints(cls)
+    except NameError:
+        module = vars(sys.modules[cls.__module__])
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            try:
+                out[f.name] = eval(f.type, module) if isinstance(f.type, str) else f.type  # noqa: S307 - annotations of our own code
+            except NameError:
+                continue
+        return out
+
+
+def check_fields(cls: type, doc: Any, what: str, error: ErrorFactory, *, skip: tuple[str, ...] = ()) -> None:
+    """Check a parsed JSON object against the fields of dataclass ``cls`` before ``cls(**doc)`` runs.
+
+    Refuses a non-object, unknown keys, missing required fields and values whose type does not fit
+    the field's annotation; every message names the field. Fields in ``skip`` are the caller's job.
+    """
+    if not isinstance(doc, dict):
+        raise error(f"{what} must be a JSON object")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in skip}
+    unknown = sorted(set(doc) - set(fields) - set(skip))
+    if unknown:
+        listed = ", ".join(quote_untrusted(k, 40) for k in unknown[:5])
+        raise error(f"{what} has unknown field(s) {listed}")
+    hints = _field_hints(cls)
+    for name, f in fields.items():
+        if name not in doc:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise error(f"{what} is missing the field {name}")
+            continue
+        if name in hints and not conforms(doc[name], hints[name]):
+            shown = str(hints[name]).replace("typing.", "")
+            raise error(f"{what}: field {name} must be {shown}, got {quote_untrusted(doc[name], 60)}")
 
 
 def _find_unencodable(obj: Any, path: str = "$") -> str | None:

@@ -16,6 +16,7 @@ import io
 import os
 import tarfile
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -26,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from . import keys as _keys
 from ._limits import DEFAULT_LIMITS, Limits
 from ._tarheaders import RawMember, TarHeaderWalker
-from .errors import BundleFormatError, IntegrityError, UnsafeBundleError, quote_untrusted
+from .errors import BundleFormatError, ConfigError, IntegrityError, UnsafeBundleError, quote_untrusted
 from .manifest import (
     MANIFEST_NAME,
     MANIFEST_TYPE,
@@ -47,6 +48,7 @@ __all__ = [
     "build_bundle",
     "copy_verified",
     "iter_members",
+    "open_bundle",
     "read_envelope",
     "verify_bundle",
 ]
@@ -147,7 +149,7 @@ def add_signature(bundle: Path, key: ec.EllipticCurvePrivateKey) -> str:
     valid and every listed file present, or nothing is written.
     """
     kid = key_id(key.public_key())
-    with bundle.open("rb") as fh:
+    with open_bundle(bundle) as fh:
         stream = BundleStream(fh)
         env = stream.envelope
         manifest = Manifest.from_signed(env.signed)
@@ -279,9 +281,23 @@ class BundleStream:
             yield entry, fh
 
 
+@contextmanager
+def open_bundle(path: Path) -> Iterator[BinaryIO]:
+    """Open a bundle file given by an operator; a name that cannot be opened is a :class:`ConfigError`."""
+    try:
+        fh = path.open("rb")
+    except OSError as exc:
+        raise ConfigError(
+            f"bundle {quote_untrusted(str(path))} cannot be opened: {exc.strerror}",
+            hint="pass the path of a .edgebundle file",
+        ) from None
+    with fh:
+        yield fh
+
+
 def read_envelope(path: Path, limits: Limits = DEFAULT_LIMITS) -> Envelope:
     """Read and parse only the manifest of a bundle (no trust decisions)."""
-    with path.open("rb") as fh:
+    with open_bundle(path) as fh:
         return BundleStream(fh, limits).envelope
 
 
@@ -304,7 +320,7 @@ def copy_verified(entry: FileEntry, src: IO[bytes], dst: BinaryIO | None) -> Non
 
 def verify_bundle(path: Path, policy: TrustPolicy) -> Manifest:
     """Verify signatures and every file of a bundle without writing anything."""
-    with path.open("rb") as fh:
+    with open_bundle(path) as fh:
         stream = BundleStream(fh)
         manifest = verify_envelope(stream.envelope, policy)
         for entry, member in stream.members(manifest):
@@ -313,5 +329,5 @@ def verify_bundle(path: Path, policy: TrustPolicy) -> Manifest:
 
 
 def iter_members(path: Path, manifest: Manifest) -> Iterator[tuple[FileEntry, IO[bytes]]]:
-    with path.open("rb") as fh:
+    with open_bundle(path) as fh:
         yield from BundleStream(fh).members(manifest)
