@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -67,13 +68,14 @@ groups:
 def registry(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A registry directory with three signed bundles, and the values models.yaml needs for them."""
     root = tmp_path_factory.mktemp("registry")
-    key = make_keypair(root / "keys", "release").private
+    pair = make_keypair(root / "keys", "release")
+    key = pair.private
     src = root / "src"
     src.mkdir()
     (src / "model.tflite").write_bytes(b"not really a model")
     (src / "golden.npz").write_bytes(b"not really golden data")
     reg = root / "registry"
-    values: dict[str, Any] = {"registry": str(reg)}
+    values: dict[str, Any] = {"registry": str(reg), "pub": str(pair.public_path), "key": str(pair.private_path)}
     for name, version, counter in RELEASES:
         rel = f"{name}/{version}.edgebundle"
         out = reg / rel
@@ -548,3 +550,307 @@ def test_size_is_optional(tmp_path: Path, registry: dict[str, Any]) -> None:
     unchecked = ds.build_plan(path, INVENTORY, check_registry=False)["hosts"]["dev-b1"]["models"]
     assert unchecked["anomaly-detector"]["size"] is None
     assert unchecked["defect-classifier"]["size"] == registry["s_dc100"]
+
+
+# ------------------------------------------------------------------------------------------------
+# models.yaml as hostile input: aliases, encodings, size and depth (plugin_utils/models_yaml.py)
+
+BILLION_LAUGHS = """\
+schema: 1
+a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]
+b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]
+c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]
+d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]
+e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]
+f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]
+g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]
+h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g]
+i: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h]
+j: &j [*i, *i, *i, *i, *i, *i, *i, *i, *i]
+k: &k [*j, *j, *j, *j, *j, *j, *j, *j, *j]
+"""
+
+
+def test_billion_laughs_is_refused_at_its_first_anchor_without_expanding(tmp_path: Path) -> None:
+    text = BILLION_LAUGHS  # 9**11 strings if expanded, and 9**41 with the lines below
+    text += "".join(f"l{n}: &l{n} [" + ", ".join([f"*{'k' if n == 0 else f'l{n - 1}'}"] * 9) + "]\n" for n in range(30))
+    assert 2000 < len(text.encode()) < 4000
+    err = fails(tmp_path, text)
+    assert (err.line, err.column) == (2, 4)
+    assert "anchor &a" in err.problem
+    assert err.hint is not None
+    assert "write each value out" in err.hint
+
+
+def test_an_alias_is_refused_at_its_position(tmp_path: Path, registry: dict[str, Any]) -> None:
+    text = render(registry).replace('      defect-classifier: "1.0.0"\n', "      defect-classifier: *pin\n")
+    err = fails(tmp_path, text)
+    assert err.line == line_of(text, "*pin")
+    assert err.column == 26
+    assert "alias *pin" in err.problem
+
+
+def test_anchors_are_refused_even_without_an_alias(tmp_path: Path, registry: dict[str, Any]) -> None:
+    text = render(registry).replace("    rollout:\n", "    rollout: &policy\n", 1)
+    err = fails(tmp_path, text)
+    assert err.line == line_of(text, "&policy")
+    assert "anchor &policy" in err.problem
+
+
+def test_a_utf8_bom_is_reported_at_line_1_column_1_with_the_fix(tmp_path: Path, registry: dict[str, Any]) -> None:
+    path = tmp_path / "models.yaml"
+    path.write_bytes(b"\xef\xbb\xbf" + render(registry).encode())
+    with pytest.raises(ds.DesiredStateError) as info:
+        ds.build_plan(str(path), INVENTORY)
+    assert (info.value.line, info.value.column) == (1, 1)
+    assert "byte order mark" in info.value.problem
+    assert info.value.hint is not None
+    assert "without BOM" in info.value.hint
+    assert str(info.value).startswith(f"{path}:1:1: ")
+
+
+def test_a_utf16_file_is_reported_as_such(tmp_path: Path, registry: dict[str, Any]) -> None:
+    path = tmp_path / "models.yaml"
+    path.write_bytes(render(registry).encode("utf-16"))
+    with pytest.raises(ds.DesiredStateError, match="UTF-16") as info:
+        ds.build_plan(str(path), INVENTORY)
+    assert (info.value.line, info.value.column) == (1, 1)
+
+
+@pytest.mark.parametrize(("prefix", "column"), [("# Zürich ", 10), ("# caf", 6), ("", 1)])
+def test_latin1_is_reported_at_the_line_and_column_of_the_first_bad_byte(
+    tmp_path: Path, registry: dict[str, Any], prefix: str, column: int
+) -> None:
+    lines = render(registry).splitlines(keepends=True)
+    lines.insert(3, prefix + "café line\n")
+    data = "".join(lines).encode("utf-8")
+    bad = ("".join(lines[:3]) + prefix).encode("utf-8") + "café line\n".encode("latin-1")
+    data = bad + "".join(lines[4:]).encode("utf-8")
+    path = tmp_path / "models.yaml"
+    path.write_bytes(data)
+    with pytest.raises(ds.DesiredStateError) as info:
+        ds.build_plan(str(path), INVENTORY)
+    err = info.value
+    assert "not UTF-8" in err.problem
+    assert "0xe9" in err.problem
+    assert err.line == 4
+    assert err.column == column + len("caf")
+    assert err.hint is not None
+    assert "iconv" in err.hint
+
+
+def test_a_control_character_is_located(tmp_path: Path, registry: dict[str, Any]) -> None:
+    text = render(registry).replace("schema: 1\n", "schema: 1\n# bad \x07 bell\n")
+    err = fails(tmp_path, text)
+    assert (err.line, err.column) == (2, 7)
+    assert "not allowed" in err.problem
+
+
+def test_file_size_limit_at_the_limit_and_one_byte_beyond(tmp_path: Path, registry: dict[str, Any]) -> None:
+    from ansible_collections.edgeml.fleet.plugins.plugin_utils.models_yaml import ModelsLimits
+
+    path = write(tmp_path, render(registry))
+    size = Path(path).stat().st_size
+    ds.validate(path, INVENTORY, limits=ModelsLimits(max_file_bytes=size))
+    with pytest.raises(ds.DesiredStateError, match=f"larger than {size - 1} bytes"):
+        ds.validate(path, INVENTORY, limits=ModelsLimits(max_file_bytes=size - 1))
+    big = tmp_path / "big.yaml"
+    big.write_text("# padding\n" * 110_000 + render(registry))  # > 1 MiB by default
+    with pytest.raises(ds.DesiredStateError, match="larger than"):
+        ds.build_plan(str(big), INVENTORY)
+
+
+def test_nesting_depth_limit_at_the_limit_and_one_level_beyond(tmp_path: Path) -> None:
+    from ansible_collections.edgeml.fleet.plugins.plugin_utils.models_yaml import ModelsLimits, load_yaml
+
+    path = write(tmp_path, "schema: 1\nx: " + "[" * 15 + "]" * 15 + "\n")  # 16 levels with the top mapping
+    load_yaml(path, ModelsLimits(max_depth=16))
+    with pytest.raises(ds.DesiredStateError, match="nesting deeper than 15") as info:
+        load_yaml(path, ModelsLimits(max_depth=15))
+    assert (info.value.line, info.value.column) == (2, 18)  # the 15th "[" is the 16th level
+    deep = write(tmp_path, "x: " + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(ds.DesiredStateError, match="nesting deeper"):
+        load_yaml(deep)
+
+
+# ------------------------------------------------------------------------------------------------
+# One version pattern, one wave count
+
+
+def test_the_schema_version_pattern_is_the_runtimes() -> None:
+    from edge_runtime.manifest import SEMVER_PATTERN, Version
+
+    schema = json.loads((REPO / "schemas" / "models.schema.json").read_text())
+    assert schema["$defs"]["semver"]["pattern"] == SEMVER_PATTERN
+    with pytest.raises(Exception, match="not a semantic version"):
+        Version.parse("1.2")
+
+
+@pytest.mark.parametrize("pin", ["1.2", "1", "1.2.0.0"])
+def test_a_version_the_runtime_refuses_is_refused_here(tmp_path: Path, registry: dict[str, Any], pin: str) -> None:
+    text = render(registry).replace('defect-classifier: "1.0.0"', f'defect-classifier: "{pin}"')
+    err = fails(tmp_path, text)
+    assert err.line == line_of(text, f'"{pin}"')
+
+
+def test_deploy_runs_exactly_max_waves_wave_plays() -> None:
+    import yaml
+
+    plays = yaml.safe_load((REPO / "playbooks" / "deploy.yml").read_text())
+    waves = [p["vars"]["edge_wave"] for p in plays
+             if str(p.get("ansible.builtin.import_playbook", "")).endswith("_wave.yml")]
+    assert waves == list(range(1, ds.MAX_WAVES + 1))
+
+
+def test_a_rollout_needing_more_waves_than_deploy_runs_is_refused(tmp_path: Path, registry: dict[str, Any]) -> None:
+    hosts = [f"dev-a{i}" for i in range(1, 8)]
+    groups = {**INVENTORY, "line_a": hosts}
+    at_limit = render(registry).replace('waves: [1, "50%", "100%"]', 'waves: [1, 2, 3, 4, "100%"]')
+    plan = ds.validate(write(tmp_path, at_limit), groups, check_registry=False)
+    assert plan["max_wave"] == ds.MAX_WAVES
+    beyond = render(registry).replace('waves: [1, "50%", "100%"]', 'waves: [1, 2, 3, 4, 5, "100%"]')
+    err = _validate_error(tmp_path, beyond, groups, check_registry=False)
+    assert err.line == line_of(beyond, "waves: [1, 2, 3")
+    assert f"needs {ds.MAX_WAVES + 1} waves" in err.problem
+    assert f"a deploy runs at most {ds.MAX_WAVES}" in err.problem
+
+
+def _validate_error(tmp_path: Path, text: str, groups: dict[str, list[str]], **kw: Any) -> ds.DesiredStateError:
+    with pytest.raises(ds.DesiredStateError) as info:
+        ds.validate(write(tmp_path, text), groups, **kw)
+    return info.value
+
+
+# ------------------------------------------------------------------------------------------------
+# Signatures with the devices' trusted keys, and the keys themselves (plugin_utils/trusted_keys.py)
+
+
+def test_planned_bundles_verify_with_the_devices_keys(tmp_path: Path, registry: dict[str, Any]) -> None:
+    plan = ds.validate(write(tmp_path, render(registry)), INVENTORY, trust=ds.Trust((registry["pub"],)))
+    assert sorted((v["model"], v["version"]) for v in plan["verified"]) == [
+        ("anomaly-detector", "0.3.0"), ("defect-classifier", "1.0.0"), ("defect-classifier", "1.1.0")]
+    assert all(v["files"] == 2 for v in plan["verified"])
+
+
+def test_a_bundle_signed_by_a_key_the_devices_do_not_trust_is_refused_at_its_line(
+    tmp_path: Path, registry: dict[str, Any]
+) -> None:
+    other = make_keypair(tmp_path / "other", "other")
+    text = render(registry)
+    trust = {h: ds.Trust((registry["pub"],)) for h in INVENTORY["all"]}
+    trust["dev-b2"] = ds.Trust((str(other.public_path),))  # one device of line_b trusts another key
+    err = _validate_error(tmp_path, text, INVENTORY, trust=trust)
+    assert "does not verify with the trusted keys of dev-b2" in err.problem
+    assert err.line in (line_of(text, '"0.3.0"'), line_of(text, '"1.0.0"'))
+    threshold = _validate_error(tmp_path, text, INVENTORY, trust=ds.Trust((registry["pub"], str(other.public_path)), 2))
+    assert "1 valid signature(s) from trusted keys, 2 required" in threshold.problem
+
+
+def _private_key_files(tmp_path: Path, registry: dict[str, Any]) -> dict[str, Path]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    files = {
+        "pkcs8": Path(registry["key"]),
+        "encrypted": key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.BestAvailableEncryption(b"secret")),
+        "sec1": key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                  serialization.NoEncryption()),
+        "openssh": key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                     serialization.NoEncryption()),
+        "public+private": Path(registry["pub"]).read_bytes() + Path(registry["key"]).read_bytes(),
+        "der-private": key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                         serialization.NoEncryption()),
+        "garbage": b"hello world\n",
+        "empty": b"",
+        "rsa-public": rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
+        "ssh-public": key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                                    serialization.PublicFormat.OpenSSH),
+    }
+    out = {}
+    for name, data in files.items():
+        if isinstance(data, Path):
+            out[name] = data
+            continue
+        path = tmp_path / f"{name}.pem"
+        path.write_bytes(data)
+        out[name] = path
+    return out
+
+
+KEY_CASES = ["pkcs8", "encrypted", "sec1", "openssh", "public+private", "der-private", "garbage", "empty",
+             "rsa-public", "ssh-public"]
+
+
+@pytest.mark.parametrize("case", KEY_CASES)
+def test_only_public_keys_are_trusted_and_a_refusal_never_shows_the_file(
+    tmp_path: Path, registry: dict[str, Any], case: str
+) -> None:
+    path = _private_key_files(tmp_path, registry)[case]
+    for check_registry in (True, False):  # keys are checked even without a registry check
+        err = _validate_error(tmp_path, render(registry), INVENTORY, check_registry=check_registry,
+                              trust=ds.Trust((registry["pub"], str(path))))
+        assert err.file == str(path)
+        assert str(err).startswith(f"{path}: ")
+        content = path.read_bytes()
+        for line in content.splitlines():
+            if len(line.strip()) >= 8 and not line.startswith(b"-----"):
+                assert line.decode("latin-1") not in str(err), "key material in the message"
+        if case in ("pkcs8", "encrypted", "sec1", "openssh", "public+private"):
+            assert "private key" in err.problem
+            assert err.hint is not None
+            assert "rotate" in err.hint
+
+
+def test_a_missing_key_file_and_no_keys_at_all_are_refused(tmp_path: Path, registry: dict[str, Any]) -> None:
+    missing = _validate_error(tmp_path, render(registry), INVENTORY, trust=ds.Trust((str(tmp_path / "nope.pub"),)))
+    assert "not found" in missing.problem
+    none = _validate_error(tmp_path, render(registry), INVENTORY, trust=ds.Trust(()))
+    assert "no trusted keys" in none.problem
+    twice = _validate_error(tmp_path, render(registry), INVENTORY, trust=ds.Trust((registry["pub"], registry["pub"])))
+    assert "more than once" in twice.problem
+
+
+# ------------------------------------------------------------------------------------------------
+# scripts/validate_models.py (make validate) refuses what the deploy would refuse
+
+
+def _inventory(tmp_path: Path, keys: list[str], threshold: int = 1) -> Path:
+    inv = tmp_path / "inventory.yml"
+    groups = {g: {"hosts": dict.fromkeys(h)} for g, h in INVENTORY.items() if g not in ("all", "ungrouped")}
+    inv.write_text(json.dumps({"all": {"vars": {"edge_runtime_trusted_keys": keys, "edge_runtime_threshold": threshold},
+                                       "hosts": {"dev-c1": None}, "children": groups}}))
+    return inv
+
+
+def _script(models: str, inventory: Path) -> Any:
+    import subprocess
+
+    return subprocess.run([sys.executable, str(REPO / "scripts" / "validate_models.py"), models, "-i", str(inventory)],
+                          capture_output=True, text=True, check=False, timeout=120)
+
+
+def test_validate_script_checks_signatures_with_the_inventorys_keys(tmp_path: Path, registry: dict[str, Any]) -> None:
+    models = write(tmp_path, render(registry))
+    good = _script(models, _inventory(tmp_path, [registry["pub"]]))
+    assert good.returncode == 0, good.stderr
+    other = make_keypair(tmp_path / "other", "other")
+    bad = _script(models, _inventory(tmp_path, [str(other.public_path)]))
+    assert bad.returncode == 1
+    first_line = bad.stderr.splitlines()[0]
+    expected = rf"{re.escape(models)}:\d+:\d+: bundle .* does not verify with the trusted keys"
+    assert re.match(expected, first_line), bad.stderr
+    threshold = _script(models, _inventory(tmp_path, [registry["pub"], str(other.public_path)], threshold=2))
+    assert threshold.returncode == 1
+    assert "2 required" in threshold.stderr
+
+
+def test_validate_script_refuses_a_private_key_without_printing_it(tmp_path: Path, registry: dict[str, Any]) -> None:
+    models = write(tmp_path, render(registry))
+    r = _script(models, _inventory(tmp_path, [registry["pub"], registry["key"]]))
+    assert r.returncode == 1
+    assert r.stderr.startswith(f"{registry['key']}: holds a private key")
+    body = [ln for ln in Path(registry["key"]).read_text().splitlines() if not ln.startswith("-----")]
+    assert not any(ln in r.stdout + r.stderr for ln in body)
