@@ -19,11 +19,23 @@ description:
 extends_documentation_fragment:
   - edgeml.fleet.device
 options:
+  trusted_key_files:
+    description:
+      - Controller paths of the trusted public keys (PEM), found like C(copy)'s C(src). Read and checked on the
+        controller by this module's action plugin; each must hold exactly one ECDSA P-256 PUBLIC KEY.
+      - A private key (or anything else) fails the task on the controller, naming the file but never showing
+        its content, and nothing is sent to the device.
+      - Keys listed here and in O(trusted_keys) are trusted together; keys not listed are removed.
+    type: list
+    elements: path
+    default: []
   trusted_keys:
-    description: PEM contents of the trusted public keys (not paths); keys not listed are removed.
+    description:
+      - PEM contents of trusted public keys, checked on the controller like O(trusted_key_files).
+      - Never logged (C(no_log)). Prefer O(trusted_key_files), which keeps key material out of task arguments.
     type: list
     elements: str
-    required: true
+    default: []
   threshold:
     description: Distinct trusted signatures a bundle needs.
     type: int
@@ -58,8 +70,8 @@ EXAMPLES = r"""
 - name: Initialise the device root
   edgeml.fleet.edge_runtime_setup:
     root: /var/lib/edge-runtime
-    trusted_keys:
-      - "{{ lookup('ansible.builtin.file', 'keys/release-1.pub') }}"
+    trusted_key_files:
+      - keys/release-1.pub
     threshold: 1
     allowed_models: [defect-classifier]
     facts_path: /etc/ansible/facts.d/edge_runtime.fact
@@ -163,7 +175,9 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec={
             "root": {"type": "path", "required": True},
-            "trusted_keys": {"type": "list", "elements": "str", "required": True, "no_log": False},
+            # the action plugin read and checked the files on the controller and passes their keys here
+            "trusted_keys": {"type": "list", "elements": "str", "default": [], "no_log": True},
+            "trusted_key_files": {"type": "list", "elements": "path", "default": []},
             "threshold": {"type": "int", "default": 1},
             "allowed_models": {"type": "list", "elements": "str", "default": []},
             "keep_versions": {"type": "int", "default": 2},
@@ -172,8 +186,14 @@ def main() -> None:
         },
         supports_check_mode=True,
     )
-    require_runtime(module)
     p = module.params
+    if p["trusted_key_files"]:
+        module.fail_json(msg="trusted_key_files are controller paths read by the edgeml.fleet.edge_runtime_setup "
+                         "action plugin, which did not run; nothing was changed", error="config")
+    if any("PRIVATE KEY" in pem for pem in p["trusted_keys"]):  # the action plugin refuses these first
+        module.fail_json(msg="trusted_keys holds a private key; only public keys are trusted. Nothing was changed; "
+                         "rotate that key", error="config")
+    require_runtime(module)
     dev = Device(p["root"])
     before = _current(dev)
     pems = [(pem.strip() + "\n").encode() for pem in p["trusted_keys"]]
@@ -182,8 +202,8 @@ def main() -> None:
         wanted_ids = sorted(set(ids))
         if not ids:
             module.fail_json(
-                msg="trusted_keys is empty: a device trusts no bundle without a key "
-                "(set edge_runtime_trusted_keys to the PEM files of the release keys)",
+                msg="no trusted keys: a device trusts no bundle without a key "
+                "(set edge_runtime_trusted_keys to the PEM files of the release public keys)",
                 error="config",
             )
         if len(wanted_ids) != len(ids):
