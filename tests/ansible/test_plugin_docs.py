@@ -15,7 +15,8 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.mark.parametrize(
     ("plugin", "kind"),
     [("edge_model", "module"), ("edge_model_info", "module"), ("edge_runtime_setup", "module"),
-     ("desired_state", "module"), ("fleet_report", "module"), ("role_arguments", "module")],
+     ("desired_state", "module"), ("fleet_report", "module"), ("role_arguments", "module"),
+     ("fleet_lock", "module"), ("device_plan", "module")],
 )
 def test_ansible_doc_renders(plugin: str, kind: str) -> None:
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),

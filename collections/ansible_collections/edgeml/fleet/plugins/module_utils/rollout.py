@@ -11,8 +11,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-#: worst first: the host's status is the worst status of its models
-SEVERITY = ("unreachable", "quarantined", "rolled_back", "failed", "installed", "would_change", "unchanged")
+from edge_runtime.decision import Pin, decide, healthy
+
+#: worst first: the host's status is the worst status of its models. ``unverified``: the pinned version is
+#: active but no passed post-install health check is recorded for it (the device is not counted healthy).
+SEVERITY = ("unreachable", "quarantined", "rolled_back", "failed", "unverified", "installed", "would_change",
+            "unchanged")
+UNVERIFIED_REASON = "{v} is active but no passed post-install health check is recorded for it on this device"
 
 
 def classify_item(item: Mapping[str, Any], check_mode: bool) -> dict[str, Any]:
@@ -29,11 +34,17 @@ def classify_item(item: Mapping[str, Any], check_mode: bool) -> dict[str, Any]:
         status = "failed"
     elif item.get("changed"):
         status = "would_change" if check_mode else "installed"
+    elif item.get("healthy") is False:
+        # the pinned version is active (no-op), but its health check is not recorded: checked in this run
+        status = "would_change" if check_mode else "unverified"
     else:
         status = "unchanged"
     reason = item.get("reason") or item.get("msg") or ""
     if status in ("failed", "quarantined", "unreachable") and item.get("msg"):
         reason = item["msg"]
+    if status in ("unverified", "would_change") and item.get("healthy") is False:
+        reason = UNVERIFIED_REASON.format(v=plan.get("version")) + (
+            "; the health check would run" if check_mode else "; checking it now")
     return {
         "desired": plan.get("version"),
         "previous": item.get("previous"),
@@ -66,8 +77,11 @@ def device_result(registered: Mapping[str, Any], plan_entry: Mapping[str, Any], 
         "status": status,
         "ok": status in ("installed", "would_change", "unchanged"),
         "changed": any(m["status"] in ("installed", "would_change") for m in models.values()),
+        # the role's post-install health check runs for installed and for unverified models
+        "needs_check": any(m["status"] == "unverified" for m in models.values()),
         "group": plan_entry.get("rollout_group"),
         "wave": plan_entry.get("wave"),
+        "run_id": plan_entry.get("run_id"),
         "reason": "; ".join(reasons),
         "models": models,
     }
@@ -91,22 +105,30 @@ def plan_subset(plan: Mapping[str, Any], hosts: Any) -> dict[str, Any]:
     return out
 
 
-def twin_in_sync(entry: Mapping[str, Any], twin: Mapping[str, Any] | None) -> bool:
-    """True when a device's reported twin already runs every pinned model of its plan ``entry``.
+def plan_pin(name: str, want: Mapping[str, Any], entry: Mapping[str, Any]) -> Any:
+    """The runtime's :class:`edge_runtime.decision.Pin` of one model of a device's plan ``entry``."""
+    counter = want.get("release_counter")
+    return Pin(str(name), str(want.get("version")), str(want.get("digest")),
+               counter if isinstance(counter, int) and not isinstance(counter, bool) else None,
+               bool(entry.get("allow_quarantined", False)))
 
-    The same test ``edgeml.fleet.edge_model`` makes before it returns "already active": the pinned version
-    is active and committed (no interrupted operation pending) with the pinned manifest digest. Such a
-    device needs no converge run; anything else (no facts, a corrupt state file, a pending operation,
-    another version or digest, a quarantined pin) is converged, where the runtime decides.
+
+def twin_in_sync(entry: Mapping[str, Any], twin: Mapping[str, Any] | None) -> bool:
+    """True when a device's twin says it runs every pinned model of its plan ``entry``, healthy.
+
+    Per model, the runtime's own install decision (``edge_runtime.decision.decide``, which the runtime and
+    ``edgeml.fleet.edge_model`` also ask) on the twin's copy of the state file is a no-op, and the runtime
+    recorded a passed post-install health check for the version (``decision.healthy``). Such a device needs
+    no converge run. Anything else (no twin, a corrupt state file, a pending operation, another version or
+    digest, a quarantined pin, an unchecked or degraded version) is converged, where the runtime decides.
+    ``twin`` must be this run's answer (see ``plugin_utils/hostvars.py``); the caller filters stale ones.
     """
     models = (twin or {}).get("models")
     if not isinstance(models, Mapping):
         return False
     for name, want in (entry.get("models") or {}).items():
         got = models.get(name)
-        if not isinstance(got, Mapping) or got.get("state") != "committed":
-            return False
-        if got.get("active_version") != want.get("version") or got.get("digest") != want.get("digest"):
+        if decide(got, plan_pin(name, want, entry)).action != "noop" or not healthy(got, str(want.get("version"))):
             return False
     return True
 
@@ -132,19 +154,42 @@ def twin_result(entry: Mapping[str, Any], twin: Mapping[str, Any]) -> dict[str, 
             "previous": (twin["models"].get(name) or {}).get("previous_version"),
             "active": want.get("version"),
             "status": "unchanged",
-            "reason": "already active (reported by the device)",
+            "reason": "already active and health-checked (reported by the device in this run)",
+            "check_passed": True,
         }
         for name, want in (entry.get("models") or {}).items()
     }
     return {"status": "unchanged", "ok": True, "changed": False, "group": entry.get("rollout_group"),
-            "wave": entry.get("wave"), "reason": "", "models": models}
+            "wave": entry.get("wave"), "run_id": entry.get("run_id"), "reason": "", "models": models}
+
+
+def require_checked(result: Mapping[str, Any]) -> dict[str, Any]:
+    """A device's result with every model installed in this run but not health-checked marked ``unverified``.
+
+    A device counts as healthy for a version only when the runtime recorded a passed post-install check
+    for it (``mark_checked`` sets ``check_passed``). The device's own status stays ``installed`` so that
+    the gate of a failed wave still rolls it back.
+    """
+    models = {k: dict(v) for k, v in (result.get("models") or {}).items()}
+    missing = [n for n, m in models.items() if m.get("status") == "installed" and m.get("check_passed") is not True]
+    if not missing:
+        return dict(result)
+    for n in missing:
+        models[n].update(status="unverified", reason=UNVERIFIED_REASON.format(v=models[n].get("desired"))
+                         + " (the post-install check did not run or did not pass)")
+    reason = "; ".join(f"{n}: {models[n]['reason']}" for n in missing)
+    return {**result, "models": models, "ok": False, "reason": reason}
 
 
 def effective_results(
     plan: Mapping[str, Any], results: Mapping[str, Any], facts: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """Per planned host: its ``edge_model_result`` of this run, or the in-sync result from its twin."""
-    out = dict(results)
+    """Per planned host: its ``edge_model_result`` of this run, or the in-sync result from its twin.
+
+    ``results`` and ``facts`` must hold only this run's answers (``plugin_utils/hostvars.py`` filters by run
+    id): a host with neither has no entry, which the gate counts as a failure and the report as unreachable.
+    """
+    out = {h: require_checked(r) for h, r in results.items()}
     for host, entry in (plan.get("hosts") or {}).items():
         if host not in out and twin_in_sync(entry, facts.get(host)):
             out[host] = twin_result(entry, facts[host])
@@ -184,7 +229,8 @@ def fleet_report(
             elif group in halted and entry.get("wave", 0) > halted[group]["wave"]:
                 status, reason = "skipped_halted", f"{group} halted at wave {halted[group]['wave']}"
             else:
-                status, reason = "unreachable", "no result from this device"
+                status, reason = "unreachable", ("no answer from this device in this run (unreachable, or failed "
+                                                 "before it answered); cached or earlier state is not used")
             reported = (twin.get(model) or {}).get("active_version") if twin else None
             if reported is None and m is not None:
                 reported = m.get("active")
@@ -197,7 +243,8 @@ def fleet_report(
     problems = [r for r in rows if r["result"] not in ("unchanged", "installed", "would_change")]
     return {"rows": rows, "counts": counts, "halted": dict(halted), "problems": problems,
             "excluded": list(plan.get("excluded") or []),
-            "failed": bool(halted) or any(r["result"] in ("quarantined", "failed", "unreachable") for r in rows)}
+            "failed": bool(halted) or any(r["result"] in ("quarantined", "failed", "unreachable", "unverified")
+                                          for r in rows)}
 
 
 def report_markdown(report: Mapping[str, Any], title: str) -> str:
@@ -260,7 +307,10 @@ def mark_checked(result: Mapping[str, Any], registered: Mapping[str, Any]) -> di
                                 reason=f"post-install check did not run: {str(it.get('msg', '')).strip()}")
         else:
             models[name].update(check_passed=smoke.get("passed"), check_p95_ms=smoke.get("p95_ms"))
+            if models[name]["status"] == "unverified" and smoke.get("passed") is True:
+                models[name].update(status="unchanged", reason="already active; its health check passed in this run")
     out["models"] = models
+    out["needs_check"] = False
     statuses = [m["status"] for m in models.values()] or ["unchanged"]
     out["status"] = min(statuses, key=SEVERITY.index)
     out["ok"] = out["status"] in ("installed", "would_change", "unchanged")

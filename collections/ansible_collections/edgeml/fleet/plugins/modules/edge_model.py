@@ -14,8 +14,10 @@ description:
   - Installs a signed model bundle on a device through the C(edge_runtime) library, which fetches,
     verifies (signatures, digest, every file), stages, atomically activates and smoke-tests it, and
     commits it or rolls it back. This module is a thin adapter; it holds no install logic itself.
-  - When the model's active version already equals O(version) with the pinned O(digest), nothing is
-    read but the device's state file, so a converged device costs one cheap module run.
+  - With O(state=present) the install decision (no-op, install or refuse, with its reason) is made by the
+    runtime's C(edge_runtime.decision.decide) from the device's state file, the same function the runtime
+    and the controller's in-sync comparison use; check mode reports that decision. When the active version
+    already equals O(version) with the pinned O(digest), nothing is read but the state file.
   - A version that failed on this device before and was rolled back is quarantined there. Asking for it
     again fails with C(quarantined) unless O(allow_quarantined=true), so a bad pin neither flaps nor shows green.
   - O(state=rolled_back) is an operator rollback to the previous committed version still kept on the device.
@@ -76,6 +78,16 @@ options:
     description: Resumed download attempts after a drop or a stall.
     type: int
     default: 3
+  release_counter:
+    description:
+      - The pinned manifest's release counter, when the plan knows it. A pin below the highest counter
+        installed on the device (and not kept there) is refused without reading the bundle (C(downgrade)).
+    type: int
+  run_id:
+    description:
+      - The controller's id of this run, echoed in the returned twin (C(ansible_facts.edge_runtime.run_id)).
+        The deploy playbook acts only on twins carrying its own run's id.
+    type: str
 attributes:
   check_mode:
     support: full
@@ -170,6 +182,18 @@ degraded_reason:
   returned: when the model is degraded
   type: str
   sample: "cannot roll back to 1.0.0: model.tflite no longer verifies (...); no model is active"
+decision:
+  description: The runtime's install decision for O(state=present) (C(edge_runtime.decision)).
+  returned: with O(state=present) on an initialised device
+  type: dict
+  sample: {"action": "noop", "code": "already_active", "reason": "defect-classifier 1.1.0 is already active"}
+healthy:
+  description:
+    - With a no-op decision, whether the runtime recorded a passed post-install health check for the version.
+      False means the version was activated by a run that did not finish its check; the role checks it now.
+  returned: when the decision is a no-op
+  type: bool
+  sample: true
 diff:
   description: The active version before and after.
   returned: always
@@ -191,11 +215,16 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.edgeml.fleet.plugins.module_utils.edge_device import (
+    RUN_ID_OPTION,
     Device,
     EdgeRuntimeError,
+    Pin,
+    decide,
     device_facts,
     fail_runtime_error,
+    healthy,
     require_runtime,
+    twin_facts,
 )
 
 
@@ -212,10 +241,10 @@ def _outcome(module: AnsibleModule, dev: Any, before: dict[str, Any], res: dict[
             changed=True,
             rolled_back=True,
             diff=diff,
-            ansible_facts={"edge_runtime": facts},
+            ansible_facts=twin_facts(module, facts),
             **res,
         )
-    return {**res, "diff": diff, "ansible_facts": {"edge_runtime": facts}}
+    return {**res, "diff": diff, "ansible_facts": twin_facts(module, facts)}
 
 
 def _fail_if_degraded(module: AnsibleModule, result: dict[str, Any]) -> None:
@@ -238,36 +267,30 @@ def _present(module: AnsibleModule, dev: Any) -> dict[str, Any]:
                 "reason": "would initialise the device and install", "diff": {"before": {"version": None},
                                                                         "after": {"version": version}}}
     dev.config  # noqa: B018 - an uninitialised root fails here with a hint, before anything else
-    state = dev.store.load(name)
+    state = dev.store.load(name)  # a corrupt state file fails here, as the decision would (state_corrupt)
     before = {"version": state.active}
     after = {"version": version}
     out: dict[str, Any] = {"previous": state.previous_committed(), "active": state.active}
-    if state.active == version and state.pending is None:
-        pinned = (state.versions.get(version) or {}).get("digest")
-        if p["digest"] and pinned and pinned != p["digest"]:
-            module.fail_json(
-                msg=(
-                    f"{name} {version} is active with digest {pinned}, but {p['digest']} is pinned; "
-                    "a version is immutable (hint: publish the new build as a new version)"
-                ),
-                error="immutable_version",
-                ansible_facts={"edge_runtime": device_facts(dev)},
-            )
-        return {**out, "changed": False, "reason": "already active", "diff": {"before": before, "after": after}}
-    bad = state.bad.get(version)
-    if bad and not p["allow_quarantined"]:
+    # The runtime's install decision, the same function the runtime and the controller ask.
+    decision = decide(state, Pin(name, version, p["digest"], p["release_counter"], p["allow_quarantined"]))
+    out["decision"] = decision.to_dict()
+    if decision.action == "noop":
+        # healthy: the runtime recorded a passed post-install check for this version; if not, the role
+        # runs that check now (a version installed by a run that did not finish its check)
+        return {**out, "changed": False, "reason": "already active", "healthy": healthy(state, version),
+                "diff": {"before": before, "after": after}}
+    if decision.action == "refuse":
         module.fail_json(
-            msg=f"quarantined: {name} {version} was rolled back on this device before: {bad.get('reason')}",
-            error="quarantined",
-            quarantined=True,
-            reason=bad.get("reason"),
-            previous=out["previous"],
-            active=state.active,
-            ansible_facts={"edge_runtime": device_facts(dev)},
+            msg=decision.message(),
+            error=decision.code,
+            quarantined=decision.code == "quarantined",
+            reason=decision.reason,
+            ansible_facts=twin_facts(module, device_facts(dev)),
+            **out,
         )
     if module.check_mode:
         # check mode reports the device as it is (active = current); the would-be version is in the diff
-        return {**out, "changed": True, "reason": "would install",
+        return {**out, "changed": True, "reason": f"would install: {decision.reason}",
                 "diff": {"before": before, "after": after}}
     from edge_runtime import FetchConfig
 
@@ -345,6 +368,8 @@ def main() -> None:
             "connect_timeout": {"type": "float", "default": 10.0},
             "read_timeout": {"type": "float", "default": 30.0},
             "retries": {"type": "int", "default": 3},
+            "release_counter": {"type": "int"},
+            "run_id": RUN_ID_OPTION,
         },
         required_if=[("state", "present", ("version", "digest", "source"))],
         supports_check_mode=True,
@@ -355,7 +380,7 @@ def main() -> None:
         action = {"present": _present, "rolled_back": _rolled_back, "tested": _tested}[module.params["state"]]
         result = action(module, dev)
         if "ansible_facts" not in result:
-            result["ansible_facts"] = {"edge_runtime": device_facts(dev)}
+            result["ansible_facts"] = twin_facts(module, device_facts(dev))
         _fail_if_degraded(module, result)
     except EdgeRuntimeError as exc:
         fail_runtime_error(module, exc)

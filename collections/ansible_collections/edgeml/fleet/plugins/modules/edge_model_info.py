@@ -23,6 +23,9 @@ options:
     type: list
     elements: str
     default: []
+  run_id:
+    description: The controller's id of this run, echoed in C(facts.run_id) (see M(edgeml.fleet.edge_model)).
+    type: str
 attributes:
   check_mode:
     support: full
@@ -72,6 +75,7 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.edgeml.fleet.plugins.module_utils.edge_device import (
+    RUN_ID_OPTION,
     Device,
     EdgeRuntimeError,
     device_facts,
@@ -85,6 +89,7 @@ def main() -> None:
         argument_spec={
             "root": {"type": "path", "required": True},
             "name": {"type": "list", "elements": "str", "default": []},
+            "run_id": RUN_ID_OPTION,
         },
         supports_check_mode=True,
     )
@@ -104,7 +109,7 @@ def main() -> None:
                 continue
             bad = {} if info.get("state") == "corrupt" else dev.store.load(name).bad
             models[name] = {**info, "bad": bad}
-        result.update(models=models, facts=facts)
+        result.update(models=models, facts={**facts, "run_id": module.params["run_id"]})
     except EdgeRuntimeError as exc:
         fail_runtime_error(module, exc)
     module.exit_json(**result)

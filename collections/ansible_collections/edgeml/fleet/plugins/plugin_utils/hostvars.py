@@ -1,6 +1,15 @@
 # Copyright (c) edgeml maintainers
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
-"""Controller side: read what the devices of a plan reported in this run out of ``hostvars``."""
+"""Controller side: read what the devices of a plan answered IN THIS RUN out of ``hostvars``.
+
+Fresh state only. ``hostvars`` also holds what this run did not hear: facts loaded from a fact cache
+(``ANSIBLE_CACHE_PLUGIN``, the way AWX keeps facts), or left by an earlier play of a longer run. Every
+device-side module of the collection echoes the run id the controller sent (``run_id``) in the twin it
+returns, and ``edge_model_result`` carries the run id of the plan it was made for; a value whose run id is
+not the plan's (``plan.run_id``, generated once per run with the fleet lock) is ignored here, so the device
+counts as not having answered: unknown, targeted, gated as a failure and reported as unreachable, never
+"unchanged". A plan without a run id (made outside ``deploy.yml``) finds nothing fresh.
+"""
 
 from __future__ import annotations
 
@@ -13,27 +22,31 @@ TWIN = "ansible_facts.edge_runtime"
 RESULT = "edge_model_result"
 
 
-def per_host(hostvars: Mapping[str, Any], hosts: Any, var: str) -> dict[str, Any]:
-    """Host -> value of ``var`` (``edge_model_result`` or the twin), for the hosts that have it."""
-    out = {}
+def per_host(hostvars: Mapping[str, Any], hosts: Any, var: str, run_id: str | None) -> dict[str, Any]:
+    """Host -> value of ``var`` (``edge_model_result`` or the twin) answered in run ``run_id``."""
+    out: dict[str, Any] = {}
+    if not run_id:
+        return out
     for h in hosts:
         try:
             hv = hostvars[h]
         except KeyError:
             continue
         val = (hv.get("ansible_facts") or {}).get("edge_runtime") if var == TWIN else hv.get(var)
-        if val is not None:
+        if isinstance(val, Mapping) and val.get("run_id") == run_id:
             out[h] = val
     return out
 
 
 def twins(plan: Mapping[str, Any], hostvars: Mapping[str, Any]) -> dict[str, Any]:
     """Host -> device twin reported in this run, for the planned hosts."""
-    return per_host(hostvars, plan.get("hosts", {}), TWIN)
+    return per_host(hostvars, plan.get("hosts", {}), TWIN, plan.get("run_id"))
 
 
 def results_and_twins(plan: Mapping[str, Any], hostvars: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Per planned host its result of this run (or ``unchanged`` from an in-sync twin), and the twins."""
     facts = twins(plan, hostvars)
-    results = rollout.effective_results(plan, per_host(hostvars, plan.get("hosts", {}), RESULT), facts)
+    results = rollout.effective_results(
+        plan, per_host(hostvars, plan.get("hosts", {}), RESULT, plan.get("run_id")), facts
+    )
     return results, facts
