@@ -279,3 +279,19 @@ def test_an_unusable_measurement_fails_the_gate_closed() -> None:
     res["models"]["m"]["p95_ms"] = "fast"
     g = rollout.wave_gate(plan({"max_p95_latency_ms": 20}), 1, {"a1": res}, {})
     assert "unusable measurement" in g["halted"]["line_a"]["reason"]
+
+
+def test_the_schema_states_how_each_limit_is_compared() -> None:
+    """The gate's inclusive comparisons are the ones the schema documents for models.yaml authors."""
+    import json
+
+    schema = json.loads((Path(__file__).resolve().parents[2] / "schemas" / "models.schema.json").read_text())
+    rollout_props = schema["$defs"]["group"]["properties"]["rollout"]["properties"]
+    described = {"max_fail_percent": rollout_props["max_fail_percent"]["description"],
+                 **{k: v["description"] for k, v in rollout_props["health_gate"]["properties"].items()
+                    if k != "require_smoke_pass"}}
+    assert set(described) == {"max_fail_percent", "max_p95_latency_ms", "max_error_rate_increase",
+                              "min_mean_confidence"}
+    for key, text in described.items():
+        assert "Inclusive" in text, key
+        assert "exact" in text, key
