@@ -64,6 +64,8 @@ class Fleet:
             "edge_runtime_root": str(self.root) + "/{{ inventory_hostname }}",
             "edge_runtime_trusted_keys": [str(self.keys / "demo-NOT-FOR-PRODUCTION.pub")],
             "edge_reports_dir": str(self.reports),
+            # the fleet lock of this test fleet, not of the repository's (other test sessions may run)
+            "edge_lock_dir": str(self.base / "locks"),
             **(extravars or {}),
         }
         return ansible_runner.run(
@@ -355,12 +357,18 @@ def test_unreachable_device_fails_its_wave_gate_and_halts_only_its_group(fleet: 
 
 def test_push_transfer_copies_the_bundle_installs_from_the_copy_and_removes_it(fleet: Fleet, tmp_path: Path) -> None:
     root = tmp_path / "device"
-    r = fleet.run("../tests/ansible/playbooks/push.yml", extravars={
-        "edge_runtime_root": str(root), "plan_a": bundle_plan(fleet, "1.0.0")})
+    # the device's plan as deploy.yml makes it, for a device that cannot read the registry (transfer push)
+    plan_a = device_plan("dev-a1", bundle_plan(fleet, "1.0.0"), "run-1",
+                         {"edge_model_transfer": "push", "edge_runtime_root": str(root)})
+    assert plan_a["transfer"] == "push"
+    r = fleet.run("../tests/ansible/playbooks/push.yml", extravars={"edge_runtime_root": str(root), "plan_a": plan_a})
     assert r.rc == 0, r.stdout.read()
     pushed = str(root / "downloads" / "defect-classifier-1.0.0.edgebundle")
     copies = [e["event_data"] for e in r.events if e.get("event") == "runner_item_on_ok"
               and e["event_data"].get("task", "").startswith("Copy each file-registry bundle")]
+    sys.path.insert(0, str(REPO / "collections"))
+    from ansible_collections.edgeml.fleet.plugins.plugin_utils.device_plan import device_plan
+
     assert [c["res"]["dest"] for c in copies] == [pushed]
     installs = [e["event_data"]["res"] for e in r.events if e.get("event") == "runner_item_on_ok"
                 and e["event_data"].get("task", "").startswith("Converge each pinned model")]

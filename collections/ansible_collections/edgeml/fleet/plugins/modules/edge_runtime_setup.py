@@ -55,6 +55,11 @@ options:
   facts_path:
     description: Also write the local facts here, e.g. C(/etc/ansible/facts.d/edge_runtime.fact).
     type: path
+  run_id:
+    description:
+      - The controller's id of this run, echoed in the returned twin (C(ansible_facts.edge_runtime.run_id)).
+        The deploy playbook acts only on twins carrying its own run's id.
+    type: str
 attributes:
   check_mode:
     support: full
@@ -183,6 +188,7 @@ def main() -> None:
             "keep_versions": {"type": "int", "default": 2},
             "architecture": {"type": "str"},
             "facts_path": {"type": "path"},
+            "run_id": {"type": "str"},  # echoed in the twin: the controller acts only on this run's answers
         },
         supports_check_mode=True,
     )
@@ -247,7 +253,7 @@ def main() -> None:
         python=sys.executable,
         trusted_key_ids=wanted_ids,
         diff={"before": before, "after": after},
-        ansible_facts={"edge_runtime": facts},
+        ansible_facts={"edge_runtime": {**facts, "run_id": p["run_id"]}},
     )
 
 
