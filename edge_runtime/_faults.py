@@ -8,6 +8,15 @@ arm it through :func:`unsafe_arm`, or through the environment variable
 Environment form: ``kill@N`` sends SIGKILL to this process at the N-th checkpoint (1-based);
 ``enospc@NAME`` raises ``OSError(ENOSPC)`` at the first checkpoint called ``NAME``;
 ``count@FILE`` appends the name of every checkpoint to FILE (to enumerate boundaries).
+
+Crash modes, for the smoke test child (``EDGE_RUNTIME_UNSAFE_SMOKE_FAULT_INJECTION`` in the runtime's
+environment is passed to the child as ``EDGE_RUNTIME_UNSAFE_FAULT_INJECTION``; the runtime's own value
+never reaches the child): at the first checkpoint called ``NAME`` (``smoke.load``, ``smoke.invoke``,
+``smoke.compare``, ``smoke.result``), ``segv@NAME`` and ``abort@NAME`` crash the process with SIGSEGV
+or SIGABRT, ``oom@NAME`` SIGKILLs it as the kernel's out-of-memory killer would, ``hang@NAME`` blocks
+forever and ``exit@NAME`` exits with status 3. They stand in for models that crash the interpreter,
+which no valid model does reliably (a hanging and a NaN-producing model are real models, see
+``demo/fault-models``).
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ import errno
 import logging
 import os
 import signal
+import time
 from collections.abc import Callable
 
 _log = logging.getLogger(__name__)
@@ -50,6 +60,20 @@ def kill_at(target: int) -> Callable[[str], None]:
     return hook
 
 
+def _hang() -> None:
+    while True:
+        time.sleep(3600)
+
+
+_CRASHES: dict[str, Callable[[], None]] = {
+    "segv": lambda: os.kill(os.getpid(), signal.SIGSEGV),
+    "abort": os.abort,
+    "oom": lambda: os.kill(os.getpid(), signal.SIGKILL),
+    "hang": _hang,
+    "exit": lambda: os._exit(3),
+}
+
+
 def _from_env() -> None:
     spec = os.environ.get("EDGE_RUNTIME_UNSAFE_FAULT_INJECTION")
     if not spec:
@@ -64,6 +88,14 @@ def _from_env() -> None:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
         unsafe_arm(enospc_hook)
+    elif kind in _CRASHES:
+        crash = _CRASHES[kind]
+
+        def crash_hook(name: str) -> None:
+            if name == arg:
+                crash()
+
+        unsafe_arm(crash_hook)
     elif kind == "count":
 
         def count_hook(name: str) -> None:

@@ -72,10 +72,26 @@ class Limits:
     #: total size of the response head (status line plus headers), in bytes
     http_max_header_bytes: int = 64 * KiB
 
-    # --- smoke test child -------------------------------------------------------------------------
-    #: the child's deadline is ``samples * repeats * p95 budget * margin``, but at least ``floor``
+    # --- smoke test child (edge_runtime._smoke_proc) ------------------------------------------------
+    # deadline = start_allowance + model bytes / load rate + max(floor, margin * samples * repeats * p95 budget),
+    # at most ``smoke_deadline_max_s``, rounded up to whole seconds. A child past it is killed (its whole
+    # process group) and the version quarantined ("timed out after N s"). The margin covers a loaded
+    # device: a passing run can have 5 % of its invocations over the budget, and the budget is a p95.
+    #: multiple of the policy's worst passing inference time (samples x repeats x p95 budget)
     smoke_deadline_margin: float = 3.0
-    smoke_deadline_floor_s: float = 10.0
+    #: least time granted to the inference part, whatever the policy says
+    smoke_deadline_floor_s: float = 5.0
+    #: child start-up: interpreter, numpy, the TFLite backend, the golden file (measured 0.12-0.25 s on
+    #: the 2-core x86_64 test machine; a small ARM board is ~10x slower)
+    smoke_start_allowance_s: float = 10.0
+    #: model load rate assumed on top of the allowance (bytes/s; the file is mmapped and parsed)
+    smoke_load_bytes_per_s: float = 20 * MiB
+    #: no smoke test runs longer than this, whatever the signed policy implies
+    smoke_deadline_max_s: float = 3600.0
+    #: largest result document the child may send back (it is parsed as untrusted JSON)
+    smoke_result_max_bytes: int = 64 * KiB
+    #: how much of the child's stderr is kept (its tail) to explain a crash
+    smoke_stderr_tail_bytes: int = 4 * KiB
 
 
 #: the limits a device uses unless told otherwise

@@ -23,8 +23,8 @@ from .errors import LockedError, StateCorruptError
 
 STATE_SCHEMA = 1
 
-#: phases of a pending operation, in order
-PHASES = ("staging", "staged", "activating", "activated", "rolling_back")
+#: phases of a pending operation, in order (what recovery does in each: edge_runtime.device's docstring)
+PHASES = ("staging", "staged", "testing", "activating", "activated", "rolling_back")
 
 
 def utcnow() -> str:
@@ -135,6 +135,20 @@ class ModelState:
         return state
 
 
+def state_label(state: ModelState, busy: bool) -> str:
+    """The one-word state that ``status`` and the facts show for a model.
+
+    :meth:`ModelState.health`, with a pending operation told apart by the device lock: ``busy`` while a
+    process holds the lock (the operation is running), ``recovery pending`` when nobody does (it was
+    interrupted; the next mutating command or ``edge-runtime recover`` resolves it -- read-only commands
+    never do, so they never run a smoke test nor wait for one).
+    """
+    health = state.health()
+    if health == "pending":
+        return "busy" if busy else "recovery pending"
+    return health
+
+
 class StateStore:
     """Reads and writes ``models/<name>/state.json`` under a device root."""
 
@@ -168,6 +182,8 @@ class DeviceLock:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        #: whether this object holds the lock now (is_held() cannot tell: flock sees its own fd as another)
+        self.held_here = False
 
     def holder(self) -> str:
         try:
@@ -191,9 +207,17 @@ class DeviceLock:
                 raise
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{what}, pid {os.getpid()}\n".encode(), 0)
-            yield
+            self.held_here = True
+            try:
+                yield
+            finally:
+                self.held_here = False
         finally:
             os.close(fd)
+
+    def busy_elsewhere(self) -> bool:
+        """Whether another holder (not this object) has the lock now."""
+        return not self.held_here and self.is_held()
 
     def is_held(self) -> bool:
         if not self.path.exists():

@@ -57,7 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("model")
     s.add_argument("--to", help="a specific kept version (default: the previous one)")
 
-    sub.add_parser("status", help="show per-model state (resolves interrupted operations first)")
+    sub.add_parser(
+        "status", help="show per-model state (read-only: an interrupted operation shows as 'recovery pending')"
+    )
     sub.add_parser("facts", help="print device facts (also written to the local facts file)")
     sub.add_parser("recover", help="resolve interrupted operations now (run at boot)")
 
@@ -178,9 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             st = dev.status()
             emit(args.json, {"ok": True, **st}, _human_status(st))
             return 0
-        if args.cmd == "facts":
-            if not dev.lock.is_held():
-                dev.recover()
+        if args.cmd == "facts":  # read-only: never recovers nor runs a smoke test (R1)
             facts = dev.write_facts()
             sys.stdout.write(json.dumps(facts, indent=None if args.json else 1, sort_keys=True) + "\n")
             return 0

@@ -1,19 +1,32 @@
 """A device root and its install state machine.
 
-``fetch → verify → stage → activate → smoke test → commit``, or ``→ roll back``. Every transition is
-persisted atomically before the step it announces, so :meth:`Device.recover` can resolve an
-interrupted operation deterministically:
+``fetch → verify → stage → smoke test (staged) → activate → post-activation check → commit``, or
+``→ roll back``. No version serves before it passed: the first smoke test runs on
+``versions/<v>`` while the old version stays active; only then is the ``active`` link swapped, and a
+second test in a fresh child, from the active path, must pass before the commit. Every smoke test
+runs in a child process with a hard deadline (:mod:`edge_runtime._smoke_proc`); a hang, a crash or
+a non-finite output is a failed test (the version is rolled back and quarantined), never a stuck or
+crashed runtime. Every transition is persisted atomically before the step it announces, so
+:meth:`Device.recover` (and every mutating command, first) can resolve an interrupted operation
+deterministically. Read-only commands (``status``, ``facts``, ``verify``) never recover and never
+run a smoke test: they report ``recovery pending`` (or ``busy`` while the lock is held).
 
 ============  =====================================================================================
 phase         on recovery
 ============  =====================================================================================
 staging       partial staging removed; the old version stays active
 staged        the staged (uncommitted) version removed; the old version stays active
-activating    the swap is completed and the new version re-tested (it was fully verified)
-activated     the smoke test runs again; after ``max_smoke_attempts`` interrupted runs (a model
-              that kills the runtime) the version is rolled back and quarantined
+testing       the staged smoke test (old version still active) runs again in its child and the
+              install continues; after ``max_smoke_attempts`` interrupted runs (a model that takes
+              the whole device down) the version is quarantined and the old one stays
+activating    the swap is completed (the staged test had passed) and the post-activation check runs
+activated     the post-activation check runs again; after ``max_smoke_attempts`` interrupted runs
+              the version is rolled back and quarantined
 rolling_back  the rollback is completed
 ============  =====================================================================================
+
+``smoke_attempts`` counts the runs started in the current phase (``testing`` or ``activated``); it is
+persisted before each child starts, so an interruption is counted even if nothing else was written.
 """
 
 from __future__ import annotations
@@ -42,7 +55,7 @@ from ._fsutil import (
     remove_tree,
     swap_symlink,
 )
-from ._state import DeviceLock, ModelState, Pending, StateStore, utcnow
+from ._state import DeviceLock, ModelState, Pending, StateStore, state_label, utcnow
 from .errors import (
     ConfigError,
     DiskFullError,
@@ -427,29 +440,49 @@ class Device:
             self.store.save(state)
 
     def _activate_and_test(self, state: ModelState, manifest: Manifest, kept: bool) -> InstallResult:
+        """Smoke-test the version where it is staged; only if it passes, activate it and check again.
+
+        Phase ``testing``: the child tests ``versions/<v>`` while the old version still serves; a failure
+        quarantines the version without the active link ever pointing at it. Then ``activating`` (the
+        swap) and ``activated``: :meth:`_smoke_and_decide` runs the post-activation check.
+        """
         name, version = manifest.name, str(manifest.version)
         if state.pending is None:  # re-activating a kept, committed version
             state.pending = Pending(
                 "install", version, manifest.digest, manifest.release_counter, "staged", state.active, utcnow()
             )
+        result = self._run_smoke(state, manifest, "testing", self.version_dir(name, version))
+        if not result.passed:
+            return self._rollback_pending(state, f"smoke test failed: {result.reason}", result)
+        assert state.pending is not None
         state.pending.phase = "activating"
         self.store.save(state)
         swap_symlink(self.active_link(name), f"versions/{version}")
-        state.pending.phase = "activated"
-        self.store.save(state)
+        _faults.checkpoint("activate.swap")
         return self._smoke_and_decide(state, manifest, kept)
 
-    def _smoke_and_decide(self, state: ModelState, manifest: Manifest, kept: bool) -> InstallResult:
-        assert state.pending is not None
-        state.pending.smoke_attempts += 1
-        self.store.save(state)
-        from .smoke import run_smoke_test
+    def _run_smoke(self, state: ModelState, manifest: Manifest, phase: str, model_dir: Path) -> SmokeResult:
+        """Persist ``phase`` and one more attempt in it, then run the smoke test in its bounded child."""
+        from ._smoke_proc import run_smoke_test_in_child
 
-        result = run_smoke_test(self.version_dir(manifest.name, str(manifest.version)), manifest)
+        p = state.pending
+        assert p is not None
+        if p.phase != phase:
+            p.phase = phase
+            p.smoke_attempts = 0
+        p.smoke_attempts += 1
+        self.store.save(state)
+        result = run_smoke_test_in_child(model_dir, manifest)
         _faults.checkpoint("smoke.done")
+        return result
+
+    def _smoke_and_decide(self, state: ModelState, manifest: Manifest, kept: bool) -> InstallResult:
+        """The post-activation check (phase ``activated``): a fresh child tests the model from the active
+        path, as a serving process would open it. It passes: commit; it fails: roll back and quarantine."""
+        result = self._run_smoke(state, manifest, "activated", self.active_link(manifest.name))
         if result.passed:
             return self._commit(state, manifest, result, kept)
-        return self._rollback_pending(state, f"smoke test failed: {result.reason}", result)
+        return self._rollback_pending(state, f"post-activation smoke test failed: {result.reason}", result)
 
     def _commit(self, state: ModelState, m: Manifest, smoke: SmokeResult, kept: bool) -> InstallResult:
         assert state.pending is not None
@@ -683,7 +716,7 @@ class Device:
             action["action"] = "rolled_back"
             action["result"] = res.to_dict()
             return action
-        # activating / activated: the staged bytes were verified; complete the swap and re-test.
+        # testing / activating / activated: the staged bytes were verified; re-test in the bounded child.
         vdir = self.version_dir(name, p.version)
         try:
             from .manifest import Manifest, parse_envelope
@@ -693,17 +726,22 @@ class Device:
             res = self._rollback_pending(state, f"staged version unreadable after interruption: {exc}", None)
             action.update(action="rolled_back", result=res.to_dict())
             return action
-        if p.smoke_attempts >= self.config.max_smoke_attempts:
+        if p.phase != "activating" and p.smoke_attempts >= self.config.max_smoke_attempts:
             res = self._rollback_pending(
-                state, f"smoke test interrupted {p.smoke_attempts} time(s); the model may crash the runtime", None
+                state,
+                f"smoke test interrupted {p.smoke_attempts} time(s) while {p.phase}; the model may take the "
+                "device down",
+                None,
             )
             action.update(action="rolled_back", result=res.to_dict())
             return action
-        if p.phase == "activating":
-            swap_symlink(self.active_link(name), f"versions/{p.version}")
-            p.phase = "activated"
-            self.store.save(state)
-        res = self._smoke_and_decide(state, manifest, kept=p.version in state.versions)
+        kept = p.version in state.versions
+        if p.phase == "testing":  # never activated: test where it is staged, then continue the install
+            res = self._activate_and_test(state, manifest, kept)
+        else:
+            if p.phase == "activating":  # the staged test had passed
+                swap_symlink(self.active_link(name), f"versions/{p.version}")
+            res = self._smoke_and_decide(state, manifest, kept)
         action.update(action="retested", result=res.to_dict())
         return action
 
@@ -826,8 +864,9 @@ class Device:
         """Health check of the committed active version, in this (fresh) process.
 
         Re-verifies every installed file against the signed manifest and re-runs the bundle's smoke test
-        from disk. If either fails, the version is rolled back to the previous committed one (or
-        deactivated when there is none) and quarantined, through the same persisted ``rolling_back``
+        from the active path, in its bounded child (a hang or crash is a failed check). If either fails,
+        the version is rolled back to the previous committed one (or deactivated when there is none) and
+        quarantined, through the same persisted ``rolling_back``
         step as a failed install, so power loss mid-way completes the rollback at the next start.
         With ``version``, only that version is checked: if another one is active, nothing happens.
         """
@@ -850,9 +889,9 @@ class Device:
             except EdgeRuntimeError as exc:
                 reason = f"post-install check: installed files no longer verify: {exc.message}"
             else:
-                from .smoke import run_smoke_test
+                from ._smoke_proc import run_smoke_test_in_child
 
-                smoke = run_smoke_test(self.version_dir(name, active), manifest)
+                smoke = run_smoke_test_in_child(self.active_link(name), manifest)
                 reason = None if smoke.passed else f"post-install smoke test failed: {smoke.reason}"
             if reason is None:
                 assert smoke is not None
@@ -1010,10 +1049,12 @@ class Device:
             }
 
     def status(self) -> dict[str, Any]:
-        """Per-model state, recovering interrupted operations first when the lock is free."""
+        """Per-model state. Read-only: never takes the lock, recovers nothing, runs no smoke test.
+
+        A model with an interrupted operation is reported as ``recovery pending`` (the next mutating
+        command or ``recover`` resolves it), or ``busy`` while another process holds the lock.
+        """
         busy = self.lock.is_held()
-        if not busy:
-            self.recover()
         models = {}
         for name in self.store.names():
             s = self.store.load(name)
@@ -1024,7 +1065,7 @@ class Device:
                 "digest": info.get("digest"),
                 "release_counter": info.get("counter"),
                 "kept": s.kept_versions(),
-                "state": s.health(),
+                "state": state_label(s, busy),
                 "degraded": s.degraded,
                 "corrupt": s.corrupt,
                 "pending": asdict(s.pending) if s.pending else None,

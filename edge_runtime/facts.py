@@ -97,6 +97,9 @@ def system_facts(root: Path) -> dict[str, Any]:
 
 
 def collect_facts(device: Device) -> dict[str, Any]:
+    from ._state import state_label
+
+    busy = device.lock.busy_elsewhere()  # R1: a pending operation is "busy" or "recovery pending"
     models: dict[str, Any] = {}
     for name in device.store.names():
         try:
@@ -112,7 +115,7 @@ def collect_facts(device: Device) -> dict[str, Any]:
             "previous_version": s.previous_committed(),
             "digest": info.get("digest"),
             "release_counter": info.get("counter"),
-            "state": s.health(),
+            "state": state_label(s, busy),
             "degraded_reason": (s.degraded or {}).get("reason"),
             "corrupt_versions": sorted(s.corrupt),
             "pending_version": s.pending.version if s.pending else None,

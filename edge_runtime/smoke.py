@@ -2,6 +2,13 @@
 
 Backends, in order of preference: ``litert`` (``ai_edge_litert``) and ``tflite-runtime``
 (``tflite_runtime``, which needs numpy<2). ``EDGE_RUNTIME_BACKEND`` forces one of them.
+
+:func:`run_smoke_test` runs in-process; the runtime calls it only inside the bounded child of
+:mod:`edge_runtime._smoke_proc` (a model that hangs or crashes must not take the runtime with it).
+
+Non-finite numbers fail the test: a NaN or infinite output, golden output or metric is never
+compared with a threshold (comparisons are written so that NaN fails them), and a NaN row never
+counts as agreeing with a label.
 """
 
 from __future__ import annotations
@@ -11,13 +18,13 @@ import importlib.util
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import _faults
+from ._smoke_proc import SmokeResult
 from .errors import ConfigError, ModelLoadError
 from .manifest import Manifest
 
@@ -68,24 +75,6 @@ def load_interpreter(model_path: Path, backends: tuple[str, ...]) -> tuple[Any, 
     return interp, backend
 
 
-@dataclass(frozen=True)
-class SmokeResult:
-    passed: bool
-    reason: str
-    backend: str | None
-    samples: int
-    label_agreement: float | None
-    max_abs_diff: float | None
-    p50_ms: float | None
-    p95_ms: float | None
-    duration_ms: float
-    #: mean of the top-class score on the golden samples (a confidence proxy right after install)
-    mean_confidence: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 def _quantize(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     dtype = detail["dtype"]
     if dtype == np.float32:
@@ -119,22 +108,16 @@ def _load_golden(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return inputs, outputs, labels
 
 
-def run_smoke_test(version_dir: Path, manifest: Manifest) -> SmokeResult:
-    """Run the golden samples through the model; compare outputs, labels and latency with the policy."""
+def run_smoke_test(version_dir: Path, manifest: Manifest, *, max_samples: int | None = None) -> SmokeResult:
+    """Run the golden samples through the model; compare outputs, labels and latency with the policy.
+
+    ``max_samples``: refuse golden files with more samples (the caller's deadline assumed that many).
+    """
     start = time.perf_counter()
     policy = manifest.smoke
 
     def fail(reason: str, **kw: Any) -> SmokeResult:
-        fields: dict[str, Any] = {
-            "backend": None,
-            "samples": 0,
-            "label_agreement": None,
-            "max_abs_diff": None,
-            "p50_ms": None,
-            "p95_ms": None,
-        }
-        fields.update(kw)
-        return SmokeResult(False, reason, duration_ms=(time.perf_counter() - start) * 1e3, **fields)
+        return SmokeResult.failed(reason, duration_ms=(time.perf_counter() - start) * 1e3, **kw)
 
     _faults.checkpoint("smoke.load")
     try:
@@ -142,6 +125,10 @@ def run_smoke_test(version_dir: Path, manifest: Manifest) -> SmokeResult:
         interp, backend = load_interpreter(version_dir / manifest.entrypoints["model"], manifest.backends)
     except ModelLoadError as exc:
         return fail(exc.message)
+    if max_samples is not None and len(inputs) > max_samples:
+        return fail(f"golden samples hold {len(inputs)} samples, the deadline was computed for {max_samples}")
+    if not np.all(np.isfinite(inputs)):
+        return fail("golden inputs hold non-finite numbers (NaN or infinity): the bundle's golden file is broken")
     in_d = interp.get_input_details()[0]
     out_d = interp.get_output_details()[0]
     actual_shape = tuple(int(d) for d in in_d["shape"])
@@ -196,6 +183,25 @@ def run_smoke_test(version_dir: Path, manifest: Manifest) -> SmokeResult:
     _faults.checkpoint("smoke.compare")
     lat_ms = np.array(latencies) / 1e6
     p50, p95 = float(np.percentile(lat_ms, 50)), float(np.percentile(lat_ms, 95))
+    finite_rows = np.all(np.isfinite(outputs), axis=1)
+    if not np.all(finite_rows):
+        bad = int(np.count_nonzero(~finite_rows))
+        return fail(
+            f"model produced non-finite outputs (NaN or infinity) for {bad} of {n} golden samples "
+            f"(first: sample #{int(np.argmin(finite_rows))})",
+            backend=backend,
+            samples=n,
+            p50_ms=p50,
+            p95_ms=p95,
+        )
+    if not np.all(np.isfinite(expected)):
+        return fail(
+            "golden expected outputs hold non-finite numbers (NaN or infinity): the bundle's golden file is broken",
+            backend=backend,
+            samples=n,
+            p50_ms=p50,
+            p95_ms=p95,
+        )
     max_diff = float(np.max(np.abs(outputs - expected)))
     agreement = float(np.mean(np.argmax(outputs, axis=1) == labels))
     metrics: dict[str, Any] = {
@@ -208,16 +214,19 @@ def run_smoke_test(version_dir: Path, manifest: Manifest) -> SmokeResult:
         "p95_ms": p95,
     }
     problems = []
-    if max_diff > policy.atol:
+    # Every test is written "not (value within bound)", so a NaN that got this far fails it.
+    if not max_diff <= policy.atol:
         worst = int(np.argmax(np.max(np.abs(outputs - expected), axis=1)))
         problems.append(
             f"outputs differ from the golden outputs by up to {max_diff:.4f} (tolerance "
             f"{policy.atol:g}; worst sample #{worst})"
         )
-    if agreement < policy.min_label_agreement:
+    if not agreement >= policy.min_label_agreement:
         problems.append(f"label agreement {agreement:.0%} is below the required {policy.min_label_agreement:.0%}")
-    if p95 > policy.p95_latency_ms:
+    if not p95 <= policy.p95_latency_ms:
         problems.append(f"p95 latency {p95:.2f} ms exceeds the budget of {policy.p95_latency_ms:g} ms")
+    if not all(math.isfinite(v) for v in (max_diff, agreement, p50, p95, metrics["mean_confidence"])):
+        problems.append("a smoke test metric is not a finite number")
     if problems:
         return fail("; ".join(problems), **metrics)
     return SmokeResult(True, "passed", duration_ms=(time.perf_counter() - start) * 1e3, **metrics)

@@ -359,10 +359,93 @@ def accuracy(outputs: np.ndarray, labels: np.ndarray) -> float:
     return float((outputs.argmax(axis=1) == labels).mean())
 
 
+# --------------------------------------------------------------------------- fault models (tests only)
+
+#: Loop trips of the hanging model's WHILE: at ~1 us per trip in the TFLite interpreter, about half an
+#: hour per invoke -- it "never returns" for any smoke-test deadline, yet is a plain, valid model.
+HANG_TRIPS = 2**31 - 1
+
+
+def build_fault_models(tf) -> dict[str, bytes]:
+    """Two REAL but faulty TFLite models for the runtime's fault tests (no training needed).
+
+    * ``hang``: a WHILE loop with ``HANG_TRIPS`` trips around a scalar update; one invoke takes ~30 min.
+    * ``nan``: ``log(mean(x) - 2)`` for both classes: every output is NaN for inputs in [0, 1].
+    Both take the demo input ``[1, 32, 32, 1]`` float32 and return ``[1, 2]``.
+    """
+    spec = [tf.TensorSpec([1, IMG, IMG, 1], tf.float32)]
+
+    @tf.function(input_signature=spec)
+    def hang(x):
+        m = tf.reduce_mean(x, axis=[1, 2, 3])
+
+        def cond(i, acc):
+            return i < HANG_TRIPS
+
+        def body(i, acc):
+            return i + 1, acc * 0.999 + 0.001 * m
+
+        _, acc = tf.while_loop(cond, body, [tf.constant(0, tf.int32), m])
+        return tf.stack([acc, 1.0 - acc], axis=1)
+
+    @tf.function(input_signature=spec)
+    def nan(x):
+        y = tf.math.log(tf.reduce_mean(x, axis=[1, 2, 3]) - 2.0)
+        return tf.stack([y, y], axis=1)
+
+    out = {}
+    for key, fn in (("hang", hang), ("nan", nan)):
+        conv = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], fn)
+        out[key] = conv.convert()
+    return out
+
+
+def write_fault_models(out: Path, golden_from: Path) -> list[Path]:
+    """``<out>/defect-classifier/{1.4.0,1.5.0}``: the hanging and the NaN model, as signed-release dirs.
+
+    They live apart from ``demo/models`` (the registry and the demo never see them). Golden inputs are
+    the demo's; 1.4.0 keeps 1.1.0's expectations (it never gets to compare), 1.5.0's expectations are
+    its own outputs (NaN) and label 0 -- exactly what a careless release pipeline would record, and what
+    a smoke test comparing with ``>`` and ``argmax`` used to pass.
+    """
+    tf, _ = _tf()
+    models = build_fault_models(tf)
+    with np.load(golden_from / "golden.npz", allow_pickle=False) as g:
+        g_in, g_out, g_lab = (np.asarray(g[k]) for k in ("inputs", "expected_outputs", "expected_labels"))
+    nan_out = TFLiteModel(models["nan"]).predict(g_in)
+    assert np.isnan(nan_out).all(), "the NaN model produced finite outputs"
+    flat = g_in.reshape(len(g_in), -1)
+    baseline = make_baseline(g_in, np.stack([flat.mean(axis=1), 1 - flat.mean(axis=1)], axis=1))
+    name = "defect-classifier"
+    return [
+        write_version(
+            out, name, "1.4.0", 5,
+            f"FAULT MODEL (tests only): a WHILE loop of {HANG_TRIPS} trips; one invoke takes ~30 min, so "
+            "its smoke test must time out.",
+            models["hang"], "float32", (g_in, g_out, g_lab), baseline, FLOAT_ATOL,
+        ),
+        write_version(
+            out, name, "1.5.0", 6,
+            "FAULT MODEL (tests only): every output is NaN (log of a negative number); its golden "
+            "expectations are its own NaN outputs and label 0, so only a NaN-aware smoke test fails it.",
+            models["nan"], "float32", (g_in, nan_out, np.zeros(len(g_in), np.int64)), baseline, FLOAT_ATOL,
+        ),
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="demo/models", help="output directory (default: demo/models)")
+    ap.add_argument(
+        "--fault-models",
+        metavar="DIR",
+        help="only write the faulty test models (hanging, NaN) under DIR (e.g. demo/fault-models); no training",
+    )
     args = ap.parse_args(argv)
+    if args.fault_models:
+        for d in write_fault_models(Path(args.fault_models), Path(args.out) / "defect-classifier" / "1.1.0"):
+            print(d, sum(f.stat().st_size for f in d.iterdir()), "bytes")
+        return 0
     out = Path(args.out)
     t_start = time.time()
 

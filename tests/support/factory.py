@@ -17,12 +17,16 @@ from .keys import KeyPair, make_keypair
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_MODELS = REPO / "demo" / "models"
+#: real but faulty models for the fault tests (scripts/train_demo_models.py --fault-models):
+#: defect-classifier 1.4.0 never returns from an invoke, 1.5.0 outputs NaN
+FAULT_MODELS = REPO / "demo" / "fault-models"
 MODEL = "defect-classifier"
 CREATED = "2026-11-01T00:00:00Z"
 
 
 def release_dir(version: str, model: str = MODEL) -> Path:
-    return DEMO_MODELS / model / version
+    d = DEMO_MODELS / model / version
+    return d if d.is_dir() else FAULT_MODELS / model / version
 
 
 def build(version: str, out: Path, keys: list[KeyPair], *extra: str, model: str = MODEL) -> Path:
