@@ -55,34 +55,40 @@ options:
     description:
       - Look up every catalogued bundle in the registry and compare its manifest with the catalogue
         entry. For an http(s) registry only the beginning of each bundle (the manifest) is downloaded.
-      - Signatures are verified only when O(trusted_keys) is given.
+      - Signatures are verified only with O(verify_bundles).
     type: bool
     default: true
   verify_bundles:
     description:
-      - Verify every bundle of the plan that is a local file in full, against O(trusted_keys). Fails when
-        O(trusted_keys) is empty.
+      - Check what every device trusts and verify what the plan would install with it, the way the devices
+        will. A device trusts the key files of its own C(edge_runtime_trusted_keys) host variable (else
+        O(trusted_keys)) with its C(edge_runtime_threshold) (else O(threshold)).
+      - Every key file of every device of the inventory must hold exactly one ECDSA P-256 PUBLIC KEY; a private
+        key (or anything else) fails here, naming the file and never showing its content, before any device
+        is touched. A device without keys fails too.
+      - Every bundle of the plan is verified with the trust of each device that would install it, once per
+        bundle and trust; a local file in full (signatures, then every file's size and SHA-256), an http(s)
+        bundle by its manifest's signatures (the devices verify its files after the download). Its manifest
+        digest is compared with the pin. A failure is located at the catalogue entry's line.
+      - The same checks as C(scripts/validate_models.py) (C(make validate)), which calls the same function.
     type: bool
     default: false
   trusted_keys:
     description:
-      - Controller paths of the trusted public keys (PEM). With O(verify_bundles), every bundle of the plan that is a
-        local file is verified in full (signatures against these keys with O(threshold), every file's size
-        and SHA-256) and its manifest digest is compared with the pin, once per bundle.
-      - Bundles behind http(s) URLs are not downloaded; their manifests are checked by O(check_registry) and
-        the devices verify them in full before anything is staged.
+      - Controller paths of trusted public keys (PEM), for devices without their own C(edge_runtime_trusted_keys).
     type: list
     elements: path
     default: []
   threshold:
-    description: Distinct trusted signatures a bundle needs (with O(trusted_keys)).
+    description: Distinct trusted signatures a bundle needs, for devices without their own C(edge_runtime_threshold).
     type: int
     default: 1
   max_waves:
     description:
-      - Refuse a plan whose rollout needs more waves than this (the number of wave plays the calling
-        playbook has). Unset means no limit.
+      - Refuse a plan whose rollout needs more waves than this. The default is the number of wave plays of
+        C(playbooks/deploy.yml) (C(MAX_WAVES) in C(plugins/plugin_utils/waves.py), kept equal by a test).
     type: int
+    default: 5
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
@@ -191,12 +197,15 @@ plan:
       type: int
       sample: 3
 verified:
-  description: The local bundles verified with O(verify_bundles) (empty without it).
+  description:
+    - The bundles verified with O(verify_bundles) (empty without it), once per bundle and trust; C(files) is
+      the number of files verified (null for an http(s) bundle, whose manifest signatures only were), C(hosts)
+      how many devices would install it with that trust.
   returned: success
   type: list
   elements: dict
   sample: [{source: /srv/fleet/.state/registry/defect-classifier/1.1.0.edgebundle, model: defect-classifier,
-            version: 1.1.0, files: 4}]
+            version: 1.1.0, files: 4, hosts: 12, threshold: 1}]
 error:
   description: Where and what the problem is (on failure); RV(msg) holds the same as one line.
   returned: failure
