@@ -21,6 +21,7 @@ Run: ``python tests/crash_harness.py --random 300``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -38,7 +39,8 @@ sys.path.insert(0, str(REPO))
 
 from edge_runtime import _faults  # noqa: E402
 from edge_runtime.device import Device  # noqa: E402
-from tests.support.factory import MODEL, make_release  # noqa: E402
+from edge_runtime.errors import RollbackError  # noqa: E402
+from tests.support.factory import MODEL, Release, make_release  # noqa: E402
 
 
 @dataclass
@@ -127,6 +129,36 @@ def enumerate_boundaries(sc: Scenario, work: Path) -> None:
     sc.boundaries = names
 
 
+def rollback_verification_scenarios(rel: Release, base: Path) -> list[Scenario]:
+    """Kills while a rollback verifies its target (R4): every file read and the corrupt marker's write.
+
+    The active version always verifies in these templates, so every kill must end with it (or the
+    verified rollback target) active; a kept copy that does not verify is damaged before the run.
+    """
+    from tests.support.attacks import corrupt_file
+
+    t_ref = base / "t-refused"  # operator rollback to a corrupt 1.0.0: refused, 1.1.0 stays, marker recorded
+    d = rel.device(t_ref)
+    d.install(str(rel.bundle("1.0.0")))
+    d.install(str(rel.bundle("1.1.0")))
+    corrupt_file(d, "1.0.0", "golden.npz")
+    t_old = base / "t-bad-old-corrupt"  # a failed install rolls back to 1.1.0, verified; older 1.0.0 is corrupt
+    d = rel.device(t_old, keep_versions=3)
+    d.install(str(rel.bundle("1.0.0")))
+    d.install(str(rel.bundle("1.1.0")))
+    corrupt_file(d, "1.0.0")
+    b120 = rel.bundle("1.2.0")
+
+    def refused(dv: Device) -> None:
+        with contextlib.suppress(RollbackError):
+            dv.rollback(MODEL)
+
+    return [
+        Scenario("rollback to corrupt 1.0.0", t_ref, refused, ("1.1.0",)),
+        Scenario("bad 1.2.0, 1.0.0 corrupt", t_old, lambda dv: dv.install(str(b120)), ("1.1.0",)),
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--random", type=int, default=300, help="random-moment kills in total (default 300)")
@@ -158,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             Scenario("upgrade 1.0.0 -> 1.1.0", t_up, lambda dv: dv.install(str(b110)), ("1.0.0", "1.1.0")),
             Scenario("bad 1.2.0 rolls back", t_bad, lambda dv: dv.install(str(b120)), ("1.1.0",)),
             Scenario("operator rollback", t_rb, lambda dv: dv.rollback(MODEL), ("1.0.0", "1.1.0")),
+            *rollback_verification_scenarios(rel, base),
         ]
         work = base / "work"
         durations: dict[str, float] = {}
