@@ -7,24 +7,11 @@ and the errors in :mod:`edge_runtime.errors`.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from typing import TYPE_CHECKING, Any
-
+# FetchConfig (the download policy) lives apart from the HTTP code: importing it costs no `requests`.
+from ._fetch_config import FetchConfig
+from ._version import __version__
 from .device import DEFAULT_ROOT, Device, DeviceConfig, InstallResult
 from .errors import EdgeRuntimeError
-
-if TYPE_CHECKING:
-    from ._fetch import FetchConfig
-
-
-def __getattr__(name: str) -> Any:
-    # FetchConfig lives with the HTTP code; importing it lazily keeps `requests` off the no-op paths.
-    if name == "FetchConfig":
-        from ._fetch import FetchConfig
-
-        return FetchConfig
-    raise AttributeError(f"module 'edge_runtime' has no attribute {name!r}")
 
 __all__ = [
     "DEFAULT_ROOT",

@@ -13,10 +13,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from ._cli_common import emit, run
-from ._fetch import FetchConfig
+from ._cli_common import ArgumentParser, emit, exit_codes_epilog, run
+from ._json import dumps_strict
+from ._version import __version__
 from .device import DEFAULT_ROOT, Device, InstallResult
+from .errors import ConfigError, quote_untrusted
 
 __all__ = ["main"]
 
@@ -24,60 +25,127 @@ EXIT_ROLLED_BACK = 8
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="edge-runtime", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(
+        prog="edge-runtime",
+        description=__doc__.split("\n\n")[0],
+        epilog=exit_codes_epilog(),
+    )
     p.add_argument(
         "--root",
         type=Path,
         default=Path(os.environ.get("EDGE_RUNTIME_ROOT", DEFAULT_ROOT)),
-        help=f"device state directory (default: $EDGE_RUNTIME_ROOT or {DEFAULT_ROOT})",
+        help=f"device state directory (default: $EDGE_RUNTIME_ROOT or {DEFAULT_ROOT}); every command but "
+        "init refuses a directory that is not an initialised device root",
     )
     p.add_argument("--json", action="store_true", help="print JSON for machines")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = p.add_subparsers(dest="cmd", required=True)
+    # --root and --json are accepted after the subcommand too (`edge-runtime status --json`); SUPPRESS
+    # keeps the subcommand from overwriting a value given before it
+    common = ArgumentParser(add_help=False)
+    common.add_argument("--root", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON for machines")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("init", help="create or update the device root: trusted keys and config")
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name,
+            help=help,
+            description=help,
+            parents=[common],
+            epilog=exit_codes_epilog(),
+            allow_abbrev=False,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    def download_options(s: argparse.ArgumentParser, what: str) -> None:
+        # defaults are FetchConfig's (the one source); None means "not given here"
+        s.add_argument("--connect-timeout", type=float, help=f"seconds to connect ({what})")
+        s.add_argument("--read-timeout", type=float, help=f"abort a download stalled this long ({what})")
+        s.add_argument("--retries", type=int, help=f"resumed download attempts after a drop or stall ({what})")
+        s.add_argument(
+            "--download-setting",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help=f"any download setting, e.g. min_rate=8192 or allowed_redirect_hosts=[\"mirror.example\"] "
+            f"(JSON value; repeat) ({what}); see docs/DESIGN.md for the list",
+        )
+
+    s = command("init", "create or update the device root: trusted keys and config")
     s.add_argument("--trusted-key", type=Path, action="append", required=True, help="public key PEM (repeat)")
     s.add_argument("--threshold", type=int, default=1, help="distinct trusted signatures required (default 1)")
     s.add_argument("--model", action="append", default=[], help="model name this device runs (repeat)")
     s.add_argument("--arch", help="override the CPU architecture (default: this machine's)")
     s.add_argument("--keep-versions", type=int, default=2, help="committed versions kept on disk (default 2)")
     s.add_argument("--facts-path", help="also write local facts here, e.g. /etc/ansible/facts.d/edge_runtime.fact")
+    download_options(s, "stored in config.json for every later download")
 
-    s = sub.add_parser("install", help="install a bundle: fetch, verify, stage, activate, smoke test, commit")
+    s = command("install", "install a bundle: fetch, verify, stage, activate, smoke test, commit")
     s.add_argument("source", help="bundle path or http(s) URL")
     s.add_argument("--model", help="refuse the bundle unless it is for this model name")
     s.add_argument("--expect-digest", help="refuse the bundle unless its manifest digest is this sha256:...")
     s.add_argument("--expect-size", type=int, help="bundle size in bytes; a server sending more is refused")
     s.add_argument("--allow-quarantined", action="store_true", help="retry a version that failed on this device before")
-    s.add_argument("--connect-timeout", type=float, default=10.0)
-    s.add_argument("--read-timeout", type=float, default=30.0, help="abort a download stalled this long")
-    s.add_argument("--retries", type=int, default=3, help="resumed download attempts after a drop or stall")
+    download_options(s, "this download only; default: the device's download settings")
 
-    s = sub.add_parser("rollback", help="activate the previous committed version still kept on the device")
+    s = command("rollback", "activate the previous committed version still kept on the device")
     s.add_argument("model")
     s.add_argument("--to", help="a specific kept version (default: the previous one)")
 
-    sub.add_parser(
-        "status", help="show per-model state (read-only: an interrupted operation shows as 'recovery pending')"
-    )
-    sub.add_parser("facts", help="print device facts (also written to the local facts file)")
-    sub.add_parser("recover", help="resolve interrupted operations now (run at boot)")
+    command("status", "show per-model state (read-only: an interrupted operation shows as 'recovery pending')")
+    command("facts", "print device facts (also written to the local facts file)")
+    command("recover", "resolve interrupted operations now (run at boot)")
 
-    s = sub.add_parser("verify", help="re-verify the installed files of a model against its signed manifest")
+    s = command("verify", "re-verify the installed files of a model against its signed manifest")
     s.add_argument("model")
-    s.add_argument("--version", dest="model_version", help="default: the active version")
+    s.add_argument("--model-version", help="the kept version to verify (default: the active version)")
+    s.add_argument("--version", action=_RenamedOption, nargs="?", help=argparse.SUPPRESS)
 
-    s = sub.add_parser(
+    s = command(
         "check",
-        help="post-install health check: re-verify the active version and re-run its smoke test; "
+        "post-install health check: re-verify the active version and re-run its smoke test; "
         "roll back and quarantine it if either fails",
     )
     s.add_argument("model")
-    s.add_argument("--version", dest="model_version", help="only if this version is active (default: the active one)")
+    s.add_argument("--model-version", help="only if this version is active (default: the active one)")
+    s.add_argument("--version", action=_RenamedOption, nargs="?", help=argparse.SUPPRESS)
 
-    s = sub.add_parser("repair", help="rebuild a corrupt state file from the verified versions on disk")
+    s = command("repair", "rebuild a corrupt state file from the verified versions on disk")
     s.add_argument("model")
     return p
+
+
+class _RenamedOption(argparse.Action):
+    """``verify/check MODEL --version X`` of earlier releases, still accepted after the subcommand (where it
+    cannot mean the program's version) with a deprecation warning; without a value it is refused."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        if not values:
+            parser.error(
+                "--version after a command was the model version and is now --model-version VERSION "
+                "(`edge-runtime --version` prints the program's version)"
+            )
+        sys.stderr.write("warning: `--version VERSION` after the command is deprecated; use --model-version\n")
+        namespace.model_version = values
+
+
+def _download_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The download settings given on the command line (FetchConfig keys; validated by FetchConfig)."""
+    out: dict[str, Any] = {}
+    for item in args.download_setting:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--download-setting {quote_untrusted(item, 60)} is not KEY=VALUE")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw  # a bare word
+        out[key.strip()] = value
+    for key in ("connect_timeout", "read_timeout", "retries"):
+        if getattr(args, key) is not None:
+            out[key] = getattr(args, key)
+    return out
 
 
 def _human_install(r: InstallResult) -> str:
@@ -119,8 +187,25 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     dev = Device(args.root)
 
+    def out(data: dict[str, Any], human: str) -> None:
+        emit(args.json, data, human, warnings=dev.warnings)
+
     def body() -> int:
+        if args.cmd != "init":
+            # a mistyped --root is an error that creates nothing (no lock, no facts/), not a new empty device
+            dev.config  # noqa: B018 - raises ConfigError (exit 2) with the fix when the root is not initialised
         if args.cmd == "init":
+            from ._fetch_config import FetchConfig
+
+            download = None
+            overrides = _download_overrides(args)
+            if overrides:
+                try:
+                    download = dict(dev.config.download or {})
+                except ConfigError:
+                    download = {}
+                download.update(overrides)
+                FetchConfig.from_mapping(download, "--download-setting")
             cfg = dev.init(
                 args.trusted_key,
                 threshold=args.threshold,
@@ -128,9 +213,9 @@ def main(argv: list[str] | None = None) -> int:
                 architecture=args.arch,
                 keep_versions=args.keep_versions,
                 facts_path=args.facts_path,
+                download=download,
             )
-            emit(
-                args.json,
+            out(
                 {
                     "ok": True,
                     "root": str(dev.root),
@@ -143,24 +228,20 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 0
         if args.cmd == "install":
-            fcfg = FetchConfig(
-                connect_timeout=args.connect_timeout, read_timeout=args.read_timeout, retries=args.retries
-            )
             r = dev.install(
                 args.source,
                 expected_name=args.model,
                 expected_digest=args.expect_digest,
                 expected_size=args.expect_size,
                 allow_quarantined=args.allow_quarantined,
-                fetch_config=fcfg,
+                fetch_config=_download_overrides(args),
                 progress=None if not args.json else False,
             )
-            emit(args.json, r.to_dict(), _human_install(r))
+            out(r.to_dict(), _human_install(r))
             return 0 if r.ok else EXIT_ROLLED_BACK
         if args.cmd == "rollback":
             r = dev.rollback(args.model, args.to)
-            emit(
-                args.json,
+            out(
                 r.to_dict(),
                 f"{r.model}: {r.version} is active (was {r.previous})" if r.changed else _human_install(r),
             )
@@ -174,20 +255,19 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 p95 = r.smoke.get("p95_ms") or 0.0
                 human = f"{r.model} {r.version}: files verified, smoke test passed [p95 {p95:.3f} ms]"
-            emit(args.json, r.to_dict(), human)
+            out(r.to_dict(), human)
             return 0 if r.ok else EXIT_ROLLED_BACK
         if args.cmd == "status":
             st = dev.status()
-            emit(args.json, {"ok": True, **st}, _human_status(st))
+            out({"ok": True, **st}, _human_status(st))
             return 0
         if args.cmd == "facts":  # read-only: never recovers nor runs a smoke test (R1)
             facts = dev.write_facts()
-            sys.stdout.write(json.dumps(facts, indent=None if args.json else 1, sort_keys=True) + "\n")
+            sys.stdout.write(dumps_strict(facts, "facts", indent=None if args.json else 1, sort_keys=True) + "\n")
             return 0
         if args.cmd == "recover":
             done = dev.recover()
-            emit(
-                args.json,
+            out(
                 {"ok": True, "recovered": done},
                 "\n".join(f"{d['model']} {d['version']}: {d['action']} (was {d['phase']})" for d in done)
                 or "nothing to recover",
@@ -195,23 +275,21 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.cmd == "verify":
             m = dev.verify_installed(args.model, args.model_version)
-            emit(
-                args.json,
+            out(
                 {"ok": True, "model": m.name, "version": str(m.version), "digest": m.digest, "files": len(m.files)},
                 f"{m.name} {m.version}: signature and {len(m.files)} file(s) verified ({m.digest})",
             )
             return 0
         if args.cmd == "repair":
             rep = dev.repair(args.model)
-            emit(
-                args.json,
+            out(
                 {"ok": True, **rep},
                 f"{args.model}: state rebuilt; active {rep['active'] or 'none'}, kept {', '.join(rep['kept'])}",
             )
             return 0
         raise AssertionError(args.cmd)  # pragma: no cover
 
-    return run(body, args.json)
+    return run(body, args.json, warnings=dev.warnings)
 
 
 if __name__ == "__main__":
