@@ -10,7 +10,7 @@ Controller-only (reads the registry; imports requests, and edge_runtime's bundle
   that would install it: a local bundle in full (signatures, then every file's size and SHA-256), an
   http(s) bundle's manifest signatures (the device verifies its files after the download).
 
-Download deadlines are the runtime's (:class:`edge_runtime._fetch.FetchConfig` defaults), not a copy.
+Download deadlines are the runtime's (:class:`edge_runtime._fetch_config.FetchConfig` defaults), not a copy.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import io
 import os
 import re
 import tarfile
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,7 +72,7 @@ def bundle_source(registry: str, bundle: str) -> str:
 
 
 def _http_timeout() -> tuple[float, float]:
-    from edge_runtime._fetch import FetchConfig
+    from edge_runtime._fetch_config import FetchConfig
 
     cfg = FetchConfig()
     return cfg.connect_timeout, cfg.read_timeout
@@ -110,8 +111,11 @@ def _read_remote(url: str) -> tuple[Any, int | None]:
     import requests
 
     headers = {"Range": f"bytes=0-{MANIFEST_PREFIX_BYTES - 1}", "Accept-Encoding": "identity"}
+    timeout = _http_timeout()
+    # a server dripping bytes just faster than the read timeout is cut too: the whole read has a deadline
+    deadline = time.monotonic() + sum(timeout)
     try:
-        with requests.get(url, headers=headers, stream=True, timeout=_http_timeout()) as resp:
+        with requests.get(url, headers=headers, stream=True, timeout=timeout) as resp:
             if resp.status_code in (404, 410):
                 raise _Missing(f"HTTP {resp.status_code}")
             if resp.status_code not in (200, 206):
@@ -127,6 +131,8 @@ def _read_remote(url: str) -> tuple[Any, int | None]:
                 buf += chunk
                 if len(buf) >= MANIFEST_PREFIX_BYTES:
                     break
+                if time.monotonic() > deadline:
+                    raise OSError(f"the registry sent no manifest within {sum(timeout):g} s")
     except requests.RequestException as exc:
         raise OSError(f"cannot reach the registry: {exc}") from None
     return _envelope_from_prefix(bytes(buf[:MANIFEST_PREFIX_BYTES])), total
