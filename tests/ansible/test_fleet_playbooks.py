@@ -118,15 +118,20 @@ def converge_order(r: Any) -> list[str]:
     return order
 
 
-@pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> Fleet:
-    f = Fleet(tmp_path_factory.mktemp("fleet"))
+def new_fleet(base: Path) -> Fleet:
+    """A fleet in ``base`` with its own registry and keys, models.yaml as committed; no device yet."""
+    f = Fleet(base)
     subprocess.run(
         [sys.executable, str(REPO / "scripts" / "build_registry.py"), "--out", str(f.registry), "--keys", str(f.keys)],
         check=True, capture_output=True,
     )
     f.write_models()
     return f
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Fleet:
+    return new_fleet(tmp_path_factory.mktemp("fleet"))
 
 
 def test_bad_models_yaml_fails_before_any_device_changes(fleet: Fleet) -> None:
@@ -276,7 +281,14 @@ def test_quarantined_version_is_not_pushed_again(fleet: Fleet) -> None:
 
 
 def test_rollback_playbook_returns_group_to_previous_version(fleet: Fleet) -> None:
+    # models.yaml pins the bad 1.2.0, which no device runs: a rollback from the pin has nothing to do ...
+    before = fleet.snapshot()
     r = fleet.run("rollback.yml", extravars={"edge_rollback_targets": "line_a"})
+    assert r.rc == 0, r.stdout.read()
+    assert changed_hosts(r) == {}
+    assert fleet.snapshot() == before
+    # ... and an explicit target takes the group back (tests/ansible/test_rollback_playbook.py has the rest)
+    r = fleet.run("rollback.yml", extravars={"edge_rollback_targets": "line_a", "edge_rollback_to": "1.0.0"})
     assert r.rc == 0, r.stdout.read()
     assert all(fleet.active(h) == "1.0.0" for h in LINE_A)
     assert fleet.active("dev-b1") == "1.0.0"  # untouched group, still at its pin
@@ -356,6 +368,9 @@ def test_unreachable_device_fails_its_wave_gate_and_halts_only_its_group(fleet: 
     assert "Rollout incomplete" in out
 
 def test_push_transfer_copies_the_bundle_installs_from_the_copy_and_removes_it(fleet: Fleet, tmp_path: Path) -> None:
+    sys.path.insert(0, str(REPO / "collections"))
+    from ansible_collections.edgeml.fleet.plugins.plugin_utils.device_plan import device_plan
+
     root = tmp_path / "device"
     # the device's plan as deploy.yml makes it, for a device that cannot read the registry (transfer push)
     plan_a = device_plan("dev-a1", bundle_plan(fleet, "1.0.0"), "run-1",
@@ -366,9 +381,6 @@ def test_push_transfer_copies_the_bundle_installs_from_the_copy_and_removes_it(f
     pushed = str(root / "downloads" / "defect-classifier-1.0.0.edgebundle")
     copies = [e["event_data"] for e in r.events if e.get("event") == "runner_item_on_ok"
               and e["event_data"].get("task", "").startswith("Copy each file-registry bundle")]
-    sys.path.insert(0, str(REPO / "collections"))
-    from ansible_collections.edgeml.fleet.plugins.plugin_utils.device_plan import device_plan
-
     assert [c["res"]["dest"] for c in copies] == [pushed]
     installs = [e["event_data"]["res"] for e in r.events if e.get("event") == "runner_item_on_ok"
                 and e["event_data"].get("task", "").startswith("Converge each pinned model")]

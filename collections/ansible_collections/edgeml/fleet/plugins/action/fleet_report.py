@@ -1,4 +1,4 @@
-"""Action plugin ``edgeml.fleet.fleet_report``: build the deploy report and write it on the controller.
+"""Action plugin ``edgeml.fleet.fleet_report``: build the deploy or rollback report and write it on the controller.
 
 Runs entirely on the controller (no module is transferred, no file module per report file). See the
 documentation in ``plugins/modules/fleet_report.py``.
@@ -15,6 +15,7 @@ from typing import Any
 
 from ansible.module_utils.common.text.converters import to_text
 from ansible_collections.edgeml.fleet.plugins.module_utils import rollout
+from ansible_collections.edgeml.fleet.plugins.plugin_utils import rollback
 from ansible_collections.edgeml.fleet.plugins.plugin_utils.controller_action import ControllerAction
 from ansible_collections.edgeml.fleet.plugins.plugin_utils.hostvars import results_and_twins
 
@@ -22,7 +23,7 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "plan": {"type": "dict", "required": True},
     "halted": {"type": "dict", "default": {}},
     "dest": {"type": "path", "required": True},
-    "kind": {"type": "str", "default": "deploy"},
+    "kind": {"type": "str", "default": "deploy", "choices": ["deploy", "rollback"]},
     "write": {"type": "bool", "default": True},
 }
 
@@ -52,6 +53,8 @@ class ActionModule(ControllerAction):
         plan = args["plan"]
         results, facts = results_and_twins(plan, task_vars.get("hostvars", {}))
         report = rollout.fleet_report(plan, results, facts, args["halted"])
+        if args["kind"] == "rollback":
+            report = rollback.finish_report(report, plan, facts)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         report["generated_at"] = stamp
         report["check_mode"] = bool(self._task.check_mode)
@@ -63,7 +66,7 @@ class ActionModule(ControllerAction):
             try:
                 dest.mkdir(parents=True, exist_ok=True)
                 as_json = json.dumps(report, indent=2, sort_keys=True, default=to_text) + "\n"
-                as_md = rollout.report_markdown(report, title)
+                as_md = rollout.report_markdown(report, title) + rollback.markdown_tail(report)
                 for name, text in ((f"{args['kind']}-{stamp}.json", as_json), (f"{args['kind']}-{stamp}.md", as_md),
                                    ("latest.json", as_json), ("latest.md", as_md)):
                     _atomic_write(dest / name, text)
@@ -73,4 +76,4 @@ class ActionModule(ControllerAction):
                 result.update(failed=True, msg=msg)
                 return
         # Writing the report is not a change of the fleet: a no-op deploy shows changed=0 everywhere.
-        result.update(report=report, files=files)
+        result.update(report=report, files=files, summary="\n".join(rollback.summary_lines(report, args["kind"])))

@@ -10,7 +10,7 @@ from ansible_collections.edgeml.fleet.plugins.module_utils.controller_only impor
 DOCUMENTATION = r"""
 ---
 module: fleet_report
-short_description: Build the fleet's deploy report (desired vs reported per device) and write it as JSON and Markdown
+short_description: Build the fleet's deploy or rollback report (desired vs reported per device), write JSON and Markdown
 version_added: 0.1.0
 description:
   - Builds the device-twin view of a rollout from the plan of M(edgeml.fleet.desired_state), the
@@ -19,6 +19,9 @@ description:
     reported as C(unchanged) from its twin.
   - Writes C(<kind>-<UTC time>.json), C(<kind>-<UTC time>.md), C(latest.json) and C(latest.md) into
     O(dest), each atomically (a reader never sees a torn file). The timestamped files keep the history.
+  - With O(kind=rollback) (C(playbooks/rollback.yml)) the devices' C(edge_model_result) comes from the rollback;
+    C(rolled_back) and C(unchanged) are successes, and RV(report.pin_warnings) names every C(models.yaml) line
+    that still pins a version the devices no longer run, with the one-line change that keeps the rollback.
   - This is an action plugin; it runs on the controller only (use it on C(localhost)).
 author:
   - edgeml maintainers
@@ -36,8 +39,9 @@ options:
     type: path
     required: true
   kind:
-    description: File name prefix and title of the report, for example C(deploy) or C(rollback).
+    description: File name prefix and title of the report.
     type: str
+    choices: [deploy, rollback]
     default: deploy
   write:
     description: Write the files. In check mode nothing is written whatever this says.
@@ -104,6 +108,17 @@ report:
     check_mode:
       description: Whether the run was a check-mode run.
       type: bool
+    pin_warnings:
+      description: >-
+        With O(kind=rollback) only. Per pinning group and model whose devices no longer run the pinned version:
+        C(file), C(line), C(group), C(model), C(pinned), C(running) (version to devices), C(fix) (the line to
+        write, or null when the devices run different versions) and C(message).
+      type: list
+      elements: dict
+summary:
+  description: The outcome for people, one line per device and model, then totals and warnings.
+  returned: success
+  type: str
 files:
   description: The files written (empty in check mode or with O(write=false)).
   returned: success
