@@ -162,7 +162,7 @@ def test_corrupt_previous_found_by_verify_is_no_longer_offered(
 ) -> None:
     assert status_of(device, capsys)["previous"] == "1.0.0"
     corrupt_file(device, "1.0.0", "golden.npz")
-    rc, r = run(device.root, "verify", MODEL, "--version", "1.0.0", capsys=capsys)
+    rc, r = run(device.root, "verify", MODEL, "--model-version", "1.0.0", capsys=capsys)
     assert rc == 3
     assert r["error"] == "integrity"
     st = status_of(device, capsys)
@@ -242,7 +242,7 @@ def test_version_directory_holding_another_release_does_not_verify_as_that_versi
     os.rename(a, tmp)
     os.rename(b, a)
     os.rename(tmp, b)
-    rc, r = run(device.root, "verify", MODEL, "--version", "1.0.0", capsys=capsys)
+    rc, r = run(device.root, "verify", MODEL, "--model-version", "1.0.0", capsys=capsys)
     assert rc == 3
     assert "not the committed" in r["message"]
 
