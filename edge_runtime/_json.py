@@ -32,6 +32,7 @@ import re
 import sys
 import types
 import typing
+from collections import abc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -210,14 +211,14 @@ def conforms(value: Any, hint: Any) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if hint is str:
         return isinstance(value, str)
-    if origin in (list, tuple) or hint in (list, tuple):
+    if origin in (list, tuple, abc.Sequence) or hint in (list, tuple):
         if not isinstance(value, list):
             return False
         if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
             return len(value) == len(args) and all(conforms(v, a) for v, a in zip(value, args, strict=True))
         item = args[0] if args else Any
         return all(conforms(v, item) for v in value)
-    if origin is dict or hint is dict:
+    if origin in (dict, abc.Mapping) or hint is dict:
         if not isinstance(value, dict):
             return False
         key, val = args or (Any, Any)

@@ -225,9 +225,6 @@ class TarHeaderWalker:
                 raise UnsafeBundleError(
                     f"bundle member {quote_untrusted(_cstr(block[:100]))} is {what}; bundles hold regular files only"
                 )
-            self.members += 1
-            if self.members > lim.tar_max_members:
-                raise BundleFormatError(f"the bundle has more than {lim.tar_max_members} members")
             raw_name = _cstr(block[:100])
             prefix = _cstr(block[345:500])
             name = prefix + "/" + raw_name if prefix else raw_name
@@ -251,6 +248,9 @@ class TarHeaderWalker:
                 raise self._truncated(
                     data, f"member {quote_untrusted(name)} (declares {size} bytes, {self.file_size - data} remain)"
                 )
+            self.members += 1
+            if self.members > lim.tar_max_members:
+                raise BundleFormatError(f"the bundle has more than {lim.tar_max_members} members")
             member = RawMember(name, size, start, data)
             self._pos = member.end
             return member

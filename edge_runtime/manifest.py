@@ -48,7 +48,8 @@ MAX_FILES = DEFAULT_LIMITS.manifest_max_files
 _SEMVER = re.compile(
     r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
     r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
-    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
+    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$",
+    re.ASCII,  # \d is 0-9 only: "\u0661.0.0" (an Arabic-Indic one) must not parse as 1.0.0
 )
 #: the one version pattern (SemVer 2.0.0); the control plane's schema check imports it (edgeml.fleet)
 SEMVER_PATTERN: str = _SEMVER.pattern
@@ -74,7 +75,7 @@ class Version:
     @classmethod
     def parse(cls, text: str, limits: Limits = DEFAULT_LIMITS) -> Version:
         ok = isinstance(text, str) and len(text) <= limits.max_version_chars
-        m = _SEMVER.match(text) if ok else None
+        m = _SEMVER.fullmatch(text) if ok else None
         if not m:
             raise BundleFormatError(
                 f"{quote_untrusted(text)} is not a semantic version of at most {limits.max_version_chars} characters",
@@ -108,7 +109,7 @@ def validate_version(text: str) -> str:
 
 
 def validate_model_name(name: Any) -> str:
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise BundleFormatError(
             f"model name {quote_untrusted(name)} is invalid",
             hint="use 1-64 characters of a-z, 0-9, '.', '_', '-', starting with a letter or digit",
@@ -116,11 +117,11 @@ def validate_model_name(name: Any) -> str:
     return name
 
 
-_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$", re.ASCII)
 
 
 def parse_time(text: Any, field: str) -> datetime:
-    if not isinstance(text, str) or not _TIME.match(text):
+    if not isinstance(text, str) or not _TIME.fullmatch(text):
         raise BundleFormatError(
             f"manifest field {field} must be an RFC 3339 UTC time like 2026-01-31T12:00:00Z, "
             f"got {quote_untrusted(text)}"
@@ -216,7 +217,7 @@ def _strlist(value: Any, field: str, limits: Limits) -> tuple[str, ...]:
     if (
         not isinstance(value, list)
         or not 0 < len(value) <= limits.max_tags
-        or not all(isinstance(v, str) and len(v) <= limits.max_tag_chars and _TAG.match(v) for v in value)
+        or not all(isinstance(v, str) and len(v) <= limits.max_tag_chars and _TAG.fullmatch(v) for v in value)
     ):
         raise BundleFormatError(
             f"manifest field {field} must list 1..{limits.max_tags} names of at most {limits.max_tag_chars} "
@@ -333,7 +334,7 @@ class Manifest:
             if path == MANIFEST_NAME or path in seen:
                 raise BundleFormatError(f"manifest lists {quote_untrusted(path)} twice or lists the manifest itself")
             seen.add(path)
-            if not isinstance(fo["sha256"], str) or not _HEX64.match(fo["sha256"]):
+            if not isinstance(fo["sha256"], str) or not _HEX64.fullmatch(fo["sha256"]):
                 raise BundleFormatError(f"files[{i}].sha256 must be 64 lowercase hex digits")
             files.append(FileEntry(path, fo["sha256"], _int(fo["length"], f"files[{i}].length", 0, 1 << 40)))
         for k, v in ep.items():
@@ -414,7 +415,7 @@ def parse_envelope(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Envelope:
     sigs: list[Signature] = []
     for i, s in enumerate(sigs_raw):
         so = _obj(s, f"signatures[{i}]", {"keyid", "sig"}, {"keyid", "sig"})
-        if not isinstance(so["keyid"], str) or not _HEX64.match(so["keyid"]):
+        if not isinstance(so["keyid"], str) or not _HEX64.fullmatch(so["keyid"]):
             raise BundleFormatError(f"signatures[{i}].keyid must be 64 lowercase hex digits")
         if not isinstance(so["sig"], str) or len(so["sig"]) > limits.max_signature_chars:
             raise BundleFormatError(
