@@ -54,9 +54,15 @@ class PublicKey:
     """An accepted trusted key: where it came from, its id, its canonical PEM (what devices get), the key."""
 
     source: str
-    key_id: str
     pem: str
     key: EllipticCurvePublicKey
+
+    @property
+    def key_id(self) -> str:
+        """The runtime's key id (imported only when asked: the setup action plugin does not need it)."""
+        from edge_runtime.trust import key_id
+
+        return key_id(self.key)
 
 
 def _kind_of_refused(data: bytes) -> tuple[str, str]:
@@ -90,8 +96,6 @@ def check_public_pem(data: bytes, source: str) -> PublicKey:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from edge_runtime.trust import key_id
-
     if len(data) > MAX_KEY_FILE_BYTES:
         raise TrustedKeyError(
             source, f"is larger than {MAX_KEY_FILE_BYTES} bytes: not a public key file", "list the PEM public key"
@@ -112,7 +116,7 @@ def check_public_pem(data: bytes, source: str) -> PublicKey:
             "edge devices trust ECDSA P-256 keys; generate them with edge-release keygen",
         )
     pem = key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return PublicKey(source=source, key_id=key_id(key), pem=pem.decode("ascii"), key=key)
+    return PublicKey(source=source, pem=pem.decode("ascii"), key=key)
 
 
 def read_public_key(path: str | Path) -> PublicKey:
