@@ -20,7 +20,15 @@ import pytest
 from edge_runtime import _faults
 from edge_runtime.cli import main as cli
 from edge_runtime.device import Device
-from tests.support.attacks import active_version, add_stray_file, corrupt_file, model_state, run_cli
+from tests.support.attacks import (
+    active_version,
+    add_stray_file,
+    clone_device,
+    corrupt_file,
+    installed_device,
+    model_state,
+    run_cli,
+)
 from tests.support.factory import MODEL, Release, snapshot
 
 
@@ -30,23 +38,27 @@ def run(root: Path, *args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int
     return rc, json.loads(capsys.readouterr().out)
 
 
-@pytest.fixture
-def device(release: Release, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Device:
-    """1.0.0 then 1.1.0 committed, three versions kept."""
-    dev = release.device(tmp_path / "dev", keep_versions=3)
-    for v in ("1.0.0", "1.1.0"):
-        rc, r = run(dev.root, "install", str(release.bundle(v)), capsys=capsys)
-        assert rc == 0, r
-    return dev
-
-
-@pytest.fixture
-def three(device: Device, release: Release, capsys: pytest.CaptureFixture[str]) -> Device:
-    """1.0.0, 1.1.0 and 2.0.0 committed and kept."""
+@pytest.fixture(scope="module")
+def templates(release: Release, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Device roots prepared once: "two" (1.0.0 then 1.1.0) and "three" (then 2.0.0), three versions kept."""
+    base = tmp_path_factory.mktemp("rollback-templates")
+    two = installed_device(release, base / "two", [release.bundle("1.0.0"), release.bundle("1.1.0")], keep_versions=3)
     v2 = release.custom("v2.edgebundle", "1.1.0", "--model-version", "2.0.0", "--counter", "20")
-    rc, r = run(device.root, "install", str(v2), capsys=capsys)
-    assert rc == 0, r
-    return device
+    three = clone_device(two.root, base / "three")
+    assert three.install(str(v2)).ok
+    return {"two": two.root, "three": three.root}
+
+
+@pytest.fixture
+def device(templates: dict[str, Path], tmp_path: Path) -> Device:
+    """1.0.0 then 1.1.0 committed, three versions kept."""
+    return clone_device(templates["two"], tmp_path / "dev")
+
+
+@pytest.fixture
+def three(templates: dict[str, Path], tmp_path: Path) -> Device:
+    """1.0.0, 1.1.0 and 2.0.0 committed and kept."""
+    return clone_device(templates["three"], tmp_path / "dev")
 
 
 def status_of(dev: Device, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:

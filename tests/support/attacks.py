@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import resource
+import shutil
 import stat
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from typing import Any
 
 from edge_runtime.device import Device
 
-from .factory import MODEL
+from .factory import MODEL, Release
 
 EXE = Path(sys.executable).with_name("edge-runtime")
 #: exit codes the CLI documents (README "Exit codes" and ``edge-runtime --help``)
@@ -110,3 +111,18 @@ def model_state(root: Path, model: str = MODEL) -> dict[str, Any]:
 def active_version(dev: Device, model: str = MODEL) -> str | None:
     link = dev.active_link(model)
     return os.readlink(link).split("/")[-1] if link.is_symlink() else None
+
+
+def installed_device(release: Release, root: Path, bundles: list[Path], **config: object) -> Device:
+    """A device root with ``bundles`` installed (and committed) in order, through the runtime's API."""
+    dev = release.device(root, **config)
+    for b in bundles:
+        r = dev.install(str(b))
+        assert r.ok, r
+    return dev
+
+
+def clone_device(template: Path, dest: Path) -> Device:
+    """A copy of a prepared device root (links, modes and state as they are): cheaper than installing again."""
+    shutil.copytree(template, dest, symlinks=True)
+    return Device(dest)
