@@ -768,6 +768,8 @@ def _private_key_files(tmp_path: Path, registry: dict[str, Any]) -> dict[str, Pa
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
         "ssh-public": key.public_key().public_bytes(serialization.Encoding.OpenSSH,
                                                     serialization.PublicFormat.OpenSSH),
+        "public-with-text": b"Comment: release key\n" + Path(registry["pub"]).read_bytes(),
+        "certificate": b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
     }
     out = {}
     for name, data in files.items():
@@ -781,7 +783,7 @@ def _private_key_files(tmp_path: Path, registry: dict[str, Any]) -> dict[str, Pa
 
 
 KEY_CASES = ["pkcs8", "encrypted", "sec1", "openssh", "public+private", "der-private", "garbage", "empty",
-             "rsa-public", "ssh-public"]
+             "rsa-public", "ssh-public", "public-with-text", "certificate"]
 
 
 @pytest.mark.parametrize("case", KEY_CASES)
@@ -854,3 +856,15 @@ def test_validate_script_refuses_a_private_key_without_printing_it(tmp_path: Pat
     assert r.stderr.startswith(f"{registry['key']}: holds a private key")
     body = [ln for ln in Path(registry["key"]).read_text().splitlines() if not ln.startswith("-----")]
     assert not any(ln in r.stdout + r.stderr for ln in body)
+
+
+def test_a_public_key_is_passed_on_re_encoded_whatever_its_line_endings(
+    tmp_path: Path, registry: dict[str, Any]
+) -> None:
+    from ansible_collections.edgeml.fleet.plugins.plugin_utils.trusted_keys import read_public_key
+
+    crlf = tmp_path / "crlf.pub"
+    crlf.write_bytes(b"\n" + Path(registry["pub"]).read_bytes().replace(b"\n", b"\r\n") + b"\n\n")
+    key = read_public_key(crlf)
+    assert key.pem == Path(registry["pub"]).read_text()
+    assert key.key_id == read_public_key(registry["pub"]).key_id

@@ -82,6 +82,8 @@ def _kind_of_refused(data: bytes) -> tuple[str, str]:
         return "is an OpenSSH public key, not a PEM public key", (
             "export it as PEM: ssh-keygen -f KEY.pub -e -m PKCS8 > KEY.pem"
         )
+    if labels == ["PUBLIC KEY"]:
+        return "holds other text besides its PEM public key block", "keep only the -----BEGIN/END PUBLIC KEY----- block"
     if "PUBLIC KEY" in labels and len(labels) > 1:
         return f"holds {len(labels)} PEM blocks; a trusted-key file holds exactly one public key", (
             "put each public key in its own file"
