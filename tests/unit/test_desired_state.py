@@ -868,3 +868,36 @@ def test_a_public_key_is_passed_on_re_encoded_whatever_its_line_endings(
     key = read_public_key(crlf)
     assert key.pem == Path(registry["pub"]).read_text()
     assert key.key_id == read_public_key(registry["pub"]).key_id
+
+
+def test_number_length_at_the_limit_and_one_character_beyond(tmp_path: Path, registry: dict[str, Any]) -> None:
+    from ansible_collections.edgeml.fleet.plugins.plugin_utils.models_yaml import ModelsLimits, load_yaml
+
+    limit = ModelsLimits().max_number_chars
+    at = write(tmp_path, f"schema: 1\nx: {'9' * limit}\n")
+    assert load_yaml(at)[0]["x"] == int("9" * limit)
+    beyond = render(registry).replace("release_counter: 2", f"release_counter: {'9' * 5000}")
+    err = fails(tmp_path, beyond)
+    assert err.line == line_of(beyond, "release_counter: 999")
+    assert "a number of 5000 characters" in err.problem
+
+
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan", ".NaN"])
+def test_non_finite_numbers_are_refused_where_they_are(tmp_path: Path, registry: dict[str, Any], value: str) -> None:
+    text = render(registry).replace("max_p95_latency_ms: 20.0", f"max_p95_latency_ms: {value}")
+    err = fails(tmp_path, text)
+    assert err.line == line_of(text, "max_p95_latency_ms")
+    assert "not a finite number" in err.problem
+
+
+@pytest.mark.parametrize(("snippet", "phrase"), [
+    ("x: !!python/object:os.system 'ls'", "could not determine a constructor"),
+    ("x: !custom value", "could not determine a constructor"),
+    ("x: a\x00b", "U+0000 is not allowed"),
+])
+def test_unsafe_tags_and_control_characters_are_refused_where_they_are(
+    tmp_path: Path, snippet: str, phrase: str
+) -> None:
+    err = fails(tmp_path, f"schema: 1\n{snippet}\n")
+    assert err.line == 2
+    assert phrase in err.problem

@@ -22,6 +22,7 @@ Every limit is compared with ``>``: a value equal to the limit is accepted, one 
 from __future__ import annotations
 
 import codecs
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -53,6 +54,8 @@ class ModelsLimits:
     max_file_bytes: int = 1 << 20
     #: deepest nesting of mappings and lists (the schema needs 6: groups.G.rollout.health_gate.KEY)
     max_depth: int = 16
+    #: longest number literal, in characters (a release counter is at most 16 digits; Python refuses > 4300)
+    max_number_chars: int = 32
 
 
 DEFAULT_MODELS_LIMITS = ModelsLimits()
@@ -279,6 +282,20 @@ class _Loader(yaml.SafeLoader):
         return result
 
 
+_NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+
+
+def _scalar(loader: _Loader, node: yaml.ScalarNode, path: YamlPath, smap: SourceMap) -> Any:
+    """A scalar's value; numbers are bounded in length and must be finite."""
+    if node.tag in _NUMBER_TAGS and len(node.value) > loader.limits.max_number_chars:
+        raise smap.error(path, f"a number of {len(node.value)} characters (at most {loader.limits.max_number_chars})",
+                         "write a plain number, or quote it if it is meant as text")
+    value = loader.construct_object(node, deep=True)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise smap.error(path, f"{node.value!r} is not a finite number", "write a plain number such as 20.0")
+    return value
+
+
 def _construct(loader: _Loader, node: yaml.Node, path: YamlPath, smap: SourceMap) -> Any:
     """Build plain Python data from ``node``, recording positions and rejecting what we refuse.
 
@@ -286,7 +303,7 @@ def _construct(loader: _Loader, node: yaml.Node, path: YamlPath, smap: SourceMap
     """
     smap.values[path] = _pos(node.start_mark)
     if isinstance(node, yaml.ScalarNode):
-        return loader.construct_object(node, deep=True)
+        return _scalar(loader, node, path, smap)
     if isinstance(node, yaml.SequenceNode):
         return [_construct(loader, item, (*path, i), smap) for i, item in enumerate(node.value)]
     if isinstance(node, yaml.MappingNode):
@@ -341,7 +358,7 @@ def load_yaml(path: str, limits: ModelsLimits = DEFAULT_MODELS_LIMITS) -> tuple[
             path,
             line,
             column,
-            f"character {exc.character!r} is not allowed in YAML",
+            f"character U+{int(exc.character):04X} is not allowed in YAML",
             "remove the control character (only tab, newline and printable characters are allowed)",
         ) from None
     except yaml.MarkedYAMLError as exc:
