@@ -901,3 +901,18 @@ def test_unsafe_tags_and_control_characters_are_refused_where_they_are(
     err = fails(tmp_path, f"schema: 1\n{snippet}\n")
     assert err.line == 2
     assert phrase in err.problem
+
+
+@pytest.mark.parametrize(("percent", "hosts", "first_wave"), [
+    (50, 4, 2), (51, 4, 3),        # exactly two devices, one step beyond rounds up to three
+    (25, 4, 1), (26, 4, 2),
+    (10, 10, 1), (11, 10, 2),
+    (1, 100, 1), (2, 100, 2), (3, 100, 3),
+    (29, 100, 29), (57, 100, 57),  # where float percent * n / 100 is not an integer in binary
+    (1, 1, 1), (100, 7, 7),
+])
+def test_percentage_waves_round_up_exactly_at_each_device_boundary(percent: int, hosts: int, first_wave: int) -> None:
+    names = [f"h{i:03d}" for i in range(hosts)]
+    waves = ds.resolve_waves([f"{percent}%", "100%"], names)
+    assert len(waves[0]) == first_wave
+    assert sum(len(w) for w in waves) == hosts
