@@ -47,6 +47,7 @@ __all__ = [
     "add_signature",
     "build_bundle",
     "copy_verified",
+    "envelope_from_prefix",
     "iter_members",
     "open_bundle",
     "read_envelope",
@@ -293,6 +294,14 @@ def open_bundle(path: Path) -> Iterator[BinaryIO]:
         ) from None
     with fh:
         yield fh
+
+
+def envelope_from_prefix(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Envelope:
+    """Parse the manifest from the first bytes of a bundle (e.g. an HTTP range), with the same checks.
+
+    ``data`` must hold the whole first member; a prefix that cuts it is a :class:`BundleFormatError`.
+    """
+    return BundleStream(io.BytesIO(data), limits).envelope
 
 
 def read_envelope(path: Path, limits: Limits = DEFAULT_LIMITS) -> Envelope:

@@ -15,10 +15,8 @@ Download deadlines are the runtime's (:class:`edge_runtime._fetch_config.FetchCo
 
 from __future__ import annotations
 
-import io
 import os
 import re
-import tarfile
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -80,26 +78,10 @@ def _http_timeout() -> tuple[float, float]:
 
 def _envelope_from_prefix(data: bytes) -> Any:
     """Parse the manifest envelope from the first bytes of a bundle (the manifest is member one)."""
-    from edge_runtime.errors import BundleFormatError
-    from edge_runtime.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, parse_envelope
+    # The runtime's guarded reader: raw tar headers are checked before tarfile reads them (R2, issue 7).
+    from edge_runtime.bundle import envelope_from_prefix
 
-    try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r|") as tar:
-            first = tar.next()
-            if first is None or first.name != MANIFEST_NAME:
-                found = first.name if first else "nothing"
-                raise BundleFormatError(f"the first bundle member must be {MANIFEST_NAME}, found {found}")
-            if not first.isreg() or first.size > MAX_MANIFEST_BYTES:
-                raise BundleFormatError(f"{MANIFEST_NAME} is not a regular file of at most {MAX_MANIFEST_BYTES} bytes")
-            fh = tar.extractfile(first)
-            if fh is None:  # pragma: no cover - isreg() was checked
-                raise BundleFormatError(f"cannot read {MANIFEST_NAME}")
-            body = fh.read()
-    except (tarfile.TarError, EOFError) as exc:
-        raise BundleFormatError(f"not a bundle (tar) file: {exc}") from None
-    if len(body) != first.size:
-        raise BundleFormatError(f"{MANIFEST_NAME} is cut short")
-    return parse_envelope(body)
+    return envelope_from_prefix(data)
 
 
 class _Missing(Exception):
