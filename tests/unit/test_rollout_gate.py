@@ -87,7 +87,8 @@ def twin(**models: dict[str, Any]) -> dict[str, Any]:
 
 
 def committed(version: str = "1.1.0", digest: str = PIN["digest"]) -> dict[str, Any]:
-    return {"active_version": version, "digest": digest, "state": "committed", "previous_version": "1.0.0"}
+    return {"active_version": version, "digest": digest, "state": "committed", "previous_version": "1.0.0",
+            "check_passed": True}
 
 
 def test_device_running_the_pin_committed_with_its_digest_is_in_sync() -> None:
@@ -103,6 +104,9 @@ def test_anything_else_is_converged_where_the_runtime_decides() -> None:
         "same version, another build (digest)": twin(m=committed(digest="sha256:" + "cd" * 32)),
         "interrupted operation pending": twin(m={**committed(), "state": "pending"}),
         "corrupt state file": twin(m={"state": "corrupt", "error": "bad json"}),
+        "no passed health check recorded": twin(m={**committed(), "check_passed": False}),
+        "health check never ran": twin(m={k: v for k, v in committed().items() if k != "check_passed"}),
+        "degraded": twin(m={**committed(), "state": "degraded"}),
     }
     for why, facts in cases.items():
         assert not rollout.twin_in_sync(entry(), facts), why
