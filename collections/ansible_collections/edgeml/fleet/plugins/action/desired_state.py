@@ -79,7 +79,7 @@ class ActionModule(ControllerAction):
         try:
             trust = self._trust(devices, args, task_vars) if args["verify_bundles"] else None
             plan = validate(path, groups, check_registry=args["check_registry"], trust=trust,
-                            max_waves=args["max_waves"])
+                            max_waves=args["max_waves"] or None)  # 0: no limit (a rollback has no waves)
         except DesiredStateError as exc:
             result.update(failed=True, changed=False, msg=str(exc), error=exc.to_dict())
             return

@@ -87,6 +87,7 @@ options:
     description:
       - Refuse a plan whose rollout needs more waves than this. The default is the number of wave plays of
         C(playbooks/deploy.yml) (C(MAX_WAVES) in C(plugins/plugin_utils/waves.py), kept equal by a test).
+      - C(0) turns the limit off (C(playbooks/rollback.yml), which rolls back without waves).
     type: int
     default: 5
 attributes:
