@@ -64,6 +64,10 @@ class Limits:
     #: most members in a bundle (the manifest plus the files it may list)
     tar_max_members: int = 1001
 
+    # --- key files -------------------------------------------------------------------------------
+    #: largest PEM key file read (a P-256 key is < 1 KiB; a passphrase-encrypted one < 2 KiB)
+    key_file_max_bytes: int = 64 * KiB
+
     # --- HTTP (used by the fetcher) ---------------------------------------------------------------
     #: longest status or header line, in bytes
     http_max_header_line: int = 8 * KiB

@@ -6,10 +6,12 @@ import os
 import stat
 from pathlib import Path
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from .errors import KeyFileError
+from ._limits import DEFAULT_LIMITS
+from .errors import KeyFileError, quote_untrusted
 from .trust import key_id
 
 __all__ = ["generate_keypair", "load_private_key", "load_public_key", "sign"]
@@ -51,20 +53,41 @@ def generate_keypair(private_path: Path, public_path: Path, *, overwrite: bool =
     return key_id(pub)
 
 
+def _read_key_file(path: Path, what: str) -> bytes:
+    """The bytes of a key file, bounded; a missing, unreadable or oversized file is a :class:`KeyFileError`."""
+    limit = DEFAULT_LIMITS.key_file_max_bytes
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(limit + 1)
+    except FileNotFoundError:
+        raise KeyFileError(
+            f"{what} {quote_untrusted(str(path))} does not exist", hint="create keys with `edge-release keygen`"
+        ) from None
+    except OSError as exc:
+        raise KeyFileError(f"{what} {quote_untrusted(str(path))} cannot be read: {exc.strerror}") from None
+    if len(data) > limit:
+        raise KeyFileError(f"{what} {quote_untrusted(str(path))} is larger than {limit} bytes; it is not a PEM key")
+    return data
+
+
 def load_private_key(path: Path) -> ec.EllipticCurvePrivateKey:
     """Load a P-256 private key, refusing files readable by group or others."""
     try:
         st = path.stat()
     except FileNotFoundError:
-        raise KeyFileError(f"private key {path} does not exist", hint="create one with `edge-release keygen`") from None
+        raise KeyFileError(
+            f"private key {quote_untrusted(str(path))} does not exist", hint="create one with `edge-release keygen`"
+        ) from None
+    except OSError as exc:
+        raise KeyFileError(f"private key {quote_untrusted(str(path))} cannot be read: {exc.strerror}") from None
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise KeyFileError(
             f"private key {path} is accessible by group or others (mode {stat.S_IMODE(st.st_mode):04o})",
             hint=f"run `chmod 600 {path}`",
         )
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=_passphrase())
-    except (ValueError, TypeError) as exc:
+        key = serialization.load_pem_private_key(_read_key_file(path, "private key"), password=_passphrase())
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         # The exception text never includes key material.
         raise KeyFileError(
             f"cannot load private key {path}: {type(exc).__name__}",
@@ -76,14 +99,15 @@ def load_private_key(path: Path) -> ec.EllipticCurvePrivateKey:
 
 
 def load_public_key(path: Path) -> ec.EllipticCurvePublicKey:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise KeyFileError(f"public key {path} does not exist") from None
+    """Load a P-256 public key (PEM SubjectPublicKeyInfo); anything else is a :class:`KeyFileError`."""
+    data = _read_key_file(path, "public key")
     try:
         key = serialization.load_pem_public_key(data)
-    except ValueError as exc:
-        raise KeyFileError(f"cannot load public key {path}: {exc}") from None
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise KeyFileError(
+            f"cannot load public key {quote_untrusted(str(path))}: {type(exc).__name__}",
+            hint="pass a PEM public key made by `edge-release keygen`",
+        ) from None
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
         raise KeyFileError(f"{path} is not an ECDSA P-256 public key", hint="generate keys with `edge-release keygen`")
     return key
