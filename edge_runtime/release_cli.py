@@ -7,15 +7,16 @@ printed and never written into a bundle.
 from __future__ import annotations
 
 import argparse
-import json
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from . import __version__
 from ._cli_common import emit, run
+from ._json import dumps_strict, loads_untrusted, read_untrusted_file
+from ._limits import DEFAULT_LIMITS
 from .bundle import BundleSpec, add_signature, build_bundle, read_envelope, verify_bundle
-from .errors import ConfigError
+from .errors import ConfigError, quote_untrusted
 from .keys import generate_keypair, load_private_key, load_public_key
 from .manifest import Manifest, parse_time
 from .trust import TrustPolicy, key_id
@@ -63,8 +64,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--arch", action="append", help="supported CPU architecture (repeat)")
     s.add_argument("--backend", action="append", help="supported backend: litert, tflite-runtime (repeat)")
     s.add_argument("--expires-in-days", type=float, help="validity from --created (default 365)")
-    s.add_argument("--created", help="creation time YYYY-MM-DDTHH:MM:SSZ (default now); fixed times give "
-                   "reproducible manifest digests")
+    s.add_argument(
+        "--created",
+        help="creation time YYYY-MM-DDTHH:MM:SSZ (default now); fixed times give reproducible manifest digests",
+    )
     s.add_argument("--key", type=Path, action="append", required=True, help="private key (repeat for more)")
     s.add_argument("-o", "--output", type=Path, required=True)
 
@@ -87,10 +90,16 @@ def _spec_from_args(a: argparse.Namespace) -> BundleSpec:
     files: dict[str, Path] = {}
     entry: dict[str, str] = {}
     if a.release_dir:
+        rel_path = a.release_dir / "release.json"
         try:
-            rel = json.loads((a.release_dir / "release.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot read {a.release_dir}/release.json: {exc}") from None
+            data = read_untrusted_file(rel_path, DEFAULT_LIMITS.local_json_max_bytes)
+        except OSError as exc:
+            raise ConfigError(f"cannot read {quote_untrusted(str(rel_path))}: {exc.strerror}") from None
+        rel = loads_untrusted(
+            data, DEFAULT_LIMITS, str(rel_path), error=ConfigError, max_bytes=DEFAULT_LIMITS.local_json_max_bytes
+        )
+        if not isinstance(rel, dict):
+            raise ConfigError(f"{quote_untrusted(str(rel_path))} must hold a JSON object")
         for ep, fname in RELEASE_FILES.items():
             if (a.release_dir / fname).is_file():
                 files[fname] = a.release_dir / fname
@@ -181,7 +190,13 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 0
         if a.cmd == "build":
-            spec = _spec_from_args(a)
+            try:
+                spec = _spec_from_args(a)
+            except (ValueError, TypeError, OverflowError, AttributeError) as exc:  # a malformed option or release.json
+                raise ConfigError(
+                    f"invalid build input: {quote_untrusted(str(exc), 200)}",
+                    hint="check the options and release.json (see `edge-release build --help`)",
+                ) from None
             keys = [load_private_key(k) for k in a.key]
             m = build_bundle(spec, a.output, keys)
             emit(
@@ -214,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
             env = read_envelope(a.bundle)
             m = Manifest.from_signed(env.signed)
             data = {"ok": True, **_summary(m), "signed": env.signed, "signatures": [s.keyid for s in env.signatures]}
-            emit(a.json, data, json.dumps(data, indent=1, sort_keys=True))
+            emit(a.json, data, dumps_strict(data, "manifest", indent=1, sort_keys=True, ensure_ascii=False))
             return 0
         raise AssertionError(a.cmd)  # pragma: no cover
 
