@@ -3,6 +3,10 @@
 A value the device cannot measure is ``null``. The same JSON is written to
 ``<root>/facts/edge_runtime.fact`` (and optionally ``/etc/ansible/facts.d``) for Ansible's
 ``ansible_local`` facts.
+
+This module depends on the state store only, never on :mod:`edge_runtime.device` (which imports it):
+:func:`collect_facts` takes anything with a ``root``, a ``store`` and a ``lock`` (:class:`FactsSource`), such as a
+:class:`~edge_runtime.device.Device`.
 """
 
 from __future__ import annotations
@@ -12,15 +16,26 @@ import shutil
 import socket
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from . import __version__
+from ._state import DeviceLock, StateStore
+from ._version import __version__
 from .errors import EdgeRuntimeError
 
-if TYPE_CHECKING:
-    from .device import Device
+__all__ = ["BOOT_UNIT", "FACTS_SCHEMA", "FactsSource", "boot_recovery_facts", "collect_facts", "system_facts"]
 
-__all__ = ["FACTS_SCHEMA", "collect_facts", "system_facts"]
+
+class FactsSource(Protocol):
+    """What facts are collected from: a device root, its per-model state store and its lock."""
+
+    @property
+    def root(self) -> Path: ...
+
+    @property
+    def store(self) -> StateStore: ...
+
+    @property
+    def lock(self) -> DeviceLock: ...
 
 FACTS_SCHEMA = 1
 THERMAL = Path("/sys/class/thermal")
@@ -69,6 +84,31 @@ def _cpu_percent(interval: float = 0.0) -> float | None:
     return round(100.0 * (total - idle) / total, 2) if total else None
 
 
+#: the systemd unit the edge_runtime role installs to run ``edge-runtime recover`` at boot
+BOOT_UNIT = "edge-runtime-recover.service"
+#: where to look for it: ``$EDGE_RUNTIME_SYSTEMD_UNIT_DIR`` (the role sets it to its unit directory)
+DEFAULT_UNIT_DIR = "/etc/systemd/system"
+
+
+def boot_recovery_facts() -> dict[str, Any]:
+    """Whether the boot recovery unit is installed (its SHA-256) and enabled (multi-user.target wants it).
+
+    The role compares the digest with the unit it would render and skips its tasks when they agree, so a
+    device that needs nothing still costs one module run.
+    """
+    import hashlib
+
+    unit_dir = Path(os.environ.get("EDGE_RUNTIME_SYSTEMD_UNIT_DIR") or DEFAULT_UNIT_DIR)
+    unit = unit_dir / BOOT_UNIT
+    try:
+        with unit.open("rb") as fh:
+            digest: str | None = hashlib.sha256(fh.read(1 << 16)).hexdigest()
+    except OSError:
+        digest = None
+    wants = unit_dir / "multi-user.target.wants" / BOOT_UNIT
+    return {"unit": str(unit), "sha256": digest, "enabled": wants.is_symlink() or wants.is_file()}
+
+
 def system_facts(root: Path) -> dict[str, Any]:
     try:
         load = os.getloadavg()
@@ -96,7 +136,8 @@ def system_facts(root: Path) -> dict[str, Any]:
     }
 
 
-def collect_facts(device: Device) -> dict[str, Any]:
+def collect_facts(device: FactsSource) -> dict[str, Any]:
+    """The facts of ``device``: per-model state (``corrupt`` for an unreadable state file) and system."""
     from ._state import state_label
 
     busy = device.lock.busy_elsewhere()  # R1: a pending operation is "busy" or "recovery pending"
@@ -115,6 +156,12 @@ def collect_facts(device: Device) -> dict[str, Any]:
             "previous_version": s.previous_committed(),
             "digest": info.get("digest"),
             "release_counter": info.get("counter"),
+            # what edge_runtime.decision reads (the controller decides from this twin exactly as the device would)
+            "highest_counter": s.highest_counter,
+            "kept_digests": {v: (s.versions.get(v) or {}).get("digest") for v in s.order if v in s.versions},
+            # the post-install health check recorded for the active version (Device.check)
+            "check_passed": (info.get("check") or {}).get("passed") is True,
+            "checked_at": (info.get("check") or {}).get("at"),
             "state": state_label(s, busy),
             "degraded_reason": (s.degraded or {}).get("reason"),
             "corrupt_versions": sorted(s.corrupt),
@@ -138,4 +185,5 @@ def collect_facts(device: Device) -> dict[str, Any]:
         "root": str(device.root),
         "models": models,
         "system": system_facts(device.root),
+        "boot_recovery": boot_recovery_facts(),
     }
