@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -19,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from ._fsutil import atomic_write_bytes
-from .errors import LockedError, StateCorruptError
+from ._json import check_fields, dumps_strict_bytes, loads_untrusted, read_untrusted_file
+from ._limits import DEFAULT_LIMITS
+from .errors import LockedError, StateCorruptError, quote_untrusted
 
 STATE_SCHEMA = 1
 
@@ -99,7 +100,7 @@ class ModelState:
     def to_json(self) -> bytes:
         doc = asdict(self)
         doc["schema"] = STATE_SCHEMA
-        return json.dumps(doc, indent=1, sort_keys=True).encode("utf-8") + b"\n"
+        return dumps_strict_bytes(doc, f"state of {self.model}", indent=1, sort_keys=True) + b"\n"
 
     @classmethod
     def from_json(cls, data: bytes, path: Path) -> ModelState:
@@ -111,19 +112,20 @@ class ModelState:
                 path=str(path),
             )
 
-        try:
-            doc = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise corrupt(str(exc)) from None
+        # Untrusted input (a failing disk, a hand edit): bounded strict JSON, every field type-checked.
+        lim = DEFAULT_LIMITS
+        doc = loads_untrusted(data, lim, "the file", error=corrupt, max_bytes=lim.local_json_max_bytes)
         if not isinstance(doc, dict) or doc.get("schema") != STATE_SCHEMA:
-            raise corrupt(f"unknown schema {doc.get('schema') if isinstance(doc, dict) else None!r}")
+            schema = doc.get("schema") if isinstance(doc, dict) else None
+            raise corrupt(f"unknown schema {quote_untrusted(schema, 40)}")
         doc.pop("schema")
-        try:
-            pending = doc.pop("pending")
-            state = cls(**doc)
-            state.pending = Pending(**pending) if pending else None
-        except (TypeError, KeyError) as exc:
-            raise corrupt(str(exc)) from None
+        check_fields(cls, doc, "the file", corrupt, skip=("pending",))
+        pending = doc.pop("pending", None)
+        if pending is not None:
+            check_fields(Pending, pending, "its pending operation", corrupt)
+        state = cls(**doc)
+        state.pending = Pending(**pending) if pending else None
+        _check_names(state, path.parent.name, corrupt)
         if state.pending is not None and state.pending.phase not in PHASES:
             raise corrupt(f"unknown phase {state.pending.phase!r}")
         if not isinstance(state.versions, dict) or not isinstance(state.order, list):
@@ -133,6 +135,28 @@ class ModelState:
         if state.active is not None and state.active not in state.versions:
             raise corrupt(f"active version {state.active} is not among the kept versions")
         return state
+
+
+def _check_names(state: ModelState, model: str, corrupt: Callable[[str], StateCorruptError]) -> None:
+    """Versions become paths (``versions/<v>``): every one in a state file must be a valid version."""
+    from .errors import BundleFormatError
+    from .manifest import Version
+
+    if state.model != model:
+        raise corrupt(f"it names the model {quote_untrusted(state.model, 64)}, not {model}")
+    names = [*state.versions, *state.order, *state.bad, *state.corrupt]
+    names += [v for v in (state.active, state.pending.version if state.pending else None) if v is not None]
+    for v in names:
+        try:
+            Version.parse(v)
+        except BundleFormatError:
+            raise corrupt(f"{quote_untrusted(v, 40)} is not a valid version") from None
+    for v, info in state.versions.items():
+        if not isinstance(info.get("digest"), str):
+            raise corrupt(f"kept version {v} has no manifest digest")
+    for v, info in state.bad.items():
+        if not isinstance(info.get("reason"), str):
+            raise corrupt(f"quarantined version {v} has no reason")
 
 
 def state_label(state: ModelState, busy: bool) -> str:
@@ -166,7 +190,7 @@ class StateStore:
     def load(self, name: str) -> ModelState:
         p = self.path(name)
         try:
-            data = p.read_bytes()
+            data = read_untrusted_file(p, DEFAULT_LIMITS.local_json_max_bytes)
         except FileNotFoundError:
             return ModelState(model=name)
         return ModelState.from_json(data, p)
