@@ -12,10 +12,13 @@ import json
 import os
 import resource
 import shutil
+import signal
 import stat
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +42,25 @@ class CliRun:
     out: dict[str, Any]
     stdout: str
     stderr: str
+    #: peak resident memory of the CLI and every process it started (KiB, from the kernel's rusage)
+    max_rss_kib: int
+    seconds: float
 
-    def assert_clean(self) -> None:
-        """No traceback, an exit code from the documented set, machine-readable output."""
+    def assert_clean(self, *, max_rss_mib: int = 512) -> None:
+        """No traceback, an exit code from the documented set, strict JSON output, bounded memory."""
         assert "Traceback" not in self.stderr, self.stderr
         assert self.rc in DOCUMENTED_EXIT_CODES, (self.rc, self.stdout, self.stderr)
+        assert "unparsed" not in self.out, self.stdout
+        assert self.max_rss_kib < max_rss_mib * 1024, f"peak RSS {self.max_rss_kib // 1024} MiB"
+
+
+# Runs the CLI and writes the peak RSS of its process tree (RUSAGE_CHILDREN of this wrapper) to argv[1].
+_WRAPPER = (
+    "import resource, subprocess, sys\n"
+    "rc = subprocess.call(sys.argv[2:])\n"
+    "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))\n"
+    "sys.exit(rc)\n"
+)
 
 
 def _limit_memory() -> None:  # runs in the child between fork and exec
@@ -51,21 +68,46 @@ def _limit_memory() -> None:  # runs in the child between fork and exec
 
 
 def run_cli(root: Path, *args: str, timeout: float = 60.0, env: dict[str, str] | None = None) -> CliRun:
-    """The real ``edge-runtime --root ROOT <args> --json`` in a child process, bounded in time and memory."""
-    proc = subprocess.run(
-        [str(EXE), "--root", str(root), "--json", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        preexec_fn=_limit_memory,
-        env={**os.environ, **(env or {})},
-    )
+    """The real ``edge-runtime --root ROOT --json <args>`` in a child process, bounded in time and memory.
+
+    On the deadline the whole process group is killed and the test fails (a hung command is a bug).
+    """
+    import tempfile
+    import time
+
+    with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
+        t0 = time.monotonic()
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _WRAPPER, rss.name, str(EXE), "--root", str(root), "--json", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=_limit_memory,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+        )
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise AssertionError(f"edge-runtime {' '.join(args)} did not finish within {timeout} s") from None
+        seconds = time.monotonic() - t0
+        peak = int(rss.read().strip() or 0)
     try:
-        out = json.loads(proc.stdout) if proc.stdout.strip() else {}
+        out = json.loads(stdout, parse_constant=_no_constant) if stdout.strip() else {}
     except ValueError:
-        out = {"unparsed": proc.stdout}
-    return CliRun(proc.returncode, out, proc.stdout, proc.stderr)
+        out = {"unparsed": stdout}
+    return CliRun(proc.returncode, out, stdout, stderr, peak, seconds)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"non-JSON constant {name}")
+
+
+def strict_json(text: str) -> Any:
+    """Parse JSON as a strict reader would: NaN, Infinity and -Infinity are errors, not numbers."""
+    return json.loads(text, parse_constant=_no_constant)
 
 
 def tree_digest(root: Path, *, skip: tuple[str, ...] = ("lock", "facts/")) -> str:
@@ -126,3 +168,92 @@ def clone_device(template: Path, dest: Path) -> Device:
     """A copy of a prepared device root (links, modes and state as they are): cheaper than installing again."""
     shutil.copytree(template, dest, symlinks=True)
     return Device(dest)
+
+
+# --- a hostile HTTP server -------------------------------------------------------------------------
+
+
+@dataclass
+class Hostile:
+    """How one path misbehaves. Every behaviour ends when the client hangs up or the server stops."""
+
+    kind: str  # "body", "drip", "endless", "headers", "redirect"
+    body: bytes = b""
+    #: drip: seconds between single bytes; endless: declared Content-Length (None: none, close-delimited)
+    interval: float = 0.5
+    declared: int | None = None
+    #: headers: how many extra header lines, and how long each value is
+    count: int = 0
+    value_len: int = 8
+    location: str = ""
+
+
+class HostileServer:
+    """A loopback HTTP/1.0 server whose paths drip, never end, flood headers or redirect elsewhere."""
+
+    def __init__(self, routes: dict[str, Hostile]) -> None:
+        self.routes = routes
+        self.stop = threading.Event()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.0"
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                route = server.routes.get(self.path.split("?")[0])
+                self.connection.settimeout(5.0)
+                try:
+                    if route is None:
+                        self.send_error(404)
+                    else:
+                        server.serve(self, route)
+                except (OSError, ValueError):
+                    pass  # the client hung up: that is how these behaviours end
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+
+    def serve(self, h: BaseHTTPRequestHandler, r: Hostile) -> None:
+        if r.kind == "redirect":
+            h.send_response(302)
+            h.send_header("Location", r.location)
+            h.end_headers()
+            return
+        h.send_response(200)
+        h.send_header("Content-Type", "application/octet-stream")
+        if r.kind == "headers":
+            for i in range(r.count):
+                h.send_header(f"X-Flood-{i}", "v" * r.value_len)
+        length = r.declared if r.kind == "endless" else len(r.body)
+        if length is not None:
+            h.send_header("Content-Length", str(length))
+        h.end_headers()
+        if r.kind == "drip":
+            for i in range(len(r.body)):
+                if self.stop.wait(r.interval):
+                    return
+                h.wfile.write(r.body[i : i + 1])
+                h.wfile.flush()
+        elif r.kind == "endless":
+            chunk = bytes(64 * 1024)
+            while not self.stop.is_set():
+                h.wfile.write(chunk)
+        else:
+            h.wfile.write(r.body)
+
+    def __enter__(self) -> HostileServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=10)
