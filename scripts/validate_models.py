@@ -5,6 +5,7 @@ The same function as the ``edgeml.fleet.desired_state`` action plugin that ``pla
 every deploy) runs, with the same inputs read from the inventory, for local use and CI::
 
     python scripts/validate_models.py [models.yaml] [--inventory inventory/local] [--no-registry] [--json]
+                                      [--trusted-key PEM ... [--threshold N]]
 
 Inputs: the inventory's groups, and per device the trusted key files and threshold the ``edge_runtime``
 role will give it (``edge_runtime_trusted_keys`` / ``edge_runtime_threshold``, templated as a playbook in
@@ -48,8 +49,14 @@ def _display(path: Path) -> str:
         return str(path)
 
 
-def read_inventory(inventory: str) -> tuple[dict[str, list[str]], dict[str, Trust]]:
-    """Ansible's ``groups`` for ``inventory``, and each host's trust as a playbook in ``playbooks/`` sees it."""
+def read_inventory(
+    inventory: str, default_keys: list[str] | None = None, default_threshold: int = 1
+) -> tuple[dict[str, list[str]], dict[str, Trust]]:
+    """Ansible's ``groups`` for ``inventory``, and each host's trust as a playbook in ``playbooks/`` sees it.
+
+    A host without its own ``edge_runtime_trusted_keys`` / ``edge_runtime_threshold`` gets ``default_keys`` /
+    ``default_threshold`` (what validate.yml's ``trusted_keys`` / ``threshold`` are to the action plugin).
+    """
     from ansible.errors import AnsibleError
     from ansible.inventory.manager import InventoryManager
     from ansible.parsing.dataloader import DataLoader
@@ -70,8 +77,8 @@ def read_inventory(inventory: str) -> tuple[dict[str, list[str]], dict[str, Trus
             hv = dict(variables.get_vars(host=host, include_hostvars=False))
             hv["playbook_dir"] = str(playbook_dir)
             templar = Templar(loader=loader, variables=hv)
-            keys = templar.template(hv.get(KEYS_VAR, []))
-            threshold = templar.template(hv.get(THRESHOLD_VAR, 1))
+            keys = templar.template(hv[KEYS_VAR]) if KEYS_VAR in hv else list(default_keys or [])
+            threshold = templar.template(hv[THRESHOLD_VAR]) if THRESHOLD_VAR in hv else default_threshold
             if isinstance(keys, (str, bytes)) or not isinstance(keys, (list, tuple)):
                 raise RuntimeError(f"{host}: {KEYS_VAR} must be a list of key file paths")
             paths = [os.path.expanduser(str(k)) for k in keys]
@@ -110,10 +117,18 @@ def main(argv: list[str] | None = None) -> int:
         "--no-registry", action="store_true", help="do not read the registry (no digest or signature checks)"
     )
     parser.add_argument("--json", action="store_true", help="print the plan as JSON instead of the summary")
+    parser.add_argument(
+        "--trusted-key", action="append", default=[], metavar="PEM",
+        help=f"public key file trusted by devices without their own {KEYS_VAR} (repeatable)",
+    )
+    parser.add_argument(
+        "--threshold", type=int, default=1, help=f"signatures needed on devices without their own {THRESHOLD_VAR}"
+    )
     args = parser.parse_args(argv)
 
     try:
-        groups, trust = read_inventory(args.inventory)
+        groups, trust = read_inventory(args.inventory, [str(Path(k).resolve()) for k in args.trusted_key],
+                                       args.threshold)
     except (RuntimeError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -425,7 +425,8 @@ def test_limit_touches_only_the_limited_devices_and_keeps_their_waves(fleet: Fle
     # the waves of the full plan for these pins (the limit does not change membership)
     plan = json.loads(subprocess.run(
         [sys.executable, str(REPO / "scripts" / "validate_models.py"), str(fleet.models), "-i", str(INVENTORY),
-         "--json"], check=True, capture_output=True, text=True).stdout)
+         "--trusted-key", str(fleet.keys / "demo-NOT-FOR-PRODUCTION.pub"), "--json"],
+        check=True, capture_output=True, text=True).stdout)
     assert {row["device"]: row["wave"] for row in report["rows"]} == {
         h: plan["hosts"][h]["wave"] for h in ("dev-b1", "dev-b2")}
     assert set(report["excluded"]) == {"dev-a1", "dev-a2", "dev-a3", "dev-l1", "dev-l2"}

@@ -819,19 +819,34 @@ def test_a_missing_key_file_and_no_keys_at_all_are_refused(tmp_path: Path, regis
 # scripts/validate_models.py (make validate) refuses what the deploy would refuse
 
 
-def _inventory(tmp_path: Path, keys: list[str], threshold: int = 1) -> Path:
+def _inventory(tmp_path: Path, keys: list[str] | None, threshold: int = 1) -> Path:
     inv = tmp_path / "inventory.yml"
     groups = {g: {"hosts": dict.fromkeys(h)} for g, h in INVENTORY.items() if g not in ("all", "ungrouped")}
-    inv.write_text(json.dumps({"all": {"vars": {"edge_runtime_trusted_keys": keys, "edge_runtime_threshold": threshold},
-                                       "hosts": {"dev-c1": None}, "children": groups}}))
+    variables = {} if keys is None else {"edge_runtime_trusted_keys": keys, "edge_runtime_threshold": threshold}
+    inv.write_text(json.dumps({"all": {"vars": variables, "hosts": {"dev-c1": None}, "children": groups}}))
     return inv
 
 
-def _script(models: str, inventory: Path) -> Any:
+def _script(models: str, inventory: Path, *extra: str) -> Any:
     import subprocess
 
-    return subprocess.run([sys.executable, str(REPO / "scripts" / "validate_models.py"), models, "-i", str(inventory)],
-                          capture_output=True, text=True, check=False, timeout=120)
+    return subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "validate_models.py"), models, "-i", str(inventory), *extra],
+        capture_output=True, text=True, check=False, timeout=120,
+    )
+
+
+def test_validate_script_keys_for_devices_without_their_own(tmp_path: Path, registry: dict[str, Any]) -> None:
+    models = write(tmp_path, render(registry))
+    none = _script(models, _inventory(tmp_path, None))
+    assert none.returncode == 1
+    assert "no trusted keys" in none.stderr
+    given = _script(models, _inventory(tmp_path, None), "--trusted-key", registry["pub"], "--json")
+    assert given.returncode == 0, given.stderr
+    assert len(json.loads(given.stdout)["verified"]) == 3
+    private = _script(models, _inventory(tmp_path, None), "--trusted-key", registry["key"])
+    assert private.returncode == 1
+    assert "holds a private key" in private.stderr
 
 
 def test_validate_script_checks_signatures_with_the_inventorys_keys(tmp_path: Path, registry: dict[str, Any]) -> None:
