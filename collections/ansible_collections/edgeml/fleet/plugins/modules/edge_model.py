@@ -67,17 +67,17 @@ options:
     type: bool
     default: false
   connect_timeout:
-    description: Seconds to establish the connection when O(source) is a URL.
+    description:
+      - Seconds to establish the connection when O(source) is a URL.
+      - Unset, the device's download settings apply (C(download) in its C(config.json), else the runtime's
+        defaults in C(edge_runtime/_fetch_config.py)), like for O(read_timeout) and O(retries).
     type: float
-    default: 10.0
   read_timeout:
     description: A download stalled this many seconds is aborted (and resumed up to O(retries) times).
     type: float
-    default: 30.0
   retries:
     description: Resumed download attempts after a drop or a stall.
     type: int
-    default: 3
   release_counter:
     description:
       - The pinned manifest's release counter, when the plan knows it. A pin below the highest counter
@@ -292,8 +292,6 @@ def _present(module: AnsibleModule, dev: Any) -> dict[str, Any]:
         # check mode reports the device as it is (active = current); the would-be version is in the diff
         return {**out, "changed": True, "reason": f"would install: {decision.reason}",
                 "diff": {"before": before, "after": after}}
-    from edge_runtime import FetchConfig
-
     # the gate compares the new version's golden-set error rate with the one it replaces
     previous_smoke = (state.versions.get(state.active or "") or {}).get("smoke")
 
@@ -303,9 +301,8 @@ def _present(module: AnsibleModule, dev: Any) -> dict[str, Any]:
         expected_digest=p["digest"],
         expected_size=p["size"],
         allow_quarantined=p["allow_quarantined"],
-        fetch_config=FetchConfig(
-            connect_timeout=p["connect_timeout"], read_timeout=p["read_timeout"], retries=p["retries"]
-        ),
+        # only what was set here; every other download setting is the device's (one source of defaults)
+        fetch_config={k: p[k] for k in ("connect_timeout", "read_timeout", "retries") if p[k] is not None},
         progress=False,
     ).to_dict()
     res["previous_smoke"] = previous_smoke
@@ -365,9 +362,9 @@ def main() -> None:
             "size": {"type": "int"},
             "state": {"type": "str", "default": "present", "choices": ["present", "rolled_back", "tested"]},
             "allow_quarantined": {"type": "bool", "default": False},
-            "connect_timeout": {"type": "float", "default": 10.0},
-            "read_timeout": {"type": "float", "default": 30.0},
-            "retries": {"type": "int", "default": 3},
+            "connect_timeout": {"type": "float"},
+            "read_timeout": {"type": "float"},
+            "retries": {"type": "int"},
             "release_counter": {"type": "int"},
             "run_id": RUN_ID_OPTION,
         },
