@@ -104,7 +104,8 @@ def summary(plan: dict[str, Any]) -> str:
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines.append(
         f"\n{len(plan['hosts'])} host(s) in {len(plan['groups'])} group(s), up to {plan['max_wave']} wave(s); "
-        f"registry {plan['registry']}"
+        f"registry {plan['registry']}; {len(plan.get('verified', []))} bundle verification(s) with the devices' "
+        "trusted keys"
     )
     return "\n".join(lines)
 
