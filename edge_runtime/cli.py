@@ -7,14 +7,13 @@ only on success (an install that was rolled back exits 8).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from ._cli_common import ArgumentParser, emit, exit_codes_epilog, run
-from ._json import dumps_strict
+from ._json import dumps_strict, loads_untrusted
 from ._version import __version__
 from .device import DEFAULT_ROOT, Device, InstallResult
 from .errors import ConfigError, quote_untrusted
@@ -137,9 +136,9 @@ def _download_overrides(args: argparse.Namespace) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--download-setting {quote_untrusted(item, 60)} is not KEY=VALUE")
-        try:
-            value = json.loads(raw)
-        except ValueError:
+        try:  # bounded strict JSON: an operator's typo must not cost a RecursionError
+            value = loads_untrusted(raw.encode("utf-8", "surrogateescape"), what="a value", error=ConfigError)
+        except ConfigError:
             value = raw  # a bare word
         out[key.strip()] = value
     for key in ("connect_timeout", "read_timeout", "retries"):
