@@ -22,7 +22,7 @@ __all__ = ["EXIT_CODES", "emit", "exit_codes_epilog", "run"]
 #: every exit status the CLIs use, with its meaning (also in ``--help`` and the README)
 EXIT_CODES: dict[int, str] = {
     0: "success (including 'nothing to do')",
-    1: "state error (corrupt state file, model not installed, rollback refused) or an unexpected error (a bug or an unforeseen system error); the message says which",
+    1: "state error (corrupt state, not installed, rollback refused) or an unexpected error; the message says which",
     2: "usage or configuration error: bad option, not an initialised device root, unusable key file",
     3: "trust failure: signature, integrity, bundle format, expiry or downgrade (nothing changed)",
     4: "policy refusal: model name, compatibility, quarantined or immutable version (nothing changed)",
