@@ -931,3 +931,23 @@ def test_percentage_waves_round_up_exactly_at_each_device_boundary(percent: int,
     waves = ds.resolve_waves([f"{percent}%", "100%"], names)
     assert len(waves[0]) == first_wave
     assert sum(len(w) for w in waves) == hosts
+
+
+def test_a_bundle_whose_file_was_altered_after_signing_is_refused_at_its_line(
+    tmp_path: Path, registry: dict[str, Any]
+) -> None:
+    import shutil
+
+    reg = tmp_path / "registry"
+    shutil.copytree(registry["registry"], reg)
+    bundle = reg / registry["b_dc110"]
+    data = bytearray(bundle.read_bytes())
+    at = data.rfind(b"not really a model")  # the model file's bytes inside the tar, after the signed manifest
+    assert at > 0
+    data[at] ^= 0x01
+    bundle.write_bytes(bytes(data))
+    text = render(registry, registry=str(reg))
+    err = _validate_error(tmp_path, text, INVENTORY, trust=ds.Trust((registry["pub"],)))
+    assert err.line == line_of(text, f"bundle: {registry['b_dc110']}")
+    assert "does not verify" in err.problem
+    assert "model.tflite" in err.problem
