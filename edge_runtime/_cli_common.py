@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._json import dumps_strict
-from .errors import EdgeRuntimeError, safe_text
+from .errors import EdgeRuntimeError, quote_untrusted, safe_text
 
 __all__ = ["EXIT_CODES", "emit", "exit_codes_epilog", "run"]
 
@@ -87,7 +87,7 @@ def run(fn: Callable[[], int], as_json: bool, *, warnings: Sequence[str] = ()) -
     except OSError as exc:
         storage = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO)
         code = "storage" if storage else "os"
-        message = f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+        message = f"{exc.strerror or exc}" + (f": {quote_untrusted(exc.filename)}" if exc.filename else "")
         hint = (
             "free space or fix the device's storage, then re-run; the active model is unchanged"
             if storage
@@ -99,7 +99,7 @@ def run(fn: Callable[[], int], as_json: bool, *, warnings: Sequence[str] = ()) -
     except Exception as exc:  # a bug: one line, the traceback on demand
         if os.environ.get("EDGE_RUNTIME_DEBUG"):
             raise
-        message = f"unexpected {type(exc).__name__}: {exc}"
+        message = f"unexpected {type(exc).__name__}: {quote_untrusted(str(exc), 300)}"
         hint = "this is a bug; re-run with EDGE_RUNTIME_DEBUG=1 for the traceback and report it"
         _report(as_json, {"error": "internal", "message": message, "hint": hint},
                 f"error[internal]: {message}\n  hint: {hint}", warnings)

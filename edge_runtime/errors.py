@@ -58,12 +58,14 @@ def _escape_char(m: re.Match[str]) -> str:
     return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
 
 
-def safe_text(text: str) -> str:
+def safe_text(text: str, *, newlines: bool = True) -> str:
     """``text`` with control characters, bidi overrides and lone surrogates escaped (``\\x1b``, ``\\udc80``).
 
-    The result can always be encoded as UTF-8 and printed; newlines and tabs are kept.
+    The result can always be encoded as UTF-8 and printed; tabs are kept, and newlines unless
+    ``newlines=False`` (an error message is one line: a newline in it could fake a ``hint:`` line).
     """
-    return _UNSAFE_CHARS.sub(_escape_char, text)
+    out = _UNSAFE_CHARS.sub(_escape_char, text)
+    return out if newlines else out.replace("\n", "\\n")
 
 
 def quote_untrusted(value: object, limit: int = 80) -> str:
@@ -101,14 +103,14 @@ class EdgeRuntimeError(Exception):
 
     def diagnostics(self) -> str:
         """A short explanation for a person: what went wrong and what to do."""
-        text = f"error[{self.code}]: {safe_text(self.message)}"
+        text = f"error[{self.code}]: {safe_text(self.message, newlines=False)}"
         if self.hint:
             text += f"\n  hint: {safe_text(self.hint)}"
         return text
 
     def to_dict(self) -> dict[str, Any]:
         """The same explanation as data, for ``--json`` output."""
-        out: dict[str, Any] = {"error": self.code, "message": safe_text(self.message)}
+        out: dict[str, Any] = {"error": self.code, "message": safe_text(self.message, newlines=False)}
         if self.hint:
             out["hint"] = safe_text(self.hint)
         if self.details:
