@@ -241,3 +241,67 @@ def test_hostile_input_is_refused_cleanly(case: Case, outcomes: dict[str, Outcom
     assert len(out["message"]) <= MAX_MESSAGE_CHARS, out["message"]
     if case.error:
         assert out["error"] == case.error, out
+
+
+# --- hostile file names on the command line ----------------------------------------------------------
+
+HOSTILE_NAMES: dict[str, bytes] = {
+    "undecodable-byte": b"bundle-\xff\xfe.edgebundle",
+    "very-long": b"n" * 5000 + b".edgebundle",
+    "control-chars": b"\x1b[2J\x1b[31mred\nhint: run rm -rf\r.edgebundle",
+    "bidi-override": "bundle-\u202egnp.edgebundle".encode(),
+    "a-directory": b".",
+    "missing-directory": b"/nonexistent-dir/x/y.edgebundle",
+}
+
+
+@pytest.fixture(scope="module")
+def name_outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], tuple[int, str, str, float]]:
+    base = tmp_path_factory.mktemp("names")
+    key = make_keypair(base / "keys", "names")
+    root = base / "root"
+    Device(root).init([key.public_path])
+    hostile = corpus_bytes("tar/manifest-symlink.tar")
+    for label in ("undecodable-byte", "control-chars", "bidi-override"):  # these exist, holding a hostile tar
+        (base / os.fsdecode(HOSTILE_NAMES[label])).write_bytes(hostile)
+    py = os.fsencode(sys.executable)
+    commands = {
+        "install": lambda n: [py, b"-m", b"edge_runtime.cli", b"--root", os.fsencode(root), b"--json", b"install", n],
+        "verify": lambda n: [
+            py,
+            b"-m",
+            b"edge_runtime.release_cli",
+            b"verify",
+            n,
+            b"--trusted-key",
+            os.fsencode(key.public_path),
+        ],
+        "inspect": lambda n: [py, b"-m", b"edge_runtime.release_cli", b"inspect", n],
+    }
+    jobs = [(label, cmd) for label in HOSTILE_NAMES for cmd in commands]
+
+    def one(job: tuple[str, str]) -> tuple[int, str, str, float]:
+        label, cmd = job
+        work = base / f"{label}-{cmd}"
+        work.mkdir()
+        name = HOSTILE_NAMES[label]
+        path = name if name.startswith(b"/") else os.fsencode(base) + b"/" + name
+        return _run_child([os.fsdecode(a) for a in commands[cmd](path)], work)
+
+    with ThreadPoolExecutor(WORKERS) as pool:
+        return dict(zip(jobs, pool.map(one, jobs), strict=True))
+
+
+@pytest.mark.parametrize("cmd", ["install", "verify", "inspect"])
+@pytest.mark.parametrize("label", sorted(HOSTILE_NAMES))
+def test_a_hostile_file_name_gives_a_typed_error(
+    name_outcomes: dict[tuple[str, str], tuple[int, str, str, float]], label: str, cmd: str
+) -> None:
+    rc, out, err, _ = name_outcomes[(label, cmd)]
+    assert "Traceback" not in err, err
+    assert rc in DOCUMENTED_EXIT_CODES - {0}, (rc, out, err)
+    text = out + err
+    assert not any(c < " " and c not in "\n" for c in text), "raw control characters in the output"
+    assert "\u202e" not in text
+    msg = json.loads(out)["message"] if cmd == "install" else err.splitlines()[0]
+    assert len(msg) <= MAX_MESSAGE_CHARS, msg
