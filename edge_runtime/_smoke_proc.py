@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import importlib.util
 import math
 import os
 import selectors
@@ -56,14 +57,17 @@ from typing import TYPE_CHECKING, Any
 from . import _faults
 from ._json import dumps_strict, loads_untrusted
 from ._limits import DEFAULT_LIMITS, Limits
-from .errors import EdgeRuntimeError, safe_text
+from .errors import ConfigError, EdgeRuntimeError, safe_text
 
 if TYPE_CHECKING:
     from .manifest import Manifest, SmokePolicy
 
 __all__ = [
+    "BACKENDS",
+    "BACKEND_ENV",
     "SMOKE_FAULT_ENV",
     "SmokeResult",
+    "available_backends",
     "golden_sample_count",
     "parse_child_result",
     "run_smoke_test_in_child",
@@ -74,10 +78,13 @@ FAULT_ENV = "EDGE_RUNTIME_UNSAFE_FAULT_INJECTION"
 SMOKE_FAULT_ENV = "EDGE_RUNTIME_UNSAFE_SMOKE_FAULT_INJECTION"
 #: the child's exit status when its parent went away (its stdin pipe reached EOF)
 EXIT_PARENT_GONE = 70
-#: the package's parent directory, put first on the isolated child's sys.path
-_PKG_PARENT = str(Path(__file__).resolve().parents[1])
+#: this package's directory, given to the isolated child
+_PKG_DIR = str(Path(__file__).resolve().parent)
+# The child registers the package without running its __init__ (which imports the whole device layer:
+# ~35 ms of the child's start-up for nothing), then imports only the smoke modules from this directory.
 _BOOT = (
-    "import sys;sys.path.insert(0,sys.argv[1]);"
+    "import sys,types;m=types.ModuleType('edge_runtime');m.__path__=[sys.argv[1]];"
+    "sys.modules['edge_runtime']=m;"
     "from edge_runtime._smoke_child import main;sys.exit(main(sys.argv[2:]))"
 )
 _SIGNAL_HINTS = {
@@ -129,6 +136,33 @@ class SmokeResult:
 CHILD_FIELDS = frozenset(f.name for f in fields(SmokeResult)) - {"process_ms"}
 
 
+#: backend name -> module that provides ``Interpreter``
+BACKENDS: dict[str, str] = {
+    "litert": "ai_edge_litert.interpreter",
+    "tflite-runtime": "tflite_runtime.interpreter",
+}
+BACKEND_ENV = "EDGE_RUNTIME_BACKEND"
+
+
+def available_backends() -> tuple[str, ...]:
+    """Backends importable here, honouring ``EDGE_RUNTIME_BACKEND`` (no backend is imported)."""
+    forced = os.environ.get(BACKEND_ENV)
+    if forced:
+        if forced not in BACKENDS:
+            raise ConfigError(
+                f"{BACKEND_ENV}={forced!r} is not a known backend", hint=f"use one of {', '.join(BACKENDS)}"
+            )
+        names: tuple[str, ...] = (forced,)
+    else:
+        names = tuple(BACKENDS)
+    out = []
+    for name in names:
+        top = BACKENDS[name].split(".")[0]
+        if importlib.util.find_spec(top) is not None:
+            out.append(name)
+    return tuple(out)
+
+
 class _InvalidResult(EdgeRuntimeError):
     code = "smoke_result"
 
@@ -155,7 +189,7 @@ def golden_sample_count(path: Path, max_header: int = 64 * 1024) -> int:
             if hlen > max_header:
                 raise ValueError(f"inputs.npy header is {hlen} bytes, more than {max_header}")
             header = ast.literal_eval(f.read(hlen).decode("latin-1"))
-    except (OSError, KeyError, zipfile.BadZipFile, UnicodeDecodeError, SyntaxError, MemoryError) as exc:
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile, SyntaxError, MemoryError) as exc:
         raise ValueError(f"golden samples are unreadable: {safe_text(str(exc))[:200]}") from None
     except RecursionError:
         raise ValueError("golden samples are unreadable: inputs.npy header nests too deeply") from None
@@ -282,7 +316,7 @@ def run_smoke_test_in_child(model_dir: Path, manifest: Manifest, limits: Limits 
     rfd, wfd = os.pipe()
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-I", "-c", _BOOT, _PKG_PARENT, request, str(wfd)],
+            [sys.executable, "-I", "-c", _BOOT, _PKG_DIR, request, str(wfd)],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

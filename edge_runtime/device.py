@@ -56,7 +56,6 @@ from ._fsutil import (
     swap_symlink,
 )
 from ._state import DeviceLock, ModelState, Pending, StateStore, state_label, utcnow
-from .decision import Pin, decide
 from .errors import (
     ConfigError,
     DiskFullError,
@@ -163,7 +162,7 @@ def _lost_reason(lost: list[tuple[str, str]], landed: str | None) -> str:
 
 
 def _available_backends() -> tuple[str, ...]:
-    from .smoke import available_backends
+    from ._smoke_proc import available_backends  # numpy-free (R1): the installing process never imports numpy
 
     return available_backends()
 
@@ -361,13 +360,7 @@ class Device:
                 # Nothing to stage, but a damaged or altered bundle is still refused, never "unchanged".
                 for entry, member in stream.members(manifest):
                     copy_verified(entry, member, None)
-            # The one install decision (edge_runtime.decision), shared with the Ansible module and the controller.
-            decision = decide(
-                state, Pin(manifest.name, version, manifest.digest, manifest.release_counter, allow_quarantined)
-            )
-            if decision.action == "refuse":
-                raise decision.error()
-            if decision.action == "noop":
+            if state.active == version and version not in state.corrupt:
                 return InstallResult(
                     manifest.name,
                     version,
@@ -904,10 +897,7 @@ class Device:
                 assert smoke is not None
                 if state.degraded is not None:  # R4: a verified, passing active version ends a degraded state
                     state.mark_healthy(active)
-                # the passed check of this version, recorded: the controller counts the device healthy for it
-                # (edge_runtime.decision.healthy); the next commit of the version starts without one
-                state.versions[active]["check"] = {"passed": True, "at": utcnow(), "p95_ms": smoke.p95_ms}
-                self.store.save(state)
+                    self.store.save(state)
                 return InstallResult(
                     name, active, digest, "unchanged", False, previous, active, "smoke test passed",
                     smoke.to_dict(),

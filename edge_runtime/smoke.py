@@ -14,9 +14,7 @@ counts as agreeing with a label.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -24,38 +22,11 @@ from typing import Any
 import numpy as np
 
 from . import _faults
-from ._smoke_proc import SmokeResult
-from .errors import ConfigError, ModelLoadError
+from ._smoke_proc import BACKEND_ENV, BACKENDS, SmokeResult, available_backends
+from .errors import ModelLoadError
 from .manifest import Manifest
 
-__all__ = ["BACKENDS", "SmokeResult", "available_backends", "load_interpreter", "run_smoke_test"]
-
-#: backend name -> module that provides ``Interpreter``
-BACKENDS: dict[str, str] = {
-    "litert": "ai_edge_litert.interpreter",
-    "tflite-runtime": "tflite_runtime.interpreter",
-}
-BACKEND_ENV = "EDGE_RUNTIME_BACKEND"
-
-
-def available_backends() -> tuple[str, ...]:
-    """Backends importable here, honouring ``EDGE_RUNTIME_BACKEND``."""
-    forced = os.environ.get(BACKEND_ENV)
-    if forced:
-        if forced not in BACKENDS:
-            raise ConfigError(
-                f"{BACKEND_ENV}={forced!r} is not a known backend", hint=f"use one of {', '.join(BACKENDS)}"
-            )
-        names: tuple[str, ...] = (forced,)
-    else:
-        names = tuple(BACKENDS)
-    out = []
-    for name in names:
-        top = BACKENDS[name].split(".")[0]
-        if importlib.util.find_spec(top) is not None:
-            out.append(name)
-    return tuple(out)
-
+__all__ = ["BACKENDS", "BACKEND_ENV", "SmokeResult", "available_backends", "load_interpreter", "run_smoke_test"]
 
 def load_interpreter(model_path: Path, backends: tuple[str, ...]) -> tuple[Any, str]:
     """Load and allocate a model with the first usable backend among ``backends``."""

@@ -12,6 +12,11 @@ old or the new version (never the bad one), no temporary file is left, nothing i
 next install succeeds. It prints the counts as a table (``--json`` for machines) and exits non-zero on
 any violation.
 
+Every smoke test runs in a child process of the killed one (edge_runtime._smoke_proc). Right after each
+kill, before recovery, the harness checks that the child dies with its parent (none may survive, so none
+keeps testing or serving) and that no version is behind the ``active`` link that has not passed its staged
+smoke test; the column ``in-child`` counts the kills that landed while a smoke child ran.
+
 SIGKILL stops the process between system calls but keeps the page cache, so this proves the ordering
 of the state machine, not the durability of the disk (the fsyncs): that needs a power-cut rig.
 
@@ -41,6 +46,7 @@ from edge_runtime import _faults  # noqa: E402
 from edge_runtime.device import Device  # noqa: E402
 from edge_runtime.errors import RollbackError  # noqa: E402
 from tests.support.factory import MODEL, Release, make_release  # noqa: E402
+from tests.support.procs import smoke_children, wait_until_no_smoke_children  # noqa: E402
 
 
 @dataclass
@@ -53,11 +59,38 @@ class Scenario:
     boundary_kills: int = 0
     random_kills: int = 0
     random_completed: int = 0
+    #: kills that landed while a smoke test child was running (the parent died mid-test)
+    child_kills: int = 0
     violations: list[str] = field(default_factory=list)
 
 
 def tmp_files(root: Path) -> list[str]:
     return [str(p.relative_to(root)) for p in root.rglob("*") if p.name.startswith(".tmp-") or p.suffix == ".part"]
+
+
+def after_kill(sc: Scenario, dev: Device) -> list[str]:
+    """Right after a kill, before recovery: the smoke child dies with its parent, and no version serves
+    that has not passed its staged smoke test (R1). Returns the violations found."""
+    if smoke_children(dev.root):
+        sc.child_kills += 1
+    problems = []
+    alive = wait_until_no_smoke_children(dev.root)
+    if alive:
+        problems.append(f"smoke child(ren) {alive} survived their killed parent")
+    try:
+        st = dev.store.load(MODEL)
+    except Exception as exc:
+        return [*problems, f"state unreadable after the kill: {exc!r}"]
+    link = dev.active_link(MODEL)
+    serving = os.readlink(link).split("/")[-1] if link.is_symlink() else None
+    p = st.pending
+    # only a version whose staged test passed (or one being rolled back) may be behind the link uncommitted
+    passed_staged = p is not None and p.version == serving and p.phase in ("activating", "activated", "rolling_back")
+    if serving is not None and serving not in st.versions and not passed_staged:
+        problems.append(f"{serving} serves uncommitted in phase {p.phase if p else None}")
+    if p is not None and p.phase in ("staging", "staged", "testing") and serving != p.previous:
+        problems.append(f"link moved to {serving} while {p.version} was {p.phase}")
+    return problems
 
 
 def check(dev: Device, allowed: tuple[str, ...], next_bundle: Path) -> list[str]:
@@ -209,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
                     sc.boundary_kills += 1
                 else:
                     sc.violations.append(f"boundary {k} ({sc.boundaries[k - 1]}): child was not killed")
-                for p in check(Device(root), sc.allowed_final, nxt):
+                for p in after_kill(sc, Device(root)) + check(Device(root), sc.allowed_final, nxt):
                     sc.violations.append(f"boundary {k} ({sc.boundaries[k - 1]}): {p}")
 
         per = [args.random // len(scenarios) + (1 if i < args.random % len(scenarios) else 0)
@@ -226,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
                     sc.random_kills += 1
                 else:
                     sc.random_completed += 1
-                for p in check(Device(root), sc.allowed_final, nxt):
+                for p in after_kill(sc, Device(root)) + check(Device(root), sc.allowed_final, nxt):
                     sc.violations.append(f"random #{i} at {delay * 1e3:.1f} ms: {p}")
     finally:
         for p in base.rglob("*"):
@@ -241,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
             "boundary_kills": sc.boundary_kills,
             "random_kills": sc.random_kills,
             "random_completed_before_kill": sc.random_completed,
+            "killed_during_smoke_child": sc.child_kills,
             "violations": len(sc.violations),
         }
         for sc in scenarios
@@ -250,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         "boundary_kills": sum(r["boundary_kills"] for r in rows),
         "random_moments": sum(r["random_kills"] + r["random_completed_before_kill"] for r in rows),
         "random_kills": sum(r["random_kills"] for r in rows),
+        "killed_during_smoke_child": sum(r["killed_during_smoke_child"] for r in rows),
         "violations": sum(r["violations"] for r in rows),
     }
     if args.json:
@@ -257,12 +292,13 @@ def main(argv: list[str] | None = None) -> int:
                           "violation_details": [v for sc in scenarios for v in sc.violations]}, indent=1))
     else:
         print(f"{'scenario':28} {'boundaries':>10} {'killed@step':>11} {'killed@rand':>11} {'done<kill':>9} "
-              f"{'violations':>10}")
+              f"{'in-child':>8} {'violations':>10}")
         for r in rows:
             print(f"{r['scenario']:28} {r['boundaries']:>10} {r['boundary_kills']:>11} {r['random_kills']:>11} "
-                  f"{r['random_completed_before_kill']:>9} {r['violations']:>10}")
+                  f"{r['random_completed_before_kill']:>9} {r['killed_during_smoke_child']:>8} {r['violations']:>10}")
         print(f"total: {total['boundary_kills']} kills at step boundaries, {total['random_moments']} random moments "
-              f"({total['random_kills']} killed mid-operation), {total['violations']} violations (seed {args.seed})")
+              f"({total['random_kills']} killed mid-operation, {total['killed_during_smoke_child']} while a smoke "
+              f"test child ran), {total['violations']} violations (seed {args.seed})")
         for sc in scenarios:
             for v in sc.violations[:20]:
                 print(f"  VIOLATION {sc.name}: {v}")

@@ -24,6 +24,7 @@ from edge_runtime._limits import DEFAULT_LIMITS
 from edge_runtime._smoke_proc import SMOKE_FAULT_ENV
 from edge_runtime.device import Device
 from tests.support.factory import MODEL, Release, snapshot, state
+from tests.support.procs import smoke_children, wait_until_no_smoke_children
 
 pytestmark = pytest.mark.tflite_runtime  # also run with the tflite-runtime backend
 
@@ -65,21 +66,6 @@ def start_cli(root: Path, *args: str, env: dict[str, str] | None = None) -> subp
     )
 
 
-def smoke_children(root: Path) -> list[int]:
-    """Pids of smoke test child processes working under ``root``."""
-    pids = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            cmd = (d / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"edge_runtime._smoke_child" in cmd and str(root).encode() in cmd:
-            pids.append(int(d.name))
-    return pids
-
-
 def wait_for(pred: Any, what: str, timeout: float = PROMPT_S) -> None:
     end = time.monotonic() + timeout
     while not pred():
@@ -110,7 +96,7 @@ def device(release: Release, tmp_path: Path) -> Device:
 @pytest.fixture
 def no_orphans(device: Device) -> Iterator[None]:
     yield
-    wait_for(lambda: not smoke_children(device.root), "the smoke child to go away", timeout=5)
+    assert not wait_until_no_smoke_children(device.root)
 
 
 def test_hanging_model_times_out_is_quarantined_and_never_becomes_active(
@@ -211,7 +197,7 @@ def _kill_install_during_staged_test(device: Device, release: Release) -> None:
         proc.send_signal(signal.SIGKILL)
         proc.communicate()
     # the child dies with its parent (PR_SET_PDEATHSIG; stdin EOF as the fallback)
-    wait_for(lambda: not smoke_children(device.root), "the orphaned smoke child to die", timeout=5)
+    assert not wait_until_no_smoke_children(device.root), "the orphaned smoke child survived"
     assert os.readlink(device.active_link(MODEL)) == "versions/1.0.0"
 
 
@@ -251,7 +237,7 @@ def test_model_that_takes_the_installer_down_repeatedly_is_quarantined_after_max
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.communicate()
-        wait_for(lambda: not smoke_children(device.root), "the orphaned smoke child to die", timeout=5)
+        assert not wait_until_no_smoke_children(device.root), "the orphaned smoke child survived"
     assert state(device.root)["pending"]["smoke_attempts"] == attempts  # type: ignore[index]
     rc, rec = cli(device.root, "recover")
     assert rc == 0, rec
