@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from ._cli_common import emit, run
+from ._cli_common import ArgumentParser, emit, exit_codes_epilog, run
 from ._json import dumps_strict, loads_untrusted, read_untrusted_file
 from ._limits import DEFAULT_LIMITS
 from .bundle import BundleSpec, add_signature, build_bundle, read_envelope, verify_bundle
@@ -22,6 +22,9 @@ from .manifest import Manifest, parse_time
 from .trust import TrustPolicy, key_id
 
 __all__ = ["main"]
+
+#: the exit codes edge-release uses (their meaning: edge_runtime._cli_common.EXIT_CODES)
+_CODES = (0, 1, 2, 3, 6, 130)
 
 #: files a release directory (as in demo/models/<name>/<version>/) may hold, by entrypoint
 RELEASE_FILES = {
@@ -34,15 +37,23 @@ RELEASE_FILES = {
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="edge-release", description=__doc__.split("\n\n")[0])
+    # the conventions of edge-runtime (R3): no prefix matching, --json before or after the command,
+    # the exit codes in --help
+    p = ArgumentParser(prog="edge-release", description=__doc__.split("\n\n")[0], epilog=exit_codes_epilog(_CODES))
     p.add_argument("--json", action="store_true", help="print JSON for machines")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = p.add_subparsers(dest="cmd", required=True)
+    common = ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON for machines")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("keygen", help="create an ECDSA P-256 signing key pair (NAME.key 0600, NAME.pub)")
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help, parents=[common], allow_abbrev=False,
+                              epilog=exit_codes_epilog(_CODES), formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    s = command("keygen", help="create an ECDSA P-256 signing key pair (NAME.key 0600, NAME.pub)")
     s.add_argument("name", type=Path, help="path prefix, e.g. keys/release-1")
 
-    s = sub.add_parser("build", help="build and sign a bundle")
+    s = command("build", help="build and sign a bundle")
     s.add_argument(
         "--release-dir",
         type=Path,
@@ -71,16 +82,16 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--key", type=Path, action="append", required=True, help="private key (repeat for more)")
     s.add_argument("-o", "--output", type=Path, required=True)
 
-    s = sub.add_parser("sign", help="add a signature to an existing bundle")
+    s = command("sign", help="add a signature to an existing bundle")
     s.add_argument("bundle", type=Path)
     s.add_argument("--key", type=Path, required=True)
 
-    s = sub.add_parser("verify", help="verify a bundle against trusted public keys")
+    s = command("verify", help="verify a bundle against trusted public keys")
     s.add_argument("bundle", type=Path)
     s.add_argument("--trusted-key", type=Path, action="append", required=True)
     s.add_argument("--threshold", type=int, default=1)
 
-    s = sub.add_parser("inspect", help="print a bundle's manifest (no trust decision)")
+    s = command("inspect", help="print a bundle's manifest (no trust decision)")
     s.add_argument("bundle", type=Path)
     return p
 

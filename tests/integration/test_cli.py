@@ -329,3 +329,22 @@ def test_a_dripping_download_is_cut_and_an_operator_rollback_gets_through(
     assert elapsed < 20, elapsed  # bounded by the rate rule, not by the 300 000 bytes at 2 bytes/s (42 h)
     assert install.returncode == 5, err
     assert json.loads(out)["error"] == "download_too_slow"
+
+
+# --- edge-release follows the same conventions -------------------------------------------------------
+
+RELEASE = Path(sys.executable).with_name("edge-release")
+
+
+def test_edge_release_takes_json_after_the_command_and_never_prefix_matches(release: Release) -> None:
+    after = subprocess.run([str(RELEASE), "inspect", str(release.bundle("1.0.0")), "--json"],
+                           capture_output=True, text=True, timeout=60, check=False)
+    assert after.returncode == 0, after.stderr
+    assert json.loads(after.stdout)
+    abbrev = subprocess.run([str(RELEASE), "inspect", str(release.bundle("1.0.0")), "--js"],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert abbrev.returncode == 2
+    helptext = subprocess.run([str(RELEASE), "--help"], capture_output=True, text=True, timeout=60, check=False).stdout
+    listed = {int(m) for m in re.findall(r"(?m)^\s+(\d+)\s{2,}\S", helptext.split("exit codes:")[1])}
+    assert listed <= set(EXIT_CODES)
+    assert {0, 2, 3} <= listed
