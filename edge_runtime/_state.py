@@ -7,6 +7,7 @@ state. A document that cannot be parsed is reported, never silently reset.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -229,8 +230,10 @@ class DeviceLock:
                         hint="wait for it to finish; a crashed holder releases the lock automatically",
                     ) from None
                 raise
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{what}, pid {os.getpid()}\n".encode(), 0)
+            # the holder's name is informational: a full or read-only disk must not stop recovery (R3)
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{what}, pid {os.getpid()}\n".encode(), 0)
             self.held_here = True
             try:
                 yield
