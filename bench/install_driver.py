@@ -1,9 +1,11 @@
 """Install a bundle file up to and including activation, exactly as ``Device._install_file`` does.
 
-The smoke test is left out (a benchmark's fake model cannot pass it), so this replays the
-installer's public pieces in its order: open → ``BundleStream`` → ``verify_envelope`` → install
-policy → ``Device._stage`` (stream, hash, write, fsync, read-only, rename) → ``swap_symlink``,
-with the same ``state.json`` phase saves around the swap. Nothing is added to ``edge_runtime``.
+The smoke tests are left out (a benchmark's fake model cannot pass them): the one on the staged
+version before the swap and the post-activation check after it, each in its own child process (goal 5
+measures those). So this replays the installer's public pieces in its order: open → ``BundleStream`` →
+``verify_envelope`` → install policy → ``Device._stage`` (stream, hash, write, fsync, read-only, rename)
+→ ``swap_symlink``, with the same ``state.json`` phase saves around the swap. Nothing is added to
+``edge_runtime``.
 
 As a script (``python bench/install_driver.py ROOT BUNDLE``) it runs one install in a fresh process
 and prints one JSON line; the parent reads the child's peak RSS with ``os.wait4``.
