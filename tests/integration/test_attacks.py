@@ -18,7 +18,6 @@ same invariant:
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import shutil
@@ -44,6 +43,7 @@ from tests.support.attacks import (
     corrupt_file,
     installed_device,
     model_state,
+    pinned_digest,
     run_cli,
     strict_json,
     tree_digest,
@@ -223,7 +223,7 @@ def test_malicious_mirror_serving_another_build_than_the_pin_is_refused(
 ) -> None:
     pinned = release.custom("v2.edgebundle", "1.1.0", "--model-version", "2.0.0", "--counter", "20")
     rebuilt = release.custom("v2-other.edgebundle", "1.2.0", "--model-version", "2.0.0", "--counter", "20")
-    digest = "sha256:" + hashlib.sha256(member(pinned, "manifest.json")).hexdigest()
+    digest = pinned_digest(pinned)
     server.routes["/v2.edgebundle"] = Hostile("body", rebuilt.read_bytes())
     before = tree_digest(device.root, skip=NETWORK_VOLATILE)
     r = install(device, server.url("/v2.edgebundle"), "--expect-digest", digest)
@@ -358,7 +358,7 @@ def test_indefinite_freeze_replaying_the_old_release_for_a_new_pin_is_refused(
 ) -> None:
     # The registry keeps answering with the release the device already runs instead of the pinned new one.
     pinned = release.custom("v2.edgebundle", "1.1.0", "--model-version", "2.0.0", "--counter", "20")
-    digest = "sha256:" + hashlib.sha256(member(pinned, "manifest.json")).hexdigest()
+    digest = pinned_digest(pinned)
     server.routes["/defect-classifier/2.0.0.edgebundle"] = Hostile("body", release.bundle("1.1.0").read_bytes())
     before = tree_digest(device.root, skip=NETWORK_VOLATILE)
     r = install(device, server.url("/defect-classifier/2.0.0.edgebundle"), "--expect-digest", digest)

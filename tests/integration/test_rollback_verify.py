@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +29,10 @@ from tests.support.attacks import (
     corrupt_file,
     installed_device,
     model_state,
+    pinned_digest,
     run_cli,
 )
-from tests.support.factory import MODEL, Release, snapshot
+from tests.support.factory import MODEL, REPO, Release, snapshot
 
 
 def run(root: Path, *args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any]]:
@@ -297,3 +300,37 @@ def test_rollback_refusal_is_reported_by_the_console_script(device: Device) -> N
     assert r.out["error"] == "rollback"
     st = run_cli(device.root, "status")
     assert st.out["models"][MODEL]["state"] == "degraded"
+
+
+MODULE = REPO / "collections" / "ansible_collections" / "edgeml" / "fleet" / "plugins" / "modules" / "edge_model.py"
+
+
+def run_module(tmp_path: Path, **args: Any) -> dict[str, Any]:
+    """Run ``edgeml.fleet.edge_model`` the way Ansible does on a device: the module file, its arguments as JSON."""
+    argfile = tmp_path / "args.json"
+    argfile.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
+    env = {**os.environ, "PYTHONPATH": str(REPO / "collections")}
+    proc = subprocess.run([sys.executable, str(MODULE), str(argfile)], capture_output=True, text=True,
+                          timeout=120, env=env, check=False)
+    result: dict[str, Any] = json.loads(proc.stdout)
+    return result
+
+
+def test_ansible_module_fails_on_a_degraded_model_with_the_reason(
+    device: Device, release: Release, tmp_path: Path
+) -> None:
+    corrupt_file(device, "1.1.0")
+    pin = {"root": str(device.root), "name": MODEL}
+    # the install the fleet asked for fails and the rollback cannot reach 1.1.0: both are said
+    r = run_module(tmp_path, **pin, version="1.2.0", digest=pinned_digest(release.bundle("1.2.0")),
+                   source=str(release.bundle("1.2.0")))
+    assert r["failed"] is True, r
+    assert (r.get("rolled_back"), r["degraded"]) == (True, True), {k: v for k, v in r.items() if k != "ansible_facts"}
+    assert "cannot roll back to 1.1.0" in r["degraded_reason"]
+    # a run that changes nothing (the active version is pinned) still fails while the model is degraded
+    r = run_module(tmp_path, **pin, version="1.0.0", digest=pinned_digest(release.bundle("1.0.0")),
+                   source=str(release.bundle("1.0.0")))
+    assert r["failed"] is True, r
+    assert (r["error"], r["degraded"]) == ("degraded", True)
+    assert "DEGRADED" in r["msg"]
+    assert r["ansible_facts"]["edge_runtime"]["models"][MODEL]["state"] == "degraded"

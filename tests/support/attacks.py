@@ -110,6 +110,14 @@ def strict_json(text: str) -> Any:
     return json.loads(text, parse_constant=_no_constant)
 
 
+def pinned_digest(bundle: Path) -> str:
+    """The manifest digest a plan pins for ``bundle`` (what ``--expect-digest`` and models.yaml carry)."""
+    from edge_runtime.bundle import read_envelope
+    from edge_runtime.manifest import Manifest
+
+    return Manifest.from_signed(read_envelope(bundle).signed).digest
+
+
 def tree_digest(root: Path, *, skip: tuple[str, ...] = ("lock", "facts/")) -> str:
     """One hash over every path, type, mode, link target and file content under ``root``."""
     h = hashlib.sha256()
