@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "collections"))
 
 from ansible_collections.edgeml.fleet.plugins.plugin_utils.desired_state import (  # noqa: E402
+    DEVICE_GROUP,
     DesiredStateError,
     Trust,
     validate,
@@ -51,11 +53,12 @@ def _display(path: Path) -> str:
 
 def read_inventory(
     inventory: str, default_keys: list[str] | None = None, default_threshold: int = 1
-) -> tuple[dict[str, list[str]], dict[str, Trust]]:
-    """Ansible's ``groups`` for ``inventory``, and each host's trust as a playbook in ``playbooks/`` sees it.
+) -> tuple[dict[str, list[str]], Callable[[str], Trust]]:
+    """Ansible's ``groups`` for ``inventory``, and a host's trust as a playbook in ``playbooks/`` sees it.
 
     A host without its own ``edge_runtime_trusted_keys`` / ``edge_runtime_threshold`` gets ``default_keys`` /
     ``default_threshold`` (what validate.yml's ``trusted_keys`` / ``threshold`` are to the action plugin).
+    The trust function is asked only about devices (planned hosts and the ``edge_devices`` group).
     """
     from ansible.errors import AnsibleError
     from ansible.inventory.manager import InventoryManager
@@ -68,25 +71,27 @@ def read_inventory(
     loader.set_basedir(str(playbook_dir))
     try:
         inv = InventoryManager(loader=loader, sources=[inventory])
-        if not inv.hosts:
-            raise RuntimeError(f"inventory {inventory} has no hosts (or cannot be parsed)")
-        variables = VariableManager(loader=loader, inventory=inv)
-        groups = {g: sorted(hosts) for g, hosts in inv.get_groups_dict().items()}
-        trust: dict[str, Trust] = {}
-        for host in inv.get_hosts():
-            hv = dict(variables.get_vars(host=host, include_hostvars=False))
+    except AnsibleError as exc:
+        raise RuntimeError(f"inventory {inventory}: {exc}") from None
+    if not inv.hosts:
+        raise RuntimeError(f"inventory {inventory} has no hosts (or cannot be parsed)")
+    variables = VariableManager(loader=loader, inventory=inv)
+    groups = {g: sorted(hosts) for g, hosts in inv.get_groups_dict().items()}
+
+    def trust(host: str) -> Trust:
+        try:
+            hv = dict(variables.get_vars(host=inv.get_host(host), include_hostvars=False))
             hv["playbook_dir"] = str(playbook_dir)
             templar = Templar(loader=loader, variables=hv)
             keys = templar.template(hv[KEYS_VAR]) if KEYS_VAR in hv else list(default_keys or [])
             threshold = templar.template(hv[THRESHOLD_VAR]) if THRESHOLD_VAR in hv else default_threshold
-            if isinstance(keys, (str, bytes)) or not isinstance(keys, (list, tuple)):
-                raise RuntimeError(f"{host}: {KEYS_VAR} must be a list of key file paths")
-            paths = [os.path.expanduser(str(k)) for k in keys]
-            trust[host.name] = Trust(
-                tuple(p if os.path.isabs(p) else str(playbook_dir / p) for p in paths), int(threshold)
-            )
-    except AnsibleError as exc:
-        raise RuntimeError(f"inventory {inventory}: {exc}") from None
+        except AnsibleError as exc:
+            raise DesiredStateError(host, 0, 0, f"cannot read {KEYS_VAR}: {exc}") from None
+        if isinstance(keys, (str, bytes)) or not isinstance(keys, (list, tuple)):
+            raise DesiredStateError(host, 0, 0, f"{KEYS_VAR} must be a list of key file paths", "write it as a list")
+        paths = [os.path.expanduser(str(k)) for k in keys]
+        return Trust(tuple(p if os.path.isabs(p) else str(playbook_dir / p) for p in paths), int(threshold))
+
     return groups, trust
 
 
@@ -134,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     try:
-        plan = validate(_display(args.models), groups, check_registry=not args.no_registry, trust=trust)
+        plan = validate(_display(args.models), groups, check_registry=not args.no_registry, trust=trust,
+                        devices=groups.get(DEVICE_GROUP, ()))
     except DesiredStateError as exc:
         print(exc, file=sys.stderr)
         if os.environ.get("GITHUB_ACTIONS") == "true":

@@ -951,3 +951,26 @@ def test_a_bundle_whose_file_was_altered_after_signing_is_refused_at_its_line(
     assert err.line == line_of(text, f"bundle: {registry['b_dc110']}")
     assert "does not verify" in err.problem
     assert "model.tflite" in err.problem
+
+
+def test_keys_are_checked_for_every_device_and_only_for_devices(tmp_path: Path, registry: dict[str, Any]) -> None:
+    """Planned hosts and the edge_devices group get the runtime role (and its keys); other hosts do not."""
+    models = write(tmp_path, render(registry))
+    pinned = {g: {"hosts": dict.fromkeys(h)} for g, h in INVENTORY.items() if g not in ("all", "ungrouped")}
+
+    def inventory(dev_c1_keys: list[str]) -> Path:
+        inv = tmp_path / "mixed.yml"
+        inv.write_text(json.dumps({"all": {
+            "vars": {"edge_runtime_trusted_keys": [registry["pub"]]},
+            "children": {
+                "edge_devices": {"children": pinned,
+                                 "hosts": {"dev-c1": {"edge_runtime_trusted_keys": dev_c1_keys}}},
+                "monitoring": {"hosts": {"mon1": {"edge_runtime_trusted_keys": "not a list, and not a device"}}},
+            }}}))
+        return inv
+
+    ok = _script(models, inventory([registry["pub"]]))
+    assert ok.returncode == 0, ok.stderr
+    unplanned_device = _script(models, inventory([registry["key"]]))  # dev-c1 pins nothing but gets the keys
+    assert unplanned_device.returncode == 1
+    assert unplanned_device.stderr.startswith(f"{registry['key']}: holds a private key")

@@ -18,6 +18,7 @@ from typing import Any
 
 from ansible_collections.edgeml.fleet.plugins.plugin_utils.controller_action import ControllerAction
 from ansible_collections.edgeml.fleet.plugins.plugin_utils.desired_state import (
+    DEVICE_GROUP,
     MAX_WAVES,
     DesiredStateError,
     Trust,
@@ -49,21 +50,18 @@ class ActionModule(ControllerAction):
         text = os.path.expanduser(str(path))
         return text if os.path.isabs(text) else str(self._loader.path_dwim(text))
 
-    def _trust(self, hosts: set[str], args: Mapping[str, Any], task_vars: Mapping[str, Any]) -> dict[str, Trust]:
-        """Per device: the key files and threshold the edge_runtime role will give it."""
+    def _trust(self, host: str, args: Mapping[str, Any], task_vars: Mapping[str, Any]) -> Trust:
+        """The key files and threshold the edge_runtime role will give ``host`` (asked only for devices)."""
         hostvars = task_vars.get("hostvars") or {}
-        out: dict[str, Trust] = {}
-        for host in sorted(hosts):
-            hv: Mapping[str, Any] = hostvars.get(host, {})
-            keys = hv.get(KEYS_VAR)
-            keys = args["trusted_keys"] if keys is None else keys
-            if isinstance(keys, (str, bytes)) or not isinstance(keys, (list, tuple)):
-                raise DesiredStateError(host, 0, 0, f"{KEYS_VAR} must be a list of key file paths",
-                                        "write it as a YAML list")
-            threshold = hv.get(THRESHOLD_VAR)
-            out[host] = Trust(tuple(self._key_path(k) for k in keys),
-                              int(args["threshold"] if threshold is None else threshold))
-        return out
+        hv: Mapping[str, Any] = hostvars.get(host, {})
+        keys = hv.get(KEYS_VAR)
+        keys = args["trusted_keys"] if keys is None else keys
+        if isinstance(keys, (str, bytes)) or not isinstance(keys, (list, tuple)):
+            raise DesiredStateError(host, 0, 0, f"{KEYS_VAR} must be a list of key file paths",
+                                    "write it as a YAML list")
+        threshold = hv.get(THRESHOLD_VAR)
+        threshold = args["threshold"] if threshold is None else threshold
+        return Trust(tuple(self._key_path(k) for k in keys), int(threshold))
 
     def act(self, args: dict[str, Any], task_vars: dict[str, Any], result: dict[str, Any]) -> None:
         # Relative paths are relative to the playbook directory, like other controller-side files.
@@ -75,10 +73,12 @@ class ActionModule(ControllerAction):
                 result.update(failed=True, msg=msg)
                 return
             groups[str(name)] = [str(h) for h in hosts]
-        devices = {h for hosts in groups.values() for h in hosts}
+        def trust(host: str) -> Trust:
+            return self._trust(host, args, task_vars)
+
         try:
-            trust = self._trust(devices, args, task_vars) if args["verify_bundles"] else None
-            plan = validate(path, groups, check_registry=args["check_registry"], trust=trust,
+            plan = validate(path, groups, check_registry=args["check_registry"],
+                            trust=trust if args["verify_bundles"] else None, devices=groups.get(DEVICE_GROUP, ()),
                             max_waves=args["max_waves"] or None)  # 0: no limit (a rollback has no waves)
         except DesiredStateError as exc:
             result.update(failed=True, changed=False, msg=str(exc), error=exc.to_dict())

@@ -52,7 +52,7 @@ from __future__ import annotations
 import difflib
 import itertools
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from ansible_collections.edgeml.fleet.plugins.plugin_utils.models_schema import find_schema, validate_schema
@@ -86,6 +86,7 @@ __all__ = [
     "DEFAULT_HEALTH_GATE",
     "DEFAULT_MAX_FAIL_PERCENT",
     "DEFAULT_WAVES",
+    "DEVICE_GROUP",
     "IMPLICIT_GROUPS",
     "MAX_WAVES",
     "DesiredStateError",
@@ -100,6 +101,8 @@ __all__ = [
 
 #: Ansible's implicit groups; never part of the desired state
 IMPLICIT_GROUPS = frozenset({"all", "ungrouped"})
+#: the inventory group whose hosts playbooks/deploy.yml gives the edge_runtime role (and so its trusted keys)
+DEVICE_GROUP = "edge_devices"
 
 DEFAULT_MAX_FAIL_PERCENT = 0
 DEFAULT_HEALTH_GATE: dict[str, Any] = {
@@ -176,7 +179,8 @@ def validate(
     groups: Mapping[str, Sequence[str]],
     *,
     check_registry: bool = True,
-    trust: Trust | Mapping[str, Trust] | None = None,
+    trust: Trust | Mapping[str, Trust] | Callable[[str], Trust] | None = None,
+    devices: Collection[str] = (),
     full_verify: bool = True,
     max_waves: int | None = MAX_WAVES,
     limits: ModelsLimits = DEFAULT_MODELS_LIMITS,
@@ -187,10 +191,12 @@ def validate(
     ``ungrouped`` are ignored. With ``check_registry`` every catalogue bundle is looked up in the
     registry (a directory, or an http(s) server from which only the manifest is read).
 
-    ``trust`` is what the devices trust: one :class:`Trust` for all, or one per planned host (a planned
-    host without an entry is an error). When given, every key file must be a public key (checked even
-    without a registry check) and, with ``check_registry``, every planned bundle must verify with the keys
-    and threshold of each device that would install it (local bundles in full when ``full_verify``).
+    ``trust`` is what the devices trust: one :class:`Trust` for all, one per host (a mapping: every entry is
+    checked; a planned host without one is an error), or a function of the host name (asked for the planned
+    hosts and ``devices``, the hosts that get the runtime role and so its keys). When given, every such key
+    file must be a public key (checked even without a registry check) and, with ``check_registry``, every
+    planned bundle must verify with the keys and threshold of each device that would install it (local
+    bundles in full when ``full_verify``).
     ``max_waves`` (default: the deploy's wave plays) refuses a plan that needs more waves; ``None`` skips.
 
     The plan (JSON-serialisable, the contract with the deploy playbooks)::
@@ -343,15 +349,24 @@ def validate(
     if trust is not None:
         trust_of = _trust_of(trust, plan["hosts"], path)
         # every device's keys, planned or not (the runtime role sends them to every device), before any bundle
-        check_trust(trust_of if isinstance(trust, Trust) else {**trust, **trust_of})
+        if isinstance(trust, Trust):
+            check_trust(trust_of)
+        elif isinstance(trust, Mapping):
+            check_trust({**trust, **trust_of})
+        else:
+            check_trust({**{h: trust(h) for h in sorted(set(devices))}, **trust_of})
         if check_registry:
             plan["verified"] = verify_planned(plan, trust_of, smap, full=full_verify)
     return plan
 
 
-def _trust_of(trust: Trust | Mapping[str, Trust], hosts: Mapping[str, Any], path: str) -> dict[str, Trust]:
+def _trust_of(
+    trust: Trust | Mapping[str, Trust] | Callable[[str], Trust], hosts: Mapping[str, Any], path: str
+) -> dict[str, Trust]:
     if isinstance(trust, Trust):
         return dict.fromkeys(hosts, trust)
+    if not isinstance(trust, Mapping):
+        return {h: trust(h) for h in hosts}
     missing = sorted(set(hosts) - set(trust))
     if missing:
         raise DesiredStateError(path, 0, 0, f"no trusted keys known for planned device(s) {', '.join(missing)}",
