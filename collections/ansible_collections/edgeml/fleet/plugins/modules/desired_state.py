@@ -63,9 +63,10 @@ options:
       - Check what every device trusts and verify what the plan would install with it, the way the devices
         will. A device trusts the key files of its own C(edge_runtime_trusted_keys) host variable (else
         O(trusted_keys)) with its C(edge_runtime_threshold) (else O(threshold)).
-      - Every key file of every device of the inventory must hold exactly one ECDSA P-256 PUBLIC KEY; a private
-        key (or anything else) fails here, naming the file and never showing its content, before any device
-        is touched. A device without keys fails too.
+      - Every key file of every device (the planned hosts and the members of the C(edge_devices) group, which
+        get the C(edge_runtime) role) must hold exactly one ECDSA P-256 PUBLIC KEY; a private key (or anything
+        else) fails here, naming the file and never showing its content, before any device is touched. A
+        device without keys fails too. Other hosts of the inventory are not asked.
       - Every bundle of the plan is verified with the trust of each device that would install it, once per
         bundle and trust; a local file in full (signatures, then every file's size and SHA-256), an http(s)
         bundle by its manifest's signatures (the devices verify its files after the download). Its manifest
