@@ -96,6 +96,12 @@ class Limits:
     smoke_result_max_bytes: int = 64 * KiB
     #: how much of the child's stderr is kept (its tail) to explain a crash
     smoke_stderr_tail_bytes: int = 4 * KiB
+    #: the child's address space cap (RLIMIT_AS): base + per_model_byte x model bytes. The demo models peak
+    #: at ~180 MiB of address space (interpreter, numpy, LiteRT); a model that wants more fails its test in
+    #: the child instead of waking the kernel's OOM killer (which would pick the child first anyway: its
+    #: oom_score_adj is 1000)
+    smoke_memory_base_bytes: int = 4 * 1024 * MiB
+    smoke_memory_per_model_byte: int = 4
 
 
 #: the limits a device uses unless told otherwise

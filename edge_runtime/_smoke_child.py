@@ -47,9 +47,20 @@ def _die_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def _limit_resources(cpu_s: int) -> None:
-    """Cap CPU time just above the deadline (an orphan cannot spin on); no core files."""
-    for res, soft, hard in ((resource.RLIMIT_CPU, cpu_s, cpu_s + 1), (resource.RLIMIT_CORE, 0, 0)):
+def _limit_resources(cpu_s: int, mem_bytes: int) -> None:
+    """Cap CPU time just above the deadline (an orphan cannot spin on) and the address space; no core
+    files; be the OOM killer's first choice."""
+    try:
+        with open("/proc/self/oom_score_adj", "w", encoding="ascii") as fh:
+            fh.write("1000")
+    except OSError:
+        pass
+    caps = (
+        (resource.RLIMIT_CPU, cpu_s, cpu_s + 1),
+        (resource.RLIMIT_CORE, 0, 0),
+        (resource.RLIMIT_AS, mem_bytes, mem_bytes),
+    )
+    for res, soft, hard in caps:
         try:
             _, cur_hard = resource.getrlimit(res)
             if cur_hard != resource.RLIM_INFINITY:
@@ -86,10 +97,13 @@ def main(argv: list[str]) -> int:
     req = json.loads(argv[0])
     out_fd = int(argv[1])
     _die_with_parent(int(req["parent"]))
-    _limit_resources(int(req["cpu_s"]))
+    _limit_resources(int(req["cpu_s"]), int(req["mem_bytes"]))
     try:
         doc = _run(req)
         data = json.dumps(doc, allow_nan=False, sort_keys=True).encode()
+    except MemoryError:
+        data = json.dumps(_failure(f"out of memory: the model needs more than {req['mem_bytes']} bytes of "
+                                   "address space", start), sort_keys=True).encode()
     except Exception as exc:  # the parent turns this into a failed smoke test with the reason
         from .errors import EdgeRuntimeError
 

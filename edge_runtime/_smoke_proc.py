@@ -23,6 +23,9 @@ The parent never imports numpy or a TFLite backend for it.
 - **The child never outlives its parent**: it asks the kernel for SIGKILL when the parent dies
   (``PR_SET_PDEATHSIG``), watches its stdin pipe for EOF as a fallback, and caps its own CPU time
   (``RLIMIT_CPU``) just above the deadline, so an orphan of a parent killed mid-test cannot spin on.
+- **Bounded memory**: the child caps its address space (``RLIMIT_AS``, from ``Limits``) and makes itself
+  the kernel OOM killer's first choice (``oom_score_adj`` 1000), so a greedy model fails its own test
+  rather than taking the runtime or a serving process with it.
 
 Start-up cost (measured, bench goal 5): an isolated interpreter plus numpy and the backend start in
 0.12-0.25 s here; the bare LiteRT loop of the benchmark is started the same way, and the child reports
@@ -309,8 +312,15 @@ def run_smoke_test_in_child(model_dir: Path, manifest: Manifest, limits: Limits 
     except ValueError as exc:
         return fail(str(exc))
     deadline = smoke_deadline_s(samples, manifest.smoke, manifest.file(manifest.entrypoints["model"]).length, limits)
+    model_bytes = manifest.file(manifest.entrypoints["model"]).length
     request = dumps_strict(
-        {"dir": str(model_dir), "max_samples": samples, "cpu_s": deadline + 1, "parent": os.getpid()},
+        {
+            "dir": str(model_dir),
+            "max_samples": samples,
+            "cpu_s": deadline + 1,
+            "mem_bytes": limits.smoke_memory_base_bytes + limits.smoke_memory_per_model_byte * model_bytes,
+            "parent": os.getpid(),
+        },
         "smoke request",
     )
     rfd, wfd = os.pipe()

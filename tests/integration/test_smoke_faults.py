@@ -246,3 +246,17 @@ def test_model_that_takes_the_installer_down_repeatedly_is_quarantined_after_max
     assert f"interrupted {attempts} time(s)" in s["bad"]["1.1.0"]["reason"]  # type: ignore[index]
     assert (s["active"], s["pending"]) == ("1.0.0", None)
     assert os.readlink(device.active_link(MODEL)) == "versions/1.0.0"
+
+
+def test_model_needing_more_memory_than_the_cap_fails_its_test_in_the_child(device: Device) -> None:
+    # The cap is data (Limits); a tiny one stands in for a greedy model, which cannot be made without
+    # really allocating gigabytes on the test machine.
+    from edge_runtime._limits import Limits
+    from edge_runtime._smoke_proc import run_smoke_test_in_child
+
+    manifest = device.verify_installed(MODEL, "1.0.0")
+    tiny = Limits(smoke_memory_base_bytes=48 << 20, smoke_memory_per_model_byte=0)
+    r = run_smoke_test_in_child(device.version_dir(MODEL, "1.0.0"), manifest, tiny)
+    assert r.passed is False
+    assert r.reason
+    assert run_smoke_test_in_child(device.version_dir(MODEL, "1.0.0"), manifest).passed  # the default cap fits
