@@ -237,3 +237,16 @@ def test_transfer_and_paths_are_decided_per_device() -> None:
     assert device_plan("a1", PLAN["hosts"]["a1"], "r", {"edge_model_transfer": "pull"})["transfer"] == "pull"
     with pytest.raises(PlanError, match="edge_model_transfer"):
         device_plan("a1", PLAN["hosts"]["a1"], "r", {"edge_model_transfer": "rsync"})
+
+
+def test_a_killed_holder_not_yet_reaped_is_stale(tmp_path: Path) -> None:
+    proc = subprocess.Popen(["sleep", "60"])
+    path = fleet_lock.lock_path(tmp_path, "f")
+    fleet_lock.acquire(path, fleet_lock.holder_for("f", "run-1", "deploy.yml", pid=proc.pid))
+    proc.kill()
+    wait_until = time.monotonic() + 10
+    while Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z":
+        assert time.monotonic() < wait_until
+        time.sleep(0.05)
+    assert fleet_lock.status(path)["held"] is False  # a zombie holds nothing
+    proc.wait()

@@ -106,12 +106,14 @@ def lock_path(lock_dir: str | Path, fleet: str) -> Path:
 
 
 def process_start(pid: int) -> str | None:
-    """Start time of ``pid`` (field 22 of /proc/<pid>/stat), or None when it cannot be read."""
+    """Start time of ``pid`` (field 22 of /proc/<pid>/stat), or None when it is gone or a zombie."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     fields = stat.rsplit(")", 1)[-1].split()
+    if not fields or fields[0] in ("Z", "X"):  # ended, not yet reaped by its parent: not a holder
+        return None
     return fields[19] if len(fields) > 19 else None
 
 
