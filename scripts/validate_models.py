@@ -37,10 +37,11 @@ from ansible_collections.edgeml.fleet.plugins.plugin_utils.desired_state import 
     Trust,
     validate,
 )
-
-#: the edge_runtime role's variables that say what a device trusts (as the action plugin reads them)
-KEYS_VAR = "edge_runtime_trusted_keys"
-THRESHOLD_VAR = "edge_runtime_threshold"
+from ansible_collections.edgeml.fleet.plugins.plugin_utils.registry import (  # noqa: E402
+    KEYS_VAR,
+    THRESHOLD_VAR,
+    device_trust,
+)
 
 
 def _display(path: Path) -> str:
@@ -87,10 +88,7 @@ def read_inventory(
             threshold = templar.template(hv[THRESHOLD_VAR]) if THRESHOLD_VAR in hv else default_threshold
         except AnsibleError as exc:
             raise DesiredStateError(host, 0, 0, f"cannot read {KEYS_VAR}: {exc}") from None
-        if isinstance(keys, (str, bytes)) or not isinstance(keys, (list, tuple)):
-            raise DesiredStateError(host, 0, 0, f"{KEYS_VAR} must be a list of key file paths", "write it as a list")
-        paths = [os.path.expanduser(str(k)) for k in keys]
-        return Trust(tuple(p if os.path.isabs(p) else str(playbook_dir / p) for p in paths), int(threshold))
+        return device_trust(host, keys, threshold, lambda p: p if os.path.isabs(p) else str(playbook_dir / p))
 
     return groups, trust
 

@@ -974,3 +974,19 @@ def test_keys_are_checked_for_every_device_and_only_for_devices(tmp_path: Path, 
     unplanned_device = _script(models, inventory([registry["key"]]))  # dev-c1 pins nothing but gets the keys
     assert unplanned_device.returncode == 1
     assert unplanned_device.stderr.startswith(f"{registry['key']}: holds a private key")
+
+
+@pytest.mark.parametrize(("keys", "threshold", "phrase"), [
+    ("/a/single/string.pub", 1, "must be a list"),
+    ({"a": 1}, 1, "must be a list"),
+    (["/k.pub"], "two", "whole number"),
+    (["/k.pub"], True, "whole number"),
+    (["/k.pub"], 1.5, "whole number"),
+])
+def test_a_devices_trust_variables_of_the_wrong_shape_are_named(keys: Any, threshold: Any, phrase: str) -> None:
+    from ansible_collections.edgeml.fleet.plugins.plugin_utils.registry import device_trust
+
+    with pytest.raises(ds.DesiredStateError, match=phrase) as info:
+        device_trust("dev-a1", keys, threshold, str)
+    assert info.value.file == "dev-a1"
+    assert device_trust("dev-a1", ["~/k.pub"], "2", str).threshold == 2

@@ -24,6 +24,7 @@ from ansible_collections.edgeml.fleet.plugins.plugin_utils.desired_state import 
     Trust,
     validate,
 )
+from ansible_collections.edgeml.fleet.plugins.plugin_utils.registry import KEYS_VAR, THRESHOLD_VAR, device_trust
 
 ARGUMENT_SPEC: dict[str, Any] = {
     "path": {"type": "path", "required": True},
@@ -35,10 +36,6 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "max_waves": {"type": "int", "default": MAX_WAVES},
 }
 
-#: the edge_runtime role's variables that say what a device trusts
-KEYS_VAR = "edge_runtime_trusted_keys"
-THRESHOLD_VAR = "edge_runtime_threshold"
-
 
 class ActionModule(ControllerAction):
     """Validate the desired state against the inventory (and registry) and return the plan."""
@@ -46,22 +43,15 @@ class ActionModule(ControllerAction):
     ARGUMENT_SPEC = ARGUMENT_SPEC
     _VALID_ARGS = frozenset(ARGUMENT_SPEC)
 
-    def _key_path(self, path: Any) -> str:
-        text = os.path.expanduser(str(path))
-        return text if os.path.isabs(text) else str(self._loader.path_dwim(text))
+    def _key_path(self, path: str) -> str:
+        return path if os.path.isabs(path) else str(self._loader.path_dwim(path))
 
     def _trust(self, host: str, args: Mapping[str, Any], task_vars: Mapping[str, Any]) -> Trust:
         """The key files and threshold the edge_runtime role will give ``host`` (asked only for devices)."""
-        hostvars = task_vars.get("hostvars") or {}
-        hv: Mapping[str, Any] = hostvars.get(host, {})
-        keys = hv.get(KEYS_VAR)
-        keys = args["trusted_keys"] if keys is None else keys
-        if isinstance(keys, (str, bytes)) or not isinstance(keys, (list, tuple)):
-            raise DesiredStateError(host, 0, 0, f"{KEYS_VAR} must be a list of key file paths",
-                                    "write it as a YAML list")
-        threshold = hv.get(THRESHOLD_VAR)
-        threshold = args["threshold"] if threshold is None else threshold
-        return Trust(tuple(self._key_path(k) for k in keys), int(threshold))
+        hv: Mapping[str, Any] = (task_vars.get("hostvars") or {}).get(host, {})
+        keys, threshold = hv.get(KEYS_VAR), hv.get(THRESHOLD_VAR)
+        return device_trust(host, args["trusted_keys"] if keys is None else keys,
+                            args["threshold"] if threshold is None else threshold, self._key_path)
 
     def act(self, args: dict[str, Any], task_vars: dict[str, Any], result: dict[str, Any]) -> None:
         # Relative paths are relative to the playbook directory, like other controller-side files.

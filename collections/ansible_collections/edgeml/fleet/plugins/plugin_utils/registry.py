@@ -18,20 +18,23 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from ansible_collections.edgeml.fleet.plugins.plugin_utils.models_yaml import SourceMap, YamlPath
+from ansible_collections.edgeml.fleet.plugins.plugin_utils.models_yaml import SourceMap, YamlPath, kind
 
 __all__ = [
+    "KEYS_VAR",
     "MANIFEST_PREFIX_BYTES",
+    "THRESHOLD_VAR",
     "Trust",
     "bundle_source",
     "check_registry",
     "check_trust",
+    "device_trust",
     "is_url",
     "registry_location",
     "verify_planned",
@@ -47,6 +50,23 @@ class Trust:
 
     key_files: tuple[str, ...]
     threshold: int = 1
+
+
+#: the edge_runtime role's variables that say what a device trusts
+KEYS_VAR = "edge_runtime_trusted_keys"
+THRESHOLD_VAR = "edge_runtime_threshold"
+
+
+def device_trust(host: str, keys: Any, threshold: Any, resolve: Callable[[str], str]) -> Trust:
+    """A device's :class:`Trust` from its (templated) role variables; ``resolve`` makes a key path absolute."""
+    from ansible_collections.edgeml.fleet.plugins.plugin_utils.models_yaml import DesiredStateError
+
+    if isinstance(keys, (str, bytes)) or not isinstance(keys, (list, tuple)):
+        raise DesiredStateError(host, 0, 0, f"{KEYS_VAR} must be a list of key file paths, not {kind(keys)}",
+                                "write it as a YAML list of controller paths")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, str)) or not str(threshold).strip().isdigit():
+        raise DesiredStateError(host, 0, 0, f"{THRESHOLD_VAR} must be a whole number, not {threshold!r}")
+    return Trust(tuple(resolve(os.path.expanduser(str(k))) for k in keys), int(threshold))
 
 
 def is_url(text: str) -> bool:
