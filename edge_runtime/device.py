@@ -781,9 +781,11 @@ class Device:
                                 if corrupt else ""),
                     hint="install the wanted version from the registry instead",
                 )
-            if target not in state.versions or not self.version_dir(name, target).is_dir():
+            if target not in state.versions:
                 kept = ", ".join(state.kept_versions())
                 raise RollbackError(f"rollback of {name} refused: {target} is not kept on this device (kept: {kept})")
+            if not self.version_dir(name, target).is_dir():
+                self._refuse_rollback(state, target, f"its directory {self.version_dir(name, target)} is missing")
             previous = state.active
             if target == previous:
                 return InstallResult(
@@ -951,14 +953,20 @@ class Device:
 
         With ``state`` and ``version``, the manifest must also be that version of that model with the
         digest recorded when it was committed (a directory holding another release is not it).
-        Any unreadable file is an :class:`IntegrityError`.
+        Any unreadable file is an :class:`IntegrityError`; nothing but regular files is opened (a FIFO
+        would block), and no file is read beyond its signed length (or the manifest's size limit).
         """
+        from ._json import read_untrusted_file
+        from ._limits import DEFAULT_LIMITS
         from .bundle import copy_verified
         from .manifest import parse_envelope
         from .trust import verify_envelope
 
+        mpath = vdir / MANIFEST_NAME
         try:
-            env_bytes = (vdir / MANIFEST_NAME).read_bytes()
+            if mpath.is_symlink() or not mpath.is_file():
+                raise FileNotFoundError(2, "missing or not a regular file")
+            env_bytes = read_untrusted_file(mpath, DEFAULT_LIMITS.manifest_max_bytes)
         except OSError as exc:
             raise IntegrityError(
                 f"{vdir} has no readable {MANIFEST_NAME}: {exc.strerror}", path=MANIFEST_NAME
@@ -973,8 +981,10 @@ class Device:
                     path=MANIFEST_NAME,
                 )
         listed = {f.path for f in manifest.files} | {MANIFEST_NAME}
+        # the directories the listed files need; any other entry (file, link, FIFO, empty dir) is extra
+        listed |= {str(parent) for f in manifest.files for parent in Path(f.path).parents if str(parent) != "."}
         try:
-            present = {str(p.relative_to(vdir)) for p in vdir.rglob("*") if p.is_file() or p.is_symlink()}
+            present = {str(p.relative_to(vdir)) for p in vdir.rglob("*")}
         except OSError as exc:
             raise IntegrityError(f"{vdir} cannot be listed: {exc.strerror}") from None
         if present - listed:
@@ -985,6 +995,11 @@ class Device:
             if p.is_symlink() or not p.is_file():
                 raise IntegrityError(f"{p} is missing or not a regular file", path=entry.path)
             try:
+                size = p.stat().st_size
+                if size != entry.length:  # decided without reading a file that grew to any size
+                    from .trust import check_file
+
+                    check_file(entry, "", size)
                 with p.open("rb") as fh:
                     copy_verified(entry, fh, None)
             except OSError as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from edge_runtime import _faults
 from edge_runtime.cli import main as cli
 from edge_runtime.device import Device
 from tests.support.attacks import (
+    READ_ONLY_DIR,
     active_version,
     add_stray_file,
     clone_device,
@@ -151,6 +153,45 @@ def test_operator_rollback_to_a_corrupt_kept_version_is_refused_and_only_recorde
     rc, r = run(device.root, "rollback", MODEL, "--to", "1.0.0", capsys=capsys)
     assert rc == 1
     assert "rollback of defect-classifier to 1.0.0 refused" in r["message"]
+
+
+def _damage(dev: Device, how: str) -> None:
+    vdir = dev.version_dir(MODEL, "1.0.0")
+    os.chmod(vdir, stat.S_IRWXU)
+    if how == "truncated":
+        f = vdir / "model.tflite"
+        os.chmod(f, stat.S_IRUSR | stat.S_IWUSR)
+        f.write_bytes(f.read_bytes()[:-100])
+    elif how == "deleted":
+        (vdir / "labels.txt").unlink()
+    elif how == "symlink":
+        (vdir / "labels.txt").unlink()
+        (vdir / "labels.txt").symlink_to("/etc/hostname")
+    elif how == "fifo":
+        os.mkfifo(vdir / "pipe")
+    elif how == "empty-dir":
+        (vdir / "plugins").mkdir()
+    elif how == "manifest":
+        m = vdir / "manifest.json"
+        os.chmod(m, stat.S_IRUSR | stat.S_IWUSR)
+        m.write_bytes(m.read_bytes().replace(b'"release_counter": 1', b'"release_counter": 9'))
+    elif how == "directory-gone":
+        shutil.rmtree(vdir)
+        return
+    os.chmod(vdir, READ_ONLY_DIR)
+
+
+@pytest.mark.parametrize("how", ["truncated", "deleted", "symlink", "fifo", "empty-dir", "manifest", "directory-gone"])
+def test_operator_rollback_refuses_every_kind_of_damaged_target(device: Device, how: str) -> None:
+    _damage(device, how)
+    r = run_cli(device.root, "rollback", MODEL, timeout=30)  # a FIFO must not block the verification
+    r.assert_clean()
+    assert (r.rc, r.out["error"]) == (1, "rollback"), r.out
+    assert "rollback of defect-classifier to 1.0.0 refused" in r.out["message"]
+    assert active_version(device) == "1.1.0"
+    st = run_cli(device.root, "status").out["models"][MODEL]
+    assert (st["state"], st["previous"], st["kept"]) == ("degraded", None, ["1.1.0"])
+    assert "cannot roll back to 1.0.0" in st["degraded"]["reason"]
 
 
 def test_operator_rollback_when_target_and_active_are_corrupt_leaves_no_corrupt_model_active(
