@@ -195,7 +195,7 @@ def _read_text(path: str, limits: ModelsLimits) -> str:
             0,
             0,
             f"the file is larger than {limits.max_file_bytes} bytes",
-            "models.yaml pins versions per group; split nothing into it that is not desired state",
+            "models.yaml holds only pins and rollout policies, far below this; check that the path is the right file",
         )
     for bom, encoding in _BOMS:
         if data.startswith(bom):
