@@ -177,6 +177,12 @@ def _human_status(st: dict[str, Any]) -> str:
             lines.append(f"{'':24} quarantined: {', '.join(sorted(m['bad']))}")
         if m.get("degraded"):
             lines.append(f"{'':24} DEGRADED: {m['degraded'].get('reason')}")
+        if m["state"] == "recovery pending":  # R1: status itself never recovers (it is read-only)
+            p = m.get("pending") or {}
+            lines.append(
+                f"{'':24} interrupted while {p.get('phase')} of {p.get('version')}: run `edge-runtime recover` "
+                "(or any install, rollback or check) to resolve it"
+            )
     if st["busy"]:
         lines.append("an operation is in progress")
     return "\n".join(lines)

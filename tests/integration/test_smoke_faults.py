@@ -212,6 +212,12 @@ def test_installer_killed_during_smoke_child_leaves_old_version_and_status_repor
     assert st["models"][MODEL]["active"] == "1.0.0"
     rc, facts = cli(device.root, "facts")
     assert facts["models"][MODEL]["state"] == "recovery pending"
+    human = subprocess.run(
+        [sys.executable, "-m", "edge_runtime.cli", "--root", str(device.root), "status"],
+        capture_output=True, text=True, timeout=PROMPT_S, check=False,
+    ).stdout
+    assert "recovery pending" in human
+    assert "edge-runtime recover" in human
     rc, v = cli(device.root, "verify", MODEL)
     assert rc == 0, v
     assert snapshot(device.root) == before
