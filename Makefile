@@ -7,13 +7,22 @@ VENV := .venv
 VENV_TFLITE := .venv-tflite
 PY := $(VENV)/bin/python
 PIP_FLAGS := --disable-pip-version-check --no-input -q
+# Every Ansible command runs from the venv by path, with the venv first on PATH (the modules and the
+# runtime's tools are found there): no `source .venv/bin/activate` needed.
+ANSIBLE_ENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" ANSIBLE_CONFIG="$(CURDIR)/ansible.cfg"
+PLAYBOOK := $(ANSIBLE_ENV) $(CURDIR)/$(VENV)/bin/ansible-playbook
 
-.PHONY: help venv venv-tflite lint validate plan test test-unit test-integration test-tflite-runtime crash demo demo-device bench bench-fleet models clean
+.PHONY: help venv venv-tflite lint validate plan deploy rollback test test-unit test-integration test-tflite-runtime crash demo demo-device bench bench-fleet models clean
 
 help:
-	@echo "make demo   - run the main job on the built-in simulated fleet"
-	@echo "make test   - lint + all tests (both TFLite backends, crash harness)"
-	@echo "make bench  - runtime benchmarks, printed as a table (make bench-fleet: fleet benchmark)"
+	@echo "make demo      - run the main job on a simulated fleet of its own, then converge the default fleet"
+	@echo "make test      - lint + all tests (both TFLite backends, crash harness)"
+	@echo "make validate  - check models.yaml (schema, inventory, registry, signatures), as CI does"
+	@echo "make plan      - validate + what a deploy would change on every device (check mode; changes nothing)"
+	@echo "make deploy    - validate + roll models.yaml out in canary waves (reports/latest.md)"
+	@echo "make rollback GROUP=line_a [MODEL=name] [TO=version] [CHECK=1]  - operator rollback (reports/latest.md)"
+	@echo "make bench     - runtime benchmarks, printed as a table (make bench-fleet: fleet benchmark)"
+	@echo "Extra ansible-playbook options: ARGS='...' (e.g. ARGS=\"--limit 'line_b,localhost'\")"
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +50,19 @@ lint: venv
 
 # What a pull request would change: every device's version from -> to and its wave; changes nothing.
 plan: validate
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/ansible-playbook playbooks/deploy.yml --check --diff
+	$(PLAYBOOK) playbooks/deploy.yml --check --diff $(ARGS)
+
+# Merge done: roll models.yaml out to the fleet of the inventory (default: the simulated one in inventory/local).
+deploy: validate
+	$(PLAYBOOK) playbooks/deploy.yml $(ARGS)
+
+# Operator rollback of a group, hosts or pattern: from the version models.yaml pins (or to TO=version);
+# a second run changes nothing. The run and reports/latest.md name the models.yaml line to change.
+rollback: venv
+	@if [ -z "$(GROUP)" ]; then echo "usage: make rollback GROUP=<group, host or pattern> [MODEL=<model>] [TO=<version>] [CHECK=1]" >&2; exit 2; fi
+	$(PLAYBOOK) playbooks/rollback.yml -e '{"edge_rollback_targets": "$(GROUP)"}' \
+	  $(if $(MODEL),-e '{"edge_rollback_models": ["$(MODEL)"]}') $(if $(TO),-e '{"edge_rollback_to": "$(TO)"}') \
+	  $(if $(CHECK),--check --diff) $(ARGS)
 
 # models.yaml against its schema, the inventory and the (demo) registry: the same check CI runs before merge.
 validate: venv

@@ -1,32 +1,53 @@
-"""The main job on the built-in simulated fleet (`make demo`).
+"""The main job on simulated fleets (`make demo`), told in five acts.
 
-1. Builds the demo registry from the committed demo models, signed with a demo key made on the spot
-   (NOT FOR PRODUCTION), and resets the simulated fleet under .state/fleet.
-2. Deploys models.yaml as committed: v1.0.0 everywhere (int8 on the lab group).
-3. Promotes line_a to v1.1.0 — a one-line change of models.yaml — and rolls it out in waves.
-4. Tries the bad v1.2.0 on line_b: the canary fails its smoke test, is rolled back, the rollout halts.
-5. Prints the device-twin report (reports/latest.md).
+The story runs on a fleet of its own (`.state/demo/fleet`, reports in `.state/demo/reports`) with its own
+copies of models.yaml, so the repository's models.yaml and the default fleet are never out of step:
+
+1. Deploy models.yaml as committed: 1.0.0 everywhere (int8 on the lab group).
+2. Pull request: promote line_a to 1.1.0 (a one-line diff); the plan in check mode; merged, it rolls out in
+   canary waves, each gated on health.
+3. Pull request: line_b to the bad 1.2.0: the canary fails its smoke test, is rolled back and quarantined,
+   the rollout of line_b halts; line_a and lab are untouched.
+4. Operator rollback of line_a (`make rollback GROUP=line_a`): back to 1.0.0; the run names the models.yaml
+   line that still pins 1.1.0 and the change that keeps the rollback.
+5. The default fleet (`.state/fleet`, used by `make plan`, `make deploy`, `make rollback`) is converged to
+   the committed models.yaml, so after the demo `make plan` shows no change and a first one-line pull
+   request changes only what it says.
+
+The playbooks' output is compact (stdout callback ``edgeml.fleet.compact``: what changed, what failed, the
+gate decisions and the run summary; nothing for skipped hosts). ``--verbose`` shows Ansible's default output.
+The demo registry is signed with a demo key made here (NOT FOR PRODUCTION).
 """
 
 from __future__ import annotations
 
+import argparse
 import difflib
+import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-STATE = REPO / ".state"
+KEY_NAME = "demo-NOT-FOR-PRODUCTION"
+T0 = time.monotonic()
+
+
+def show(path: Path) -> str:
+    """A path as a newcomer types it: relative to the repository when it is inside."""
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
 def banner(text: str) -> None:
-    print(f"\n{'=' * 100}\n== {text}\n{'=' * 100}", flush=True)
+    print(f"\n== {text}  [{time.monotonic() - T0:.0f} s]", flush=True)
 
 
-def promote(src: Path, dst: Path, group: str, model: str, version: str) -> None:
+def promote(src: Path, dst: Path, group: str, model: str, version: str, registry: Path) -> None:
     """Write a copy of models.yaml with one group's pin changed, and show the one-line diff."""
     lines = src.read_text().splitlines(keepends=True)
     out, in_group, done = [], False, False
@@ -43,49 +64,105 @@ def promote(src: Path, dst: Path, group: str, model: str, version: str) -> None:
     if not done:
         raise SystemExit(f"demo: no pin for {model} in group {group}")
     # the copy lives elsewhere: pin the registry as an absolute path (relative paths follow the file)
-    fixed = [f"registry: {(REPO / '.state' / 'registry')}\n" if ln.startswith("registry:") else ln for ln in out]
+    fixed = [f"registry: {registry}\n" if ln.startswith("registry:") else ln for ln in out]
     dst.write_text("".join(fixed))
-    sys.stdout.writelines(difflib.unified_diff(lines, out, "models.yaml", "models.yaml (pull request)", n=1))
+    diff = [d for d in difflib.unified_diff(lines, out, "models.yaml", "models.yaml (pull request)", n=0)
+            if not d.startswith("@@")]
+    sys.stdout.writelines(diff)
 
 
-def playbook(name: str, *extra: str, expect_ok: bool = True) -> None:
-    cmd = [str(BIN / "ansible-playbook"), f"playbooks/{name}", *extra]
-    print("$ " + " ".join(c.replace(str(REPO) + "/", "") for c in cmd), flush=True)
-    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), PATH=f"{BIN}:{os.environ['PATH']}")
-    rc = subprocess.run(cmd, cwd=REPO, env=env, check=False).returncode
-    if (rc == 0) != expect_ok:
-        raise SystemExit(f"demo: ansible-playbook {name} exited {rc}, which this step did not expect")
-    if not expect_ok:
-        print(f"(ansible-playbook exited {rc}, as expected: the rollout halted)")
+class Runner:
+    """Runs the playbooks with the venv's ansible-playbook (no activation needed).
+
+    ``state`` is the repository's ``.state`` (the default) or, for tests, another directory: then the default
+    fleet, its reports, the registry and the demo key live there too, and nothing of the repository changes.
+    """
+
+    def __init__(self, state: Path, verbose: bool) -> None:
+        self.state, self.demo = state, state / "demo"
+        self.own_state = state.resolve() != (REPO / ".state").resolve()
+        self.env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), PATH=f"{BIN}:{os.environ['PATH']}")
+        if not verbose:
+            self.env.update(ANSIBLE_STDOUT_CALLBACK="edgeml.fleet.compact", ANSIBLE_NOCOLOR="1")
+
+    def fleet_vars(self, base: Path, reports: Path) -> dict[str, Any]:
+        extra: dict[str, Any] = {"edge_runtime_root": f"{base}/{{{{ inventory_hostname }}}}",
+                                 "edge_reports_dir": str(reports)}
+        if self.own_state:
+            extra.update(edge_runtime_trusted_keys=[str(self.state / "demo-keys" / f"{KEY_NAME}.pub")],
+                         edge_lock_dir=str(self.state / "locks"), edge_models_file=str(self.committed()))
+        return extra
+
+    def playbook(self, name: str, *extra: str, demo_fleet: bool = True, expect_ok: bool = True) -> None:
+        """``ansible-playbook playbooks/<name>``; on the demo's own fleet unless ``demo_fleet`` is False."""
+        if demo_fleet:
+            own = ["-e", json.dumps(self.fleet_vars(self.demo / "fleet", self.demo / "reports"))]
+        elif self.own_state:
+            own = ["-e", json.dumps(self.fleet_vars(self.state / "fleet", self.state / "reports"))]
+        else:
+            own = []  # exactly `make deploy`
+        cmd = [str(BIN / "ansible-playbook"), f"playbooks/{name}", *extra]
+        print("$ " + " ".join(c.replace(str(REPO) + "/", "") for c in cmd), flush=True)
+        # the fleet's own variables first: an act's -e (its models.yaml) comes later and wins
+        rc = subprocess.run([*cmd[:2], *own, *cmd[2:]], cwd=REPO, env=self.env, check=False).returncode
+        if (rc == 0) != expect_ok:
+            raise SystemExit(f"demo: ansible-playbook {name} exited {rc}, which this step did not expect")
+        if not expect_ok:
+            print(f"(ansible-playbook exited {rc}, as expected: the rollout of line_b halted)")
+
+    def committed(self) -> Path:
+        """models.yaml as committed, or (own state) a copy whose registry is this state's."""
+        if not self.own_state:
+            return REPO / "models.yaml"
+        copy = self.state / "models.yaml"
+        text = (REPO / "models.yaml").read_text()
+        copy.write_text("".join(f"registry: {self.state / 'registry'}\n" if ln.startswith("registry:") else ln
+                                for ln in text.splitlines(keepends=True)))
+        return copy
 
 
-def main() -> int:
-    banner("Set-up: demo registry signed with a demo key made here (NOT FOR PRODUCTION); fresh simulated fleet")
-    subprocess.run([sys.executable, str(REPO / "scripts/build_registry.py")], check=True)
-    fleet = STATE / "fleet"
-    if fleet.exists():
-        subprocess.run(["chmod", "-R", "u+w", str(fleet)], check=True)
-        shutil.rmtree(fleet)
-    work = STATE / "demo"
-    work.mkdir(parents=True, exist_ok=True)
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--verbose", action="store_true", help="Ansible's default output instead of the compact one")
+    ap.add_argument("--state", type=Path, default=REPO / ".state",
+                    help="where the fleets, registry, demo key and reports go (default: the repository's .state)")
+    args = ap.parse_args(argv)
+    run = Runner(args.state.resolve(), args.verbose)
+    state, demo, registry = run.state, run.demo, run.state / "registry"
+
+    banner("Set-up: the demo registry, signed with a demo key made here (NOT FOR PRODUCTION); a fresh demo fleet")
+    subprocess.run([sys.executable, str(REPO / "scripts/build_registry.py"), "--out", str(registry),
+                    "--keys", str(state / "demo-keys")], check=True)
+    if demo.exists():
+        subprocess.run(["chmod", "-R", "u+w", str(demo)], check=True)  # staged versions are read-only
+        shutil.rmtree(demo)
+    demo.mkdir(parents=True)
+    print(f"demo fleet: {show(demo / 'fleet')}/<device>; reports: {show(demo / 'reports')}")
 
     banner("1. Deploy models.yaml as committed: defect-classifier 1.0.0 on line_a and line_b, int8 1.0.0 on lab")
-    playbook("deploy.yml")
+    run.playbook("deploy.yml")
 
-    banner("2. Pull request: promote line_a to 1.1.0 (a one-line diff); CI shows the plan with --check --diff")
-    step2 = work / "models-line_a-1.1.0.yaml"
-    promote(REPO / "models.yaml", step2, "line_a", "defect-classifier", "1.1.0")
-    playbook("deploy.yml", "--check", "--diff", "-e", f"edge_models_file={step2}")
-    banner("2b. Merge: the rollout runs in waves (1 canary, then 50%, then 100%), each gated on health")
-    playbook("deploy.yml", "-e", f"edge_models_file={step2}")
+    banner("2. Pull request: promote line_a to 1.1.0 (a one-line diff); CI shows the plan (check mode)")
+    step2 = demo / "models-line_a-1.1.0.yaml"
+    promote(REPO / "models.yaml", step2, "line_a", "defect-classifier", "1.1.0", registry)
+    run.playbook("deploy.yml", "--check", "-e", f"edge_models_file={step2}")
+    banner("2b. Merged: the rollout runs in waves (1 canary, then 50%, then 100%), each gated on health")
+    run.playbook("deploy.yml", "-e", f"edge_models_file={step2}")
 
-    banner("3. Pull request: line_b to 1.2.0, which is signed but bad: the canary fails and the rollout halts")
-    step3 = work / "models-line_b-1.2.0.yaml"
-    promote(step2, step3, "line_b", "defect-classifier", "1.2.0")
-    playbook("deploy.yml", "-e", f"edge_models_file={step3}", expect_ok=False)
+    banner("3. Pull request: line_b to 1.2.0, signed but bad: the canary fails, is rolled back, line_b halts")
+    step3 = demo / "models-line_b-1.2.0.yaml"
+    promote(step2, step3, "line_b", "defect-classifier", "1.2.0", registry)
+    run.playbook("deploy.yml", "-e", f"edge_models_file={step3}", expect_ok=False)
 
-    banner("4. The device twin: desired vs reported version per device (reports/latest.md)")
-    print((REPO / "reports" / "latest.md").read_text())
+    banner("4. Operator rollback of line_a (make rollback GROUP=line_a): from the pinned 1.1.0 back to 1.0.0")
+    run.playbook("rollback.yml", "-e", "edge_rollback_targets=line_a", "-e", f"edge_models_file={step3}")
+
+    banner(f"5. The default fleet ({show(state / 'fleet')}; make plan/deploy/rollback) runs models.yaml as committed")
+    run.playbook("deploy.yml", demo_fleet=False)
+    reports = state / "reports" if run.own_state else REPO / "reports"
+    print(f"\nReports: {show(demo / 'reports')}/latest.md (the demo; act 4's rollback), {show(reports)}/latest.md "
+          "(the default fleet).\nNext: edit one line of models.yaml and run `make plan`: only that group's devices "
+          f"change. ({time.monotonic() - T0:.0f} s)")
     return 0
 
 

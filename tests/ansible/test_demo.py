@@ -1,0 +1,61 @@
+"""`make demo` (scripts/demo.py) end to end, in a state directory of its own (`--state`).
+
+A newcomer runs the demo, then opens a one-line pull request: the default fleet must run what the committed
+models.yaml says (so `make plan` shows nothing), a change to line_b must plan changes on line_b's devices
+only, and the demo's output must stay compact while telling the whole story.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.ansible.test_fleet_playbooks import REPO, Fleet, changed_hosts
+
+pytest.importorskip("ansible_runner")
+
+pytestmark = pytest.mark.slow
+
+LOCAL = REPO / "inventory" / "local" / "hosts.yml"
+LINE_B = {"dev-b1", "dev-b2", "dev-b3", "dev-b4"}
+
+
+def test_after_the_demo_the_default_fleet_runs_the_committed_pins_and_a_line_b_change_plans_only_line_b(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state"
+    reports_before = sorted(p.name for p in (REPO / "reports").glob("*")) if (REPO / "reports").exists() else []
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "demo.py"), "--state", str(state)], cwd=REPO,
+                          env=dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}"),
+                          capture_output=True, text=True, timeout=900, check=False)
+    out = proc.stdout
+    assert proc.returncode == 0, out[-4000:] + proc.stderr[-2000:]
+
+    # the story, compactly: every act, the canary's failure and halt, the rollback's models.yaml warning
+    for act in ("== 1.", "== 2.", "== 2b.", "== 3.", "== 4.", "== 5."):
+        assert act in out, act
+    assert "line_b wave 1: 1/1 failed, max 0%: HALTED" in out
+    assert "smoke test failed" in out
+    assert "still pins line_a defect-classifier 1.1.0" in out
+    assert "skipping" not in out
+    assert len(out.splitlines()) < 300, len(out.splitlines())
+    # the repository's own reports are not the demo's
+    assert (sorted(p.name for p in (REPO / "reports").glob("*")) if (REPO / "reports").exists() else []) == \
+        reports_before
+
+    fleet = Fleet(state)  # the demo's default fleet: state/fleet, its registry, reports and models.yaml copy
+    fleet.keys = state / "demo-keys"
+    before = fleet.snapshot(sorted(p.name for p in fleet.root.iterdir()))
+    r = fleet.run("deploy.yml", check=True, inventory=LOCAL)
+    assert r.rc == 0, r.stdout.read()
+    assert changed_hosts(r) == {}, "after the demo, the default fleet differs from the committed models.yaml"
+
+    fleet.write_models({"line_b": "1.1.0"})  # the newcomer's one-line pull request
+    r = fleet.run("deploy.yml", check=True, inventory=LOCAL)
+    assert r.rc == 0, r.stdout.read()
+    assert set(changed_hosts(r)) == LINE_B
+    assert fleet.snapshot(sorted(p.name for p in fleet.root.iterdir())) == before
