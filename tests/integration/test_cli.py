@@ -349,3 +349,56 @@ def test_edge_release_takes_json_after_the_command_and_never_prefix_matches(rele
     listed = {int(m) for m in re.findall(r"(?m)^\s+(\d+)\s{2,}\S", helptext.split("exit codes:")[1])}
     assert listed <= set(EXIT_CODES)
     assert {0, 2, 3} <= listed
+
+
+# --- more of each class: read-only disks, leftovers, redirects through the device's settings --------------
+
+
+def test_status_and_facts_keep_working_on_a_read_only_disk(small_root: Path, release: Release) -> None:
+    subprocess.run(["mount", "-o", "remount,ro", str(small_root.parent)], check=True, timeout=10)
+    try:
+        st = cli("--root", small_root, "status", "--json")
+        assert st.returncode == 0, st.stderr
+        facts = cli("--root", small_root, "facts", "--json")
+        assert facts.returncode == 0, facts.stderr
+        assert "facts not written" in facts.stderr
+        inst = cli("--root", small_root, "install", release.bundle("1.1.0"), "--json")
+        assert inst.returncode == 6, inst.stdout + inst.stderr  # a storage error, said plainly
+        assert as_json(inst)["ok"] is False
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(small_root.parent)], check=False, timeout=10)
+
+
+def test_stale_partials_and_crash_leftovers_are_removed_by_the_next_download(
+    device_root: Path, release: Release, http_server: BundleServer
+) -> None:
+    downloads = device_root / "downloads"
+    downloads.mkdir(exist_ok=True)
+    old = time.time() - 10 * 24 * 3600
+    stale = downloads / "0123456789abcdef.edgebundle.part"
+    stale.write_bytes(b"x" * 1000)
+    (downloads / "0123456789abcdef.edgebundle.part.json").write_text("{}")
+    os.utime(stale, (old, old))
+    leftover = downloads / "fedcba9876543210.edgebundle"  # a finished download a crash left behind
+    leftover.write_bytes(b"y")
+    http_server.add("/b.edgebundle", release.bundle("1.0.0").read_bytes())
+    proc = cli("--root", device_root, "install", http_server.url("/b.edgebundle"), "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert list(downloads.iterdir()) == []
+
+
+def test_redirects_follow_the_devices_allowed_hosts(device_root: Path, release: Release) -> None:
+    with BundleServer() as origin, BundleServer() as mirror:
+        mirror.add("/b.edgebundle", release.bundle("1.0.0").read_bytes())
+        origin.add("/b.edgebundle", Route(b"", redirect_to=mirror.url("/b.edgebundle")))
+        refused = cli("--root", device_root, "install", origin.url("/b.edgebundle"), "--json")
+        assert refused.returncode == 5, refused.stdout
+        assert as_json(refused)["error"] == "redirect_refused"
+        assert mirror.requests_for("/b.edgebundle") == []
+        port = mirror.url("/").rsplit(":", 1)[1].split("/")[0]
+        key = release.keys[0].public_path
+        assert cli("--root", device_root, "init", "--trusted-key", key,
+                   "--download-setting", f'allowed_redirect_hosts=["127.0.0.1:{port}"]').returncode == 0
+        ok = cli("--root", device_root, "install", origin.url("/b.edgebundle"), "--json")
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+        assert as_json(ok)["active"] == "1.0.0"
