@@ -53,7 +53,8 @@ CONTROLLER_ACTIONS = {
     "ansible.builtin.set_fact", "ansible.builtin.assert", "ansible.builtin.debug", "ansible.builtin.group_by",
     "ansible.builtin.meta", "ansible.builtin.fail", "ansible.builtin.add_host", "ansible.builtin.include_vars",
     "ansible.builtin.set_stats", "ansible.builtin.validate_argument_spec", "edgeml.fleet.desired_state",
-    "edgeml.fleet.fleet_report", "edgeml.fleet.role_arguments", "ansible.builtin.include_role",
+    "edgeml.fleet.fleet_report", "edgeml.fleet.role_arguments", "edgeml.fleet.fleet_lock", "edgeml.fleet.device_plan",
+    "ansible.builtin.include_role",
     "ansible.builtin.include_tasks", "ansible.builtin.import_role", "ansible.builtin.import_tasks",
 }
 RECAP_RE = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)"
