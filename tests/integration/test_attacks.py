@@ -415,6 +415,20 @@ def test_slow_retrieval_dripping_bytes_is_cut_by_the_minimum_rate(
     assert run_cli(device.root, "status", timeout=10).rc == 0
 
 
+@pytest.mark.parametrize("pinned", [True, False], ids=["with-expected-size", "no-size"])
+def test_slow_retrieval_of_the_response_head_is_cut(device: Device, server: HostileServer, pinned: bool) -> None:
+    # a slow-loris head: one header line per second, each inside the read timeout, never a body
+    server.routes["/head"] = Hostile("header-drip", interval=1.0)
+    size = ("--expect-size", "10240") if pinned else ()
+    before = tree_digest(device.root, skip=NETWORK_VOLATILE)
+    t0 = time.monotonic()
+    r = install(device, server.url("/head"), "--retries", "0", "--read-timeout", "2", *size,
+                "--download-setting", "min_rate=4096", "--download-setting", "deadline_allowance_s=3",
+                "--download-setting", "rate_grace_s=2", "--download-setting", "rate_window_s=2", timeout=40)
+    refused(device, r, before, rc=5, errors={"download_too_slow"}, skip=NETWORK_VOLATILE)
+    assert time.monotonic() - t0 < 15, "the deadline or the minimum rate must end it, not the header count"
+
+
 # --- hostile headers ----------------------------------------------------------------------------------------
 
 

@@ -185,7 +185,7 @@ def clone_device(template: Path, dest: Path) -> Device:
 class Hostile:
     """How one path misbehaves. Every behaviour ends when the client hangs up or the server stops."""
 
-    kind: str  # "body", "drip", "endless", "headers", "redirect"
+    kind: str  # "body", "drip", "endless", "headers", "header-drip", "redirect"
     body: bytes = b""
     #: drip: seconds between single bytes; endless: declared Content-Length (None: none, close-delimited)
     interval: float = 0.5
@@ -236,6 +236,14 @@ class HostileServer:
             return
         h.send_response(200)
         h.send_header("Content-Type", "application/octet-stream")
+        if r.kind == "header-drip":  # a slow-loris response head: one header line at a time, forever
+            h.flush_headers()
+            for i in range(1_000_000):
+                if self.stop.wait(r.interval):
+                    return
+                h.wfile.write(f"X-Drip-{i}: x\r\n".encode())
+                h.wfile.flush()
+            return
         if r.kind == "headers":
             for i in range(r.count):
                 h.send_header(f"X-Flood-{i}", "v" * r.value_len)
