@@ -340,6 +340,14 @@ class Manifest:
         for k, v in ep.items():
             if v not in seen:
                 raise BundleFormatError(f"entrypoint {k}={quote_untrusted(v)} is not listed in files")
+        taken = seen | {MANIFEST_NAME}
+        for path in seen:  # "a" and "a/b" cannot both be files; neither can "manifest.json/x"
+            parts = path.split("/")
+            clash = next(("/".join(parts[:n]) for n in range(1, len(parts)) if "/".join(parts[:n]) in taken), None)
+            if clash is not None:
+                raise UnsafeBundleError(
+                    f"manifest lists {quote_untrusted(path)} inside {quote_untrusted(clash)}, which is a file"
+                )
         created = parse_time(s["created"], "created")
         expires = parse_time(s["expires"], "expires")
         if expires <= created:
@@ -393,6 +401,7 @@ class Envelope:
                 indent=1,
                 sort_keys=True,
                 ensure_ascii=False,
+                allow_nan=False,
             ).encode("utf-8")
             + b"\n"
         )

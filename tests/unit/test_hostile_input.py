@@ -563,3 +563,10 @@ def test_strict_json_round_trips_or_refuses_to_write(value: Any) -> None:
         return
     lim = replace(DEFAULT_LIMITS, json_max_int_digits=400)
     assert loads_untrusted(text.encode(), lim) == value
+
+
+@pytest.mark.parametrize("inner", ["model.tflite/x", "manifest.json/x", "golden.npz/a/b"])
+def test_a_file_listed_inside_another_file_is_refused(inner: str) -> None:
+    files = [{"path": p, "sha256": "0" * 64, "length": 1} for p in ("model.tflite", "golden.npz", inner)]
+    with pytest.raises(UnsafeBundleError, match="which is a file"):
+        Manifest.from_signed(signed(files=files))
