@@ -85,7 +85,7 @@ _MiB = 1024 * 1024
 _RETRYABLE_STATUS = frozenset({408, 429})
 _REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
+_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d{1,20})-(\d{1,20})/(\d{1,20}|\*)\s*$", re.IGNORECASE | re.ASCII)
 #: errors raised while reading a response body: a stall, a reset, a truncated body
 _BODY_ERRORS: tuple[type[BaseException], ...] = (
     urllib3.exceptions.HTTPError,  # ReadTimeoutError, ProtocolError, IncompleteRead, SSLError ...
