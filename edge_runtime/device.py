@@ -65,6 +65,7 @@ from .errors import (
     RollbackError,
     StagingError,
     TrustError,
+    quote_untrusted,
 )
 
 if TYPE_CHECKING:
@@ -102,19 +103,28 @@ class DeviceConfig:
 
     @classmethod
     def load(cls, path: Path) -> DeviceConfig:
+        """Read ``config.json`` as untrusted input (bounded strict JSON, every field type-checked)."""
+        from ._json import check_fields, loads_untrusted, read_untrusted_file
+        from ._limits import DEFAULT_LIMITS as lim
+
         try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
+            data = read_untrusted_file(path, lim.local_json_max_bytes)
         except FileNotFoundError:
             raise ConfigError(
                 f"{path.parent} is not an initialised device root ({path.name} missing)",
                 hint=f"run `edge-runtime --root {path.parent} init --trusted-key KEY.pub`",
             ) from None
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"device config {path} is unreadable: {exc}") from None
-        try:
-            cfg = cls(**doc)
-        except TypeError as exc:
-            raise ConfigError(f"device config {path}: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"device config {path} is unreadable: {exc.strerror}") from None
+
+        def bad(message: str) -> ConfigError:
+            hint = f"fix {path}, or run `edge-runtime --root {path.parent} init --trusted-key KEY.pub` again"
+            return ConfigError(message, hint=hint)
+
+        what = f"device config {path}"
+        doc = loads_untrusted(data, lim, what, error=bad, max_bytes=lim.local_json_max_bytes)
+        check_fields(cls, doc, what, bad)
+        cfg = cls(**doc)
         cfg.allowed_models = tuple(cfg.allowed_models)
         if cfg.keep_versions < 1 or cfg.max_smoke_attempts < 1:
             raise ConfigError(f"device config {path}: keep_versions and max_smoke_attempts must be >= 1")
@@ -307,10 +317,16 @@ class Device:
             )
             return res.path, True
         if "://" in source:
-            raise ConfigError(f"unsupported source {source!r}", hint="use a file path or an http(s):// URL")
+            raise ConfigError(
+                f"unsupported source {quote_untrusted(source)}", hint="use a file path or an http(s):// URL"
+            )
         path = Path(source)
-        if not path.is_file():
-            raise ConfigError(f"bundle {source} does not exist or is not a file")
+        try:  # a hostile name (too long, unreadable directory) is a usage error, not a traceback
+            is_file = path.is_file()
+        except OSError as exc:
+            raise ConfigError(f"bundle {quote_untrusted(source)} cannot be opened: {exc.strerror}") from None
+        if not is_file:
+            raise ConfigError(f"bundle {quote_untrusted(source)} does not exist or is not a file")
         if expected_size is not None and path.stat().st_size != expected_size:
             raise IntegrityError(f"bundle {source} is {path.stat().st_size} bytes, expected {expected_size}")
         return path, False
@@ -384,6 +400,7 @@ class Device:
         from .bundle import copy_verified
 
         name, version = manifest.name, str(manifest.version)
+        fresh = not self.model_dir(name).exists()  # a refused first install must leave no trace either
         versions = self.model_dir(name) / "versions"
         versions.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(versions).free
@@ -421,14 +438,17 @@ class Device:
         except BaseException as exc:
             remove_tree(stage)
             state.pending = None
+            if isinstance(exc, Exception):
+                if fresh:  # the model had nothing on this device: remove what this attempt created
+                    with contextlib.suppress(OSError):
+                        remove_tree(self.model_dir(name))
+                else:
+                    self._save_quietly(state)
             if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-                self._save_quietly(state)
                 raise DiskFullError(
                     f"disk full while staging {name} {version} under {self.root}",
                     hint="free space on the device; the active model is unchanged",
                 ) from None
-            if isinstance(exc, Exception):
-                self._save_quietly(state)
             if isinstance(exc, OSError):
                 raise StagingError(f"staging {name} {version} failed: {exc}") from None
             raise
