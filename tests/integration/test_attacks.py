@@ -52,6 +52,7 @@ from tests.support.factory import MODEL, Release, rewrite_bundle
 
 #: what the "unchanged" hash leaves out: the lock file's holder line and the facts (rewritten by design)
 VOLATILE = ("lock", "facts/")
+STATE_JSON = f"models/{MODEL}/state.json"
 #: downloads/ may keep a resumable partial after a network failure (bounded by count and age, R3)
 NETWORK_VOLATILE = (*VOLATILE, "downloads/")
 
@@ -303,13 +304,23 @@ def test_fast_forward_signed_by_a_revoked_key_is_refused(
 # --- key compromise (below the threshold) ------------------------------------------------------------------
 
 
+def _relabel(data: bytes, old: str, new: str) -> bytes:
+    doc = json.loads(data)
+    for sig in doc["signatures"]:
+        if sig["keyid"] == old:
+            sig["keyid"] = new
+    return json.dumps(doc).encode()
+
+
 def _dup_signature(data: bytes) -> bytes:
     doc = json.loads(data)
     doc["signatures"] = doc["signatures"] * 3
     return json.dumps(doc).encode()
 
 
-@pytest.mark.parametrize("how", ["one-trusted-key", "same-key-three-times", "trusted-plus-stranger"])
+@pytest.mark.parametrize(
+    "how", ["one-trusted-key", "same-key-three-times", "trusted-plus-stranger", "stranger-claims-a-trusted-keyid"]
+)
 def test_key_compromise_below_the_threshold_is_refused(
     templates: dict[str, Path], release: Release, tmp_path: Path, how: str
 ) -> None:
@@ -321,8 +332,13 @@ def test_key_compromise_below_the_threshold_is_refused(
         one = release.custom("one.edgebundle", "1.1.0", *args, keys=[release.keys[0]])
         b = rewrite_bundle(one, tmp_path / "dup.edgebundle",
                            lambda n, d: _dup_signature(d) if n == "manifest.json" else d)
-    else:
+    elif how == "trusted-plus-stranger":
         b = release.custom("mixed.edgebundle", "1.1.0", *args, keys=[release.keys[0], release.stranger])
+    else:  # the stranger's signature relabelled with keys[1]'s id: it must not count for keys[1]
+        mixed = release.custom("mixed.edgebundle", "1.1.0", *args, keys=[release.keys[0], release.stranger])
+        b = rewrite_bundle(mixed, tmp_path / "spoof.edgebundle",
+                           lambda n, d: _relabel(d, release.stranger.keyid, release.keys[1].keyid)
+                           if n == "manifest.json" else d)
     before = tree_digest(dev.root, skip=VOLATILE)
     r = install(dev, b)
     r.assert_clean()
@@ -449,6 +465,45 @@ def test_hostile_tar_header_huge_pax_record_is_refused_with_bounded_memory(
     before = tree_digest(device.root, skip=VOLATILE)
     refused(device, install(device, out), before, rc=3, errors={"bundle_format", "unsafe_bundle"},
             max_rss_mib=150)
+
+
+def test_hostile_tar_header_gnu_long_name_is_refused_with_bounded_memory(
+    device: Device, release: Release, tmp_path: Path
+) -> None:
+    out = tmp_path / "gnu.edgebundle"
+    with tarfile.open(release.bundle("1.2.0")) as tin, tarfile.open(out, "w", format=tarfile.GNU_FORMAT) as tout:
+        first = tarfile.TarInfo("x" * (16 << 20))
+        first.size = 1
+        tout.addfile(first, io.BytesIO(b"x"))
+        for m in tin.getmembers():
+            data = member(release.bundle("1.2.0"), m.name)
+            info = tarfile.TarInfo(m.name)
+            info.size = len(data)
+            tout.addfile(info, io.BytesIO(data))
+    before = tree_digest(device.root, skip=VOLATILE)
+    refused(device, install(device, out), before, rc=3, errors={"bundle_format"}, max_rss_mib=150)
+
+
+@pytest.mark.parametrize(
+    ("path", "content", "rc", "error"),
+    [
+        (STATE_JSON, b"[" * 100_000, 1, "state_corrupt"),
+        (STATE_JSON, b'{"schema": 1, "active": "1' + b"0" * 5000 + b'"}', 1, "state_corrupt"),
+        (STATE_JSON, b"\xff\xfe not utf-8", 1, "state_corrupt"),
+        ("config.json", b"[" * 100_000, 2, "config"),
+    ],
+    ids=["state-deep", "state-huge-number", "state-not-utf8", "config-deep"],
+)
+def test_hostile_local_state_is_a_typed_error_and_changes_nothing(
+    device: Device, path: str, content: bytes, rc: int, error: str
+) -> None:
+    (device.root / path).write_bytes(content)
+    before = tree_digest(device.root, skip=VOLATILE)
+    for cmd in (("status",), ("verify", MODEL), ("rollback", MODEL)):
+        r = run_cli(device.root, *cmd, timeout=30)
+        r.assert_clean(max_rss_mib=150)
+        assert (r.rc, r.out.get("error")) == (rc, error), (cmd, r.out)
+    assert tree_digest(device.root, skip=VOLATILE) == before
 
 
 def test_hostile_manifest_json_nested_ten_thousand_deep_is_refused(
