@@ -174,3 +174,28 @@ def test_applying_the_suggested_pin_makes_the_next_deploy_a_no_op(fleet: Fleet) 
     assert r.rc == 0, r.stdout.read()
     assert changed_hosts(r) == {}
     assert fleet.snapshot() == before
+
+
+def test_limit_in_any_form_restricts_the_rollback_and_without_localhost_it_is_refused(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    hosts_file = tmp_path / "limit.txt"
+    hosts_file.write_text("dev-a2\nlocalhost\n")
+    others = [h for h in DEVICES if h != "dev-a2"]
+    before = fleet.snapshot(others)
+    r = fleet.run("rollback.yml", extravars={"edge_rollback_targets": "line_a", "edge_rollback_to": "1.1.0"},
+                  limit=f"@{hosts_file}")
+    assert r.rc == 0, r.stdout.read()
+    assert set(changed_hosts(r)) == {"dev-a2"}
+    assert fleet.active("dev-a2") == "1.1.0"
+    assert fleet.snapshot(others) == before
+    assert [row["device"] for row in fleet.report()["rows"]] == ["dev-a2"]
+
+    before = fleet.snapshot()
+    r = fleet.run("rollback.yml", extravars={"edge_rollback_targets": "line_a", "edge_rollback_to": "1.0.0"},
+                  limit="dev-a2")
+    assert r.rc != 0
+    assert fleet.snapshot() == before
+    failed = [e["event_data"]["res"]["msg"] for e in r.events if e.get("event") == "runner_on_failed"]
+    assert failed, r.stdout.read()
+    assert "No resolved rollback" in failed[0]

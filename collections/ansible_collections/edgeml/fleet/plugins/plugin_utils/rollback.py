@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ansible_collections.edgeml.fleet.plugins.module_utils import rollout
+from ansible_collections.edgeml.fleet.plugins.plugin_utils.device_plan import PlanError, run_hosts
 
 #: results of a rollback run that are not problems
 OK_RESULTS = ("rolled_back", "unchanged", "would_change")
@@ -81,6 +82,26 @@ def rollback_plan(
                        for h, e in subset["hosts"].items()}
     return {"problems": problems, "steps": steps, "plan": subset, "to": to, "models": chosen,
             "unplanned": [h for h in wanted if h not in hosts]}
+
+
+def rollback_request(
+    plan: Mapping[str, Any], groups: Mapping[str, list[str]], pattern: str, limit: str | None = None,
+    models: Iterable[str] | None = None, to: str | None = None, run_id: str | None = None,
+) -> dict[str, Any]:
+    """:func:`rollback_plan` of the devices that ``pattern`` (``edge_rollback_targets``) names under ``--limit``.
+
+    Both are resolved by Ansible's own inventory code (``device_plan.run_hosts``: names, groups, patterns,
+    ``@file``, ``!``, ``&``, ``~regex``), restricted to ``edge_devices``. A pattern or limit Ansible cannot
+    resolve is a refusal, like an empty one.
+    """
+    try:
+        hosts = run_hosts(groups, pattern, limit)
+    except PlanError as exc:
+        out = rollback_plan(plan, [], models, to, run_id)
+        out["problems"] = [f"edge_rollback_targets {pattern!r}: {exc}"]
+        return out
+    devices = set(groups.get("edge_devices") or [])
+    return rollback_plan(plan, [h for h in hosts if h in devices], models, to, run_id)
 
 
 def _step(item: Mapping[str, Any]) -> Mapping[str, Any]:
