@@ -58,11 +58,10 @@ deploy: validate
 
 # Operator rollback of a group, hosts or pattern: from the version models.yaml pins (or to TO=version);
 # a second run changes nothing. The run and reports/latest.md name the models.yaml line to change.
+ROLLBACK_ARGS = -e '{"edge_rollback_targets": "$(GROUP)"}'$(if $(MODEL), -e '{"edge_rollback_models": ["$(MODEL)"]}')$(if $(TO), -e '{"edge_rollback_to": "$(TO)"}')$(if $(CHECK), --check --diff)
 rollback: venv
 	@if [ -z "$(GROUP)" ]; then echo "usage: make rollback GROUP=<group, host or pattern> [MODEL=<model>] [TO=<version>] [CHECK=1]" >&2; exit 2; fi
-	$(PLAYBOOK) playbooks/rollback.yml -e '{"edge_rollback_targets": "$(GROUP)"}' \
-	  $(if $(MODEL),-e '{"edge_rollback_models": ["$(MODEL)"]}') $(if $(TO),-e '{"edge_rollback_to": "$(TO)"}') \
-	  $(if $(CHECK),--check --diff) $(ARGS)
+	$(PLAYBOOK) playbooks/rollback.yml $(ROLLBACK_ARGS) $(ARGS)
 
 # models.yaml against its schema, the inventory and the (demo) registry: the same check CI runs before merge.
 validate: venv

@@ -326,18 +326,25 @@ def _rolled_back(module: AnsibleModule, dev: Any) -> dict[str, Any]:
     state, before = _active(module, dev)
     if p["version"] and state.active != p["version"]:
         return _nothing(state, before, f"{p['version']} is not active; nothing to roll back")
+    # a refused rollback still reports what the device runs (the rollback report's "now")
+    seen = {"active": state.active, "previous": state.previous_committed()}
     if module.check_mode:
         target = p["to"] or state.previous_committed()
         if state.active is None or target is None:
             module.fail_json(msg=f"{p['name']} has no previous committed version kept on this device",
-                             error="rollback")
+                             error="rollback", ansible_facts=twin_facts(module, device_facts(dev)), **seen)
         if target == state.active:
             return _nothing(state, before, f"{target} is already active")
         if target not in state.versions:
-            module.fail_json(msg=f"{p['name']} {target} is not kept on this device", error="rollback")
+            module.fail_json(msg=f"{p['name']} {target} is not kept on this device", error="rollback",
+                             ansible_facts=twin_facts(module, device_facts(dev)), **seen)
         return {"changed": True, "previous": state.active, "active": target, "reason": "would roll back",
                 "diff": {"before": before, "after": {"version": target}}}
-    return _outcome(module, dev, before, dev.rollback(p["name"], p["to"]).to_dict())
+    try:
+        res = dev.rollback(p["name"], p["to"]).to_dict()
+    except EdgeRuntimeError as exc:
+        fail_runtime_error(module, exc, ansible_facts=twin_facts(module, device_facts(dev)), **seen)
+    return _outcome(module, dev, before, res)
 
 
 def _tested(module: AnsibleModule, dev: Any) -> dict[str, Any]:
