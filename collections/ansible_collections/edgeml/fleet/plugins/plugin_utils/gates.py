@@ -39,6 +39,8 @@ __all__ = ["exact", "host_failure", "show_pair", "wave_gate"]
 
 #: most decimals a message shows (values closer than this to the limit are shown with this many)
 _MAX_PLACES = 30
+#: largest decimal exponent accepted from a string (a double's range is about 1e-324..1e308)
+_MAX_EXPONENT = 400
 
 
 def exact(value: Any) -> Fraction:
@@ -58,6 +60,8 @@ def exact(value: Any) -> Fraction:
             raise ValueError(f"{value!r} is not a number") from None
         if not d.is_finite():
             raise ValueError(f"{value!r} is not a finite number")
+        if abs(d.adjusted()) > _MAX_EXPONENT:  # a float's range; "1e999999" would cost a million-digit integer
+            raise ValueError(f"{str(value)[:40]!r} is out of range for a measurement")
         return Fraction(d)
     raise ValueError(f"{value!r} is {type(value).__name__}, not a number")
 
