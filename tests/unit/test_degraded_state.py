@@ -83,3 +83,20 @@ def test_records_of_the_wrong_type_make_the_state_file_corrupt(field: str, value
     doc[field] = value
     with pytest.raises(StateCorruptError):
         ModelState.from_json(json.dumps(doc).encode(), PATH)
+
+
+def test_fleet_report_outcome_of_a_rollback_that_could_not_reach_its_target_says_degraded() -> None:
+    from ansible_collections.edgeml.fleet.plugins.module_utils import rollout
+
+    why = "cannot roll back to 1.1.0: model.tflite no longer verifies (...); 1.0.0 is active instead"
+    item = {"item": {"key": MODEL, "value": {"version": "1.2.0"}}, "failed": True, "rolled_back": True,
+            "reason": "smoke test failed: label agreement 0%", "degraded": True, "degraded_reason": why}
+    out = rollout.classify_item(item, check_mode=False)
+    assert out["status"] == "rolled_back"
+    assert out["degraded"] == why
+    assert out["reason"] == f"smoke test failed: label agreement 0%; DEGRADED: {why}"
+    # a no-op run on a degraded model fails with the reason in its message, which the report shows as is
+    item = {"item": {"key": MODEL, "value": {"version": "1.0.0"}}, "failed": True, "error": "degraded",
+            "msg": f"{MODEL} is DEGRADED on this device: {why}", "degraded": True, "degraded_reason": why}
+    out = rollout.classify_item(item, check_mode=False)
+    assert (out["status"], out["reason"], out["degraded"]) == ("failed", item["msg"], why)

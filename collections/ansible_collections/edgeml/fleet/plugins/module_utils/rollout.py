@@ -45,6 +45,9 @@ def classify_item(item: Mapping[str, Any], check_mode: bool) -> dict[str, Any]:
     if status in ("unverified", "would_change") and item.get("healthy") is False:
         reason = UNVERIFIED_REASON.format(v=plan.get("version")) + (
             "; the health check would run" if check_mode else "; checking it now")
+    degraded = item.get("degraded_reason") if item.get("degraded") else None
+    if degraded and "DEGRADED" not in str(reason):  # a rollback that could not reach its target says so
+        reason = f"{reason}; DEGRADED: {degraded}" if reason else f"DEGRADED: {degraded}"
     return {
         "desired": plan.get("version"),
         "previous": item.get("previous"),
@@ -52,6 +55,7 @@ def classify_item(item: Mapping[str, Any], check_mode: bool) -> dict[str, Any]:
         "status": status,
         "reason": str(reason).strip(),
         "error": item.get("error"),
+        "degraded": degraded,
         "smoke_passed": smoke.get("passed") if smoke else None,
         "p95_ms": smoke.get("p95_ms") if smoke else None,
         "label_agreement": smoke.get("label_agreement") if smoke else None,
