@@ -233,13 +233,15 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 0
         if args.cmd == "install":
+            overrides = _download_overrides(args)
+            dev.config.fetch_config().with_overrides(overrides)  # a bad setting is refused before the lock
             r = dev.install(
                 args.source,
                 expected_name=args.model,
                 expected_digest=args.expect_digest,
                 expected_size=args.expect_size,
                 allow_quarantined=args.allow_quarantined,
-                fetch_config=_download_overrides(args),
+                fetch_config=overrides,
                 progress=None if not args.json else False,
             )
             out(r.to_dict(), _human_install(r))

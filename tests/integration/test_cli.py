@@ -402,3 +402,15 @@ def test_redirects_follow_the_devices_allowed_hosts(device_root: Path, release: 
         ok = cli("--root", device_root, "install", origin.url("/b.edgebundle"), "--json")
         assert ok.returncode == 0, ok.stdout + ok.stderr
         assert as_json(ok)["active"] == "1.0.0"
+
+
+@pytest.mark.parametrize("bad", [["--read-timeout", "0"], ["--retries", "-1"], ["--download-setting", "min_rate=0"],
+                                 ["--download-setting", "nonsense=1"]])
+def test_bad_download_option_of_install_is_a_usage_error_that_changes_nothing(
+    device_root: Path, release: Release, bad: list[str]
+) -> None:
+    before = sorted(p.relative_to(device_root) for p in device_root.rglob("*"))
+    proc = cli("--root", device_root, "--json", "install", "http://127.0.0.1:9/b.edgebundle", *bad)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert as_json(proc)["error"] == "config"
+    assert sorted(p.relative_to(device_root) for p in device_root.rglob("*")) == before
