@@ -990,3 +990,9 @@ def test_a_devices_trust_variables_of_the_wrong_shape_are_named(keys: Any, thres
         device_trust("dev-a1", keys, threshold, str)
     assert info.value.file == "dev-a1"
     assert device_trust("dev-a1", ["~/k.pub"], "2", str).threshold == 2
+
+
+def test_a_private_key_is_refused_before_the_registry_is_read(tmp_path: Path, registry: dict[str, Any]) -> None:
+    text = render(registry, registry=str(tmp_path / "no-such-registry"))
+    err = _validate_error(tmp_path, text, INVENTORY, trust=ds.Trust((registry["key"],)))
+    assert "holds a private key" in err.problem

@@ -16,10 +16,11 @@ Checks run in this order and the first failure is raised:
 3. the catalogue (versions parse with the runtime's parser, release counters increase);
 4. groups (in the inventory, pins in the catalogue, waves): ``waves``;
 5. devices pinned to two versions of one model;
-6. the wave count against the deploy's wave plays (:data:`waves.MAX_WAVES`);
+6. the trusted keys of every device (public keys only, see ``trusted_keys``), before any registry read;
 7. the registry (bundle present; manifest digest / name / version / release counter / size): ``registry``;
-8. the trusted keys of every planned device (public keys only, see ``trusted_keys``) and the planned bundles'
-   signatures with those keys and the device's threshold (local bundles in full): ``registry``.
+8. the wave count against the deploy's wave plays (:data:`waves.MAX_WAVES`);
+9. the planned bundles' signatures with the keys and threshold of each device that would install them
+   (local bundles in full): ``registry``.
 
 Decisions (the contract with the deploy playbooks; see :func:`validate` for the plan layout):
 
@@ -298,6 +299,18 @@ def validate(
                 merged[model] = (vtext, gname)
         host_pins[host] = merged
 
+    # Every device's keys (planned or not: the runtime role sends them to every device) before any registry
+    # read: a private key listed as trusted is refused first, whatever else is wrong.
+    trust_of: dict[str, Trust] | None = None
+    if trust is not None:
+        trust_of = _trust_of(trust, host_pins, path)
+        if isinstance(trust, Trust):
+            check_trust(trust_of)
+        elif isinstance(trust, Mapping):
+            check_trust({**trust, **trust_of})
+        else:
+            check_trust({**{h: trust(h) for h in sorted(set(devices))}, **trust_of})
+
     registry = registry_location(path, data["registry"])
     measured = registry_check(data, registry, smap) if check_registry else {}
 
@@ -346,17 +359,8 @@ def validate(
     }
     _check_wave_count(plan, smap, max_waves)
     plan["verified"] = []
-    if trust is not None:
-        trust_of = _trust_of(trust, plan["hosts"], path)
-        # every device's keys, planned or not (the runtime role sends them to every device), before any bundle
-        if isinstance(trust, Trust):
-            check_trust(trust_of)
-        elif isinstance(trust, Mapping):
-            check_trust({**trust, **trust_of})
-        else:
-            check_trust({**{h: trust(h) for h in sorted(set(devices))}, **trust_of})
-        if check_registry:
-            plan["verified"] = verify_planned(plan, trust_of, smap, full=full_verify)
+    if trust_of is not None and check_registry:
+        plan["verified"] = verify_planned(plan, trust_of, smap, full=full_verify)
     return plan
 
 
