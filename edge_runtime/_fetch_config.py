@@ -61,10 +61,12 @@ class FetchConfig:
     chunk_size: int = 1 * _MiB
     #: minimum average transfer rate in bytes per second (must be > 0: it also sets the deadline)
     min_rate: float = 4 * _KiB
-    #: the average rate is measured over the last this many seconds
+    #: the average rate is measured over the last this many seconds (as long as ``read_timeout``, so a
+    #: pause the stall rule tolerates is not cut by the rate rule)
     rate_window_s: float = 30.0
-    #: the rate rule applies once an attempt (connection, headers, body) has run this long
-    rate_grace_s: float = 30.0
+    #: the rate rule applies once an attempt (connection, headers, body) has run this long; until the
+    #: window is full the rate is averaged since the attempt began (a drip is cut after ~10 s)
+    rate_grace_s: float = 10.0
     #: fixed part of the overall deadline: ``deadline_allowance_s + size / min_rate``
     deadline_allowance_s: float = 120.0
     #: free bytes that must remain on the file system after the download (state and facts need room)

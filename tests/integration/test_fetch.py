@@ -632,3 +632,14 @@ def test_download_settings_are_validated_with_a_clear_error() -> None:
     with pytest.raises(ConfigError, match="host"):
         FetchConfig(allowed_redirect_hosts=("evil.example/path",))
     assert FetchConfig().with_overrides({"retries": 0, "read_timeout": None}).retries == 0
+
+
+def test_with_the_shipped_defaults_a_drip_is_cut_within_seconds(http_server: BundleServer, dest: Path) -> None:
+    # only the stall timeout is shortened (to 1 s, which the drip never trips); every other limit is the default
+    http_server.add(PATH, Route(BODY, drip_interval=0.5, drip_bytes=1))
+    cfg = FetchConfig(read_timeout=1.0)
+    t0 = time.monotonic()
+    with pytest.raises(DownloadTooSlowError):
+        fetch(http_server.url(PATH), dest, config=cfg, progress=False)
+    elapsed = time.monotonic() - t0
+    assert cfg.rate_grace_s <= elapsed < cfg.rate_grace_s + 5, elapsed
