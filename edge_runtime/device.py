@@ -38,7 +38,7 @@ import json
 import os
 import platform
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -69,7 +69,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from ._fetch import FetchConfig
+    from ._fetch_config import FetchConfig
     from .bundle import BundleStream
     from .manifest import Manifest
     from .smoke import SmokeResult
@@ -100,6 +100,9 @@ class DeviceConfig:
     inputs: dict[str, dict[str, Any]] | None = None
     #: extra copy of the facts file, e.g. /etc/ansible/facts.d/edge_runtime.fact
     facts_path: str | None = None
+    #: download settings overriding the defaults of :class:`~edge_runtime._fetch_config.FetchConfig`
+    #: (e.g. ``{"allowed_redirect_hosts": ["mirror.example"], "min_rate": 8192}``); None: the defaults
+    download: dict[str, Any] | None = None
 
     @classmethod
     def load(cls, path: Path) -> DeviceConfig:
@@ -128,7 +131,14 @@ class DeviceConfig:
         cfg.allowed_models = tuple(cfg.allowed_models)
         if cfg.keep_versions < 1 or cfg.max_smoke_attempts < 1:
             raise ConfigError(f"device config {path}: keep_versions and max_smoke_attempts must be >= 1")
+        cfg.fetch_config(f"device config {path}: download")  # refuses unknown or invalid download settings now
         return cfg
+
+    def fetch_config(self, what: str = "download settings") -> FetchConfig:
+        """The device's download settings: the defaults with this config's ``download`` overrides."""
+        from ._fetch_config import FetchConfig
+
+        return FetchConfig.from_mapping(self.download, what)
 
 
 @dataclass(frozen=True)
@@ -188,6 +198,8 @@ class Device:
         self.facts_file = self.root / "facts" / "edge_runtime.fact"
         self.store = StateStore(self.models_dir)
         self.lock = DeviceLock(self.root / "lock")
+        #: problems that did not stop the operation (a facts file that could not be written), for the caller
+        self.warnings: list[str] = []
 
     # ----------------------------------------------------------------- set-up ------------------------
 
@@ -200,8 +212,13 @@ class Device:
         architecture: str | None = None,
         keep_versions: int = 2,
         facts_path: str | None = None,
+        download: Mapping[str, Any] | None = None,
     ) -> DeviceConfig:
-        """Create or update the device root: trusted keys and config. Idempotent."""
+        """Create or update the device root: trusted keys and config. Idempotent.
+
+        ``download`` replaces the config's download settings; None keeps the ones already there.
+        """
+        from ._fetch_config import FetchConfig
         from .keys import load_public_key
         from .trust import TrustPolicy, key_id
 
@@ -212,6 +229,11 @@ class Device:
             k = load_public_key(p)
             keys[key_id(k)] = (k, p.read_bytes())
         TrustPolicy({kid: k for kid, (k, _) in keys.items()}, threshold)  # validates the threshold
+        if download is None and (self.root / CONFIG_NAME).exists():
+            with contextlib.suppress(ConfigError):
+                download = self.config.download
+        if download is not None:
+            FetchConfig.from_mapping(download, "download settings")  # refused before anything is written
         for d in (self.root, self.models_dir, self.trust_dir, self.downloads_dir, self.facts_file.parent):
             d.mkdir(parents=True, exist_ok=True)
         with self.lock.hold("init"):
@@ -229,8 +251,11 @@ class Device:
                 allowed_models=tuple(allowed_models),
                 keep_versions=keep_versions,
                 facts_path=facts_path,
+                download=dict(download) if download else None,
             )
             doc = asdict(cfg)
+            if doc["download"] is None:
+                del doc["download"]  # configs without download settings stay byte-identical
             doc["allowed_models"] = list(cfg.allowed_models)
             data = json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n"
             cfg_path = self.root / CONFIG_NAME
@@ -288,10 +313,14 @@ class Device:
         expected_digest: str | None = None,
         expected_size: int | None = None,
         allow_quarantined: bool = False,
-        fetch_config: FetchConfig | None = None,
+        fetch_config: FetchConfig | Mapping[str, Any] | None = None,
         progress: bool | None = None,
     ) -> InstallResult:
-        """Install the bundle at ``source`` (a path or an http(s) URL) and return what happened."""
+        """Install the bundle at ``source`` (a path or an http(s) URL) and return what happened.
+
+        ``fetch_config``: a :class:`FetchConfig` used as is, or a mapping of download settings applied
+        over the device's own (``config.json`` ``download``), e.g. the CLI's ``--read-timeout``.
+        """
         with self._operation("install"):
             path, downloaded = self._obtain(source, expected_size, fetch_config, progress)
             try:
@@ -301,20 +330,29 @@ class Device:
                     path.unlink(missing_ok=True)
 
     def _obtain(
-        self, source: str, expected_size: int | None, cfg: FetchConfig | None, progress: bool | None
+        self,
+        source: str,
+        expected_size: int | None,
+        cfg: FetchConfig | Mapping[str, Any] | None,
+        progress: bool | None,
     ) -> tuple[Path, bool]:
         if source.startswith(("http://", "https://")):
-            from ._fetch import FetchConfig, fetch
+            from ._fetch import FetchConfig, expire_partials, fetch
 
-            name = hashlib.sha256(source.encode()).hexdigest()[:16] + ".edgebundle"
-            self.downloads_dir.mkdir(parents=True, exist_ok=True)
-            res = fetch(
-                source,
-                self.downloads_dir / name,
-                expected_length=expected_size,
-                config=cfg or FetchConfig(),
-                progress=progress,
-            )
+            config = cfg if isinstance(cfg, FetchConfig) else self.config.fetch_config().with_overrides(cfg)
+            dest = self.downloads_dir / (hashlib.sha256(source.encode()).hexdigest()[:16] + ".edgebundle")
+            try:
+                self.downloads_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StagingError(f"cannot create {self.downloads_dir}: {exc.strerror or exc}") from None
+            # under the device lock no other download runs: a finished bundle here is a crash's leftover,
+            # and partials of other URLs expire by age and count before this one may need their space
+            for old in self.downloads_dir.glob("*.edgebundle"):
+                if old != dest:
+                    with contextlib.suppress(OSError):
+                        old.unlink()
+            expire_partials(self.downloads_dir, config, keep=dest)
+            res = fetch(source, dest, expected_length=expected_size, config=config, progress=progress)
             return res.path, True
         if "://" in source:
             raise ConfigError(
@@ -1111,6 +1149,13 @@ class Device:
         return {"root": str(self.root), "busy": busy, "models": models}
 
     def write_facts(self) -> dict[str, Any]:
+        """Collect the facts and write them to the facts file(s); return them.
+
+        Never raises for a write that fails (a full or read-only disk, a value that is not strict JSON):
+        it is called in ``finally:`` blocks, where raising would hide the operation's own error. The
+        problem is logged (stderr) and kept in :attr:`warnings` for the caller's output instead.
+        """
+        from ._json import dumps_strict_bytes
         from .facts import collect_facts
 
         facts = collect_facts(self)
@@ -1121,7 +1166,22 @@ class Device:
             extra = self.config.facts_path
         except ConfigError:
             extra = None
-        if extra:
-            Path(extra).parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(Path(extra), data)
+        targets = [self.facts_file] + ([Path(extra)] if extra else [])
+        try:
+            data = dumps_strict_bytes(facts, "facts", indent=1, sort_keys=True) + b"\n"
+        except EdgeRuntimeError as exc:
+            self._warn(f"facts not written: {exc.message}")
+            return facts
+        for target in targets:
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_bytes(target, data)
+            except OSError as exc:
+                self._warn(f"facts not written to {target}: {exc.strerror or exc}")
         return facts
+
+    def _warn(self, message: str) -> None:
+        import logging
+
+        self.warnings.append(message)
+        logging.getLogger("edge_runtime").warning("%s", message)
