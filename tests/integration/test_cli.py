@@ -20,6 +20,7 @@ import pytest
 
 from edge_runtime import errors
 from edge_runtime._cli_common import EXIT_CODES
+from tests.support.disks import fill, small_tmpfs
 from tests.support.factory import MODEL, Release
 from tests.support.http_server import BundleServer, Route
 
@@ -195,48 +196,16 @@ def test_invalid_download_setting_is_a_usage_error_that_changes_nothing(device_r
 # --- full disks ---------------------------------------------------------------------------------------
 
 
-def _mount_tmpfs(mnt: Path, size: str) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs (a real full disk) needs root")
-    mnt.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)],
-                          capture_output=True, text=True, timeout=10, check=False)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a {size} tmpfs to simulate a full disk: {proc.stderr.strip()}")
-
-
 @pytest.fixture
 def small_root(release: Release, tmp_path: Path) -> Iterator[Path]:
     """An initialised device root with 1.0.0 installed, on a real 4 MiB file system."""
-    mnt = tmp_path / "small"
-    _mount_tmpfs(mnt, "4m")
-    try:
+    with small_tmpfs(tmp_path / "small", "4m") as mnt:
         root = mnt / "dev"
         assert cli("--root", root, "init", "--trusted-key", release.keys[0].public_path,
                    "--download-setting", "reserve_bytes=65536").returncode == 0
         proc = cli("--root", root, "install", release.bundle("1.0.0"))
         assert proc.returncode == 0, proc.stderr
         yield root
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True, timeout=10, check=False)
-
-
-def fill(directory: Path) -> Path:
-    """Fill the file system of ``directory`` to the last byte (unbuffered writes, smaller and smaller)."""
-    filler = directory / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        size = 1 << 20
-        while size:
-            try:
-                os.write(fd, b"\0" * size)
-            except OSError:
-                size //= 2
-    finally:
-        os.close(fd)
-    st = os.statvfs(directory)
-    assert st.f_bavail == 0
-    return filler
 
 
 def test_status_and_facts_keep_working_on_a_full_disk(small_root: Path) -> None:

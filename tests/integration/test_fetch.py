@@ -7,7 +7,6 @@ import dataclasses
 import ipaddress
 import json
 import os
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ from edge_runtime.errors import (
     HTTPStatusError,
     RedirectRefusedError,
 )
+from tests.support.disks import free_bytes, small_tmpfs
 from tests.support.http_server import BundleServer, Route
 
 CHUNK = 16 * 1024
@@ -299,36 +299,11 @@ def test_fetch_draws_progress_bar_and_clears_it(
 # --- a download cannot wedge a device: full disks, endless bodies, drips, redirects, hostile heads -----
 
 
-def _mount_tmpfs(mnt: Path, size: str) -> None:
-    """Mount a real tmpfs of ``size`` at ``mnt`` (a real full disk), or skip saying why it cannot."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs (a real full disk) needs root")
-    mnt.mkdir(parents=True, exist_ok=True)
-    try:
-        proc = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)],
-            capture_output=True, text=True, timeout=10, check=False,
-        )
-    except (OSError, subprocess.SubprocessError) as exc:
-        pytest.skip(f"cannot mount a {size} tmpfs to simulate a full disk: {exc}")
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a {size} tmpfs to simulate a full disk: {proc.stderr.strip()}")
-
-
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A real 4 MiB file system."""
-    mnt = tmp_path / "small"
-    _mount_tmpfs(mnt, "4m")
-    try:
+    with small_tmpfs(tmp_path / "small", "4m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True, timeout=10, check=False)
-
-
-def free_bytes(path: Path) -> int:
-    st = os.statvfs(path)
-    return st.f_bavail * st.f_frsize
 
 
 BIG = os.urandom(6 * 1024 * 1024)  # more than the 4 MiB disk
