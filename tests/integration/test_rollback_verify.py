@@ -375,3 +375,17 @@ def test_ansible_module_fails_on_a_degraded_model_with_the_reason(
     assert (r["error"], r["degraded"]) == ("degraded", True)
     assert "DEGRADED" in r["msg"]
     assert r["ansible_facts"]["edge_runtime"]["models"][MODEL]["state"] == "degraded"
+
+
+def test_failed_post_install_check_with_a_corrupt_previous_leaves_no_corrupt_model_active(
+    device: Device, capsys: pytest.CaptureFixture[str]
+) -> None:
+    corrupt_file(device, "1.1.0", "labels.txt")  # the check fails on the active version...
+    corrupt_file(device, "1.0.0")  # ...and its rollback target does not verify either
+    rc, r = run(device.root, "check", MODEL, capsys=capsys)
+    assert rc == 8, r
+    assert (r["result"], r["active"]) == ("rolled_back", None)
+    assert "cannot roll back to 1.0.0: model.tflite no longer verifies" in r["degraded"]
+    assert not device.active_link(MODEL).is_symlink()
+    st = status_of(device, capsys)
+    assert (st["state"], st["active"], st["previous"]) == ("degraded", None, None)
