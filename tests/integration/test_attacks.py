@@ -589,7 +589,7 @@ def tiny_device(release: Release, tmp_path: Path) -> Iterator[Device]:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
-def test_full_disk_while_staging_is_refused_and_leaves_nothing(tiny_device: Device, release: Release) -> None:
+def test_full_disk_is_refused_before_staging_and_leaves_nothing(tiny_device: Device, release: Release) -> None:
     dev = tiny_device
     filler = dev.root.parent / "filler"
     free = shutil.disk_usage(dev.root).free
@@ -600,6 +600,15 @@ def test_full_disk_while_staging_is_refused_and_leaves_nothing(tiny_device: Devi
     assert (r.rc, r.out["error"]) == (6, "disk_full"), r.out
     assert tree_digest(dev.root, skip=VOLATILE) == before
     assert active_version(dev, MODEL) == "1.0.0"
+
+
+def test_disk_filling_up_while_staging_is_refused_and_leaves_nothing(device: Device, release: Release) -> None:
+    # The free-space check passed, then another writer filled the disk mid-copy. That race cannot be
+    # arranged reliably with a real file system, so the runtime's ENOSPC fault hook stands in for it.
+    before = tree_digest(device.root, skip=VOLATILE)
+    r = install(device, release.bundle("1.2.0"), env={"EDGE_RUNTIME_UNSAFE_FAULT_INJECTION": "enospc@stage.write"})
+    refused(device, r, before, rc=6, errors={"disk_full"})
+    valid_after(device)
 
 
 def test_full_disk_from_an_endless_download_is_refused_and_the_device_recovers(
