@@ -415,6 +415,15 @@ class _Monitor:
 _MONITOR = _Monitor()
 
 
+def _new_monitor_after_fork() -> None:
+    # a forked child has no monitor thread, and the parent's condition may have been held at the fork
+    global _MONITOR
+    _MONITOR = _Monitor()
+
+
+os.register_at_fork(after_in_child=_new_monitor_after_fork)
+
+
 class _Watchdog:
     """Enforces the minimum average rate and the overall deadline of one download.
 
