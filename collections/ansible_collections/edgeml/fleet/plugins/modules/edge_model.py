@@ -387,7 +387,11 @@ def main() -> None:
             result["ansible_facts"] = twin_facts(module, device_facts(dev))
         _fail_if_degraded(module, result)
     except EdgeRuntimeError as exc:
+        for warning in dev.warnings:  # e.g. a facts file that could not be written: said, never the error
+            module.warn(warning)
         fail_runtime_error(module, exc)
+    for warning in dev.warnings:
+        module.warn(warning)
     module.exit_json(**result)
 
 
