@@ -181,12 +181,18 @@ class StateStore:
         self.models_dir = models_dir
 
     def path(self, name: str) -> Path:
-        return self.models_dir / name / "state.json"
+        from .manifest import path_part  # a name from the command line must not leave models/
+
+        return self.models_dir / path_part(name, "model name") / "state.json"
 
     def names(self) -> list[str]:
         if not self.models_dir.is_dir():
             return []
-        return sorted(p.name for p in self.models_dir.iterdir() if (p / "state.json").exists())
+        from .manifest import _NAME  # a stray directory that is not a model name is not a model
+
+        return sorted(
+            p.name for p in self.models_dir.iterdir() if _NAME.fullmatch(p.name) and (p / "state.json").exists()
+        )
 
     def load(self, name: str) -> ModelState:
         p = self.path(name)

@@ -21,7 +21,7 @@ from typing import Any
 
 from ._json import loads_untrusted
 from ._limits import DEFAULT_LIMITS, Limits
-from .errors import BundleFormatError, UnsafeBundleError, quote_untrusted
+from .errors import BundleFormatError, ConfigError, UnsafeBundleError, quote_untrusted
 
 __all__ = [
     "MANIFEST_NAME",
@@ -37,6 +37,7 @@ __all__ = [
     "format_time",
     "parse_envelope",
     "parse_time",
+    "path_part",
 ]
 
 MANIFEST_NAME = "manifest.json"
@@ -118,6 +119,23 @@ def validate_model_name(name: Any) -> str:
 
 
 _TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$", re.ASCII)
+
+
+def path_part(value: Any, kind: str) -> str:
+    """``value`` if it is a valid model name (``kind="model name"``) or version (``kind="version"``).
+
+    Both become path components on a device (``models/<name>/versions/<version>``), so a value from
+    the command line or a state file is checked here before any path is built from it; anything else
+    (``../x``, ``a/b``, an empty or overlong string) is a :class:`ConfigError`.
+    """
+    try:
+        Version.parse(value) if kind == "version" else validate_model_name(value)
+    except BundleFormatError:
+        raise ConfigError(
+            f"{quote_untrusted(value)} is not a valid {kind}",
+            hint="model names are 1-64 characters of a-z, 0-9, '.', '_', '-'; versions are MAJOR.MINOR.PATCH",
+        ) from None
+    return str(value)
 
 
 def parse_time(text: Any, field: str) -> datetime:
