@@ -181,6 +181,13 @@ def _lost_reason(lost: list[tuple[str, str]], landed: str | None) -> str:
     return "; ".join(parts)
 
 
+def _path_part(value: str, kind: str) -> str:
+    """A model name or version about to become a path component (``rollback ../../x`` is refused)."""
+    from .manifest import path_part
+
+    return path_part(value, kind)
+
+
 def _available_backends() -> tuple[str, ...]:
     from ._smoke_proc import available_backends  # numpy-free (R1): the installing process never imports numpy
 
@@ -283,13 +290,13 @@ class Device:
     # ----------------------------------------------------------------- paths -------------------------
 
     def model_dir(self, name: str) -> Path:
-        return self.models_dir / name
+        return self.models_dir / _path_part(name, "model name")
 
     def version_dir(self, name: str, version: str) -> Path:
-        return self.models_dir / name / "versions" / version
+        return self.model_dir(name) / "versions" / _path_part(version, "version")
 
     def active_link(self, name: str) -> Path:
-        return self.models_dir / name / "active"
+        return self.model_dir(name) / "active"
 
     # ----------------------------------------------------------------- install -----------------------
 
