@@ -570,3 +570,21 @@ def test_a_file_listed_inside_another_file_is_refused(inner: str) -> None:
     files = [{"path": p, "sha256": "0" * 64, "length": 1} for p in ("model.tflite", "golden.npz", inner)]
     with pytest.raises(UnsafeBundleError, match="which is a file"):
         Manifest.from_signed(signed(files=files))
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "..", "", "X" * 65, "m\x00", "\udc80"])
+def test_a_model_name_from_the_command_line_cannot_leave_the_device_root(tmp_path: Path, name: str) -> None:
+    from edge_runtime.device import Device
+
+    dev = Device(tmp_path)
+    for build in (lambda: dev.model_dir(name), lambda: dev.active_link(name), lambda: dev.store.path(name)):
+        with pytest.raises(ConfigError, match="not a valid model name"):
+            build()
+
+
+@pytest.mark.parametrize("version", ["../../x", "1.0.0/../..", "latest", "1.0", "\u0661.0.0"])
+def test_a_version_from_the_command_line_cannot_leave_the_device_root(tmp_path: Path, version: str) -> None:
+    from edge_runtime.device import Device
+
+    with pytest.raises(ConfigError, match="not a valid version"):
+        Device(tmp_path).version_dir("m", version)
