@@ -26,6 +26,7 @@ from .errors import (
     ModelNameError,
     QuarantinedError,
     SignatureError,
+    quote_untrusted,
 )
 from .manifest import Envelope, FileEntry, Manifest, canonical_bytes
 
@@ -131,7 +132,7 @@ def check_install_policy(m: Manifest, ctx: DeviceContext, *, allow_quarantined: 
     """Raise if this authentic manifest must not be installed on this device."""
     if ctx.expected_name is not None and m.name != ctx.expected_name:
         raise ModelNameError(
-            f"bundle is for model {m.name!r}, but {ctx.expected_name!r} was requested",
+            f"bundle is for model {m.name!r}, but {quote_untrusted(ctx.expected_name)} was requested",
             hint="check the bundle location for this model",
         )
     if ctx.allowed_names and m.name not in ctx.allowed_names:
