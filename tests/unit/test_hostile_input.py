@@ -39,7 +39,7 @@ from edge_runtime.errors import (
     safe_text,
 )
 from edge_runtime.manifest import Manifest, Version, check_member_path, parse_envelope
-from tests.corpus.make_corpus import END, FILES, MANIFEST, ext, member, pax, raw_header, template_manifest
+from tests.corpus.make_corpus import END, FILES, MANIFEST, ext, header, member, pax, raw_header, template_manifest
 
 MiB = 1 << 20
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -588,3 +588,30 @@ def test_a_version_from_the_command_line_cannot_leave_the_device_root(tmp_path: 
 
     with pytest.raises(ConfigError, match="not a valid version"):
         Device(tmp_path).version_dir("m", version)
+
+
+header_parts = st.tuples(
+    st.sampled_from([b"0", b"\0", b"x", b"L", b"K", b"g", b"1", b"2", b"5", b"S", b"7", b"Z"]),
+    st.one_of(st.sampled_from(["manifest.json", "model.tflite", "golden.npz", "../x", "/abs", "a" * 120]), st.text()),
+    st.one_of(st.integers(0, 5000), st.sampled_from([1 << 20, 500 << 20, (1 << 33) - 1])),
+    st.binary(max_size=600),
+)
+
+
+@given(st.lists(header_parts, min_size=1, max_size=6), st.booleans())
+@FAST
+def test_any_sequence_of_tar_headers_gives_files_or_a_typed_error(
+    parts: list[tuple[bytes, str, int, bytes]], manifest_first: bool
+) -> None:
+    data = MANIFEST if manifest_first else b""
+    for kind, name, size, body in parts:
+        try:
+            data += header(name, size, kind) + body
+        except (ValueError, UnicodeEncodeError):  # tarfile cannot write this header; skip it
+            continue
+    counting = CountingReader(io.BytesIO(data))
+    with contextlib.suppress(EdgeRuntimeError):
+        stream = BundleStream(counting)  # type: ignore[arg-type]
+        for entry, fh in stream.members(Manifest.from_signed(signed())):
+            copy_verified(entry, fh, None)
+    assert counting.read_bytes <= 4 * len(data) + 8192  # nothing is read that the file does not hold
