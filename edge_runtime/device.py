@@ -700,9 +700,14 @@ class Device:
         return None, lost
 
     def _verify_kept(self, state: ModelState, version: str) -> str | None:
-        """Verify a kept version on disk; None when it verifies, else why not (and it is marked corrupt)."""
+        """Verify a kept version on disk; None when it verifies, else why not (and it is marked corrupt).
+
+        The trust policy is loaded first and outside: a broken trust configuration (no keys, a threshold
+        above the key count) is the device's problem and raised as such, never blamed on a version.
+        """
+        policy = self.trust_policy()
         try:
-            self._verify_dir(self.version_dir(state.model, version), state, version)
+            self._verify_dir(self.version_dir(state.model, version), state, version, policy=policy)
         except TrustError as exc:
             why = _integrity_reason(exc)
             state.mark_corrupt(version, why)
@@ -859,8 +864,9 @@ class Device:
                 )
             if target in state.corrupt:
                 self._refuse_rollback(state, target, str(state.corrupt[target].get("reason")))
+            policy = self.trust_policy()  # a broken trust config is raised as such, never blamed on the target
             try:
-                manifest = self._verify_dir(self.version_dir(name, target), state, target)
+                manifest = self._verify_dir(self.version_dir(name, target), state, target, policy=policy)
             except TrustError as exc:
                 self._refuse_rollback(state, target, _integrity_reason(exc))
             state.pending = Pending(
@@ -990,8 +996,9 @@ class Device:
         if version is None:
             raise NotInstalledError(f"model {name} has no active version on this device")
         known = version in state.versions
+        policy = self.trust_policy()
         try:
-            return self._verify_dir(self.version_dir(name, version), state if known else None, version)
+            return self._verify_dir(self.version_dir(name, version), state if known else None, version, policy=policy)
         except TrustError as exc:
             if known:
                 self._record_corrupt(name, version, _integrity_reason(exc))
@@ -1013,7 +1020,14 @@ class Device:
             self.store.save(state)
             self.write_facts()
 
-    def _verify_dir(self, vdir: Path, state: ModelState | None = None, version: str | None = None) -> Manifest:
+    def _verify_dir(
+        self,
+        vdir: Path,
+        state: ModelState | None = None,
+        version: str | None = None,
+        *,
+        policy: TrustPolicy | None = None,
+    ) -> Manifest:
         """Verify a version directory: signatures, every file's hash and length, nothing extra.
 
         With ``state`` and ``version``, the manifest must also be that version of that model with the
@@ -1036,7 +1050,7 @@ class Device:
             raise IntegrityError(
                 f"{vdir} has no readable {MANIFEST_NAME}: {exc.strerror}", path=MANIFEST_NAME
             ) from None
-        manifest = verify_envelope(parse_envelope(env_bytes), self.trust_policy())
+        manifest = verify_envelope(parse_envelope(env_bytes), policy or self.trust_policy())
         if state is not None and version is not None:
             want = (state.versions.get(version) or {}).get("digest")
             if (manifest.name, str(manifest.version)) != (state.model, version) or (want and manifest.digest != want):
