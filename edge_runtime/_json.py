@@ -26,16 +26,19 @@ the document and the problem and quotes untrusted text truncated.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import math
+import os
 import re
+import stat
 import sys
 import types
 import typing
 from collections import abc
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, BinaryIO, Literal, Union
 
 from ._limits import DEFAULT_LIMITS, Limits
 from .errors import BundleFormatError, EdgeRuntimeError, OutputEncodingError, quote_untrusted
@@ -47,6 +50,7 @@ __all__ = [
     "dumps_strict",
     "dumps_strict_bytes",
     "loads_untrusted",
+    "open_regular_file",
     "read_untrusted_file",
 ]
 
@@ -178,12 +182,31 @@ def loads_untrusted(
     return doc
 
 
-def read_untrusted_file(path: Path, max_bytes: int) -> bytes:
-    """Read at most ``max_bytes + 1`` bytes of ``path`` (one more, so the size check can refuse it).
+def open_regular_file(path: Path) -> BinaryIO:
+    """Open ``path`` for reading only if it is a regular file (symlinks to one are fine).
 
-    ``OSError`` (a missing or unreadable file) is left to the caller, which knows what it means.
+    A FIFO would block ``open`` forever and a device would read endlessly, so the file is opened
+    non-blocking and checked with ``fstat`` before a byte is read; anything but a regular file raises
+    ``OSError(EINVAL, "not a regular file")``.
     """
-    with path.open("rb") as fh:
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_untrusted_file(path: Path, max_bytes: int) -> bytes:
+    """Read at most ``max_bytes + 1`` bytes of the regular file ``path`` (one more, so the size check can
+    refuse it).
+
+    ``OSError`` (missing, unreadable, not a regular file) is left to the caller, which knows what it means.
+    """
+    with open_regular_file(path) as fh:
         return fh.read(max_bytes + 1)
 
 

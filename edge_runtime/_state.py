@@ -106,12 +106,7 @@ class ModelState:
     @classmethod
     def from_json(cls, data: bytes, path: Path) -> ModelState:
         def corrupt(why: str) -> StateCorruptError:
-            return StateCorruptError(
-                f"state file {path} is corrupt: {why}",
-                hint=f"nothing was changed; inspect the file, then run `edge-runtime --root {path.parents[2]} "
-                f"repair {path.parent.name}` to rebuild it from the verified versions on disk",
-                path=str(path),
-            )
+            return corrupt_state_error(path, why)
 
         # Untrusted input (a failing disk, a hand edit): bounded strict JSON, every field type-checked.
         lim = DEFAULT_LIMITS
@@ -136,6 +131,16 @@ class ModelState:
         if state.active is not None and state.active not in state.versions:
             raise corrupt(f"active version {state.active} is not among the kept versions")
         return state
+
+
+def corrupt_state_error(path: Path, why: str) -> StateCorruptError:
+    """The error for a state file that cannot be used, with the repair command as the fix."""
+    return StateCorruptError(
+        f"state file {path} is corrupt: {why}",
+        hint=f"nothing was changed; inspect the file, then run `edge-runtime --root {path.parents[2]} "
+        f"repair {path.parent.name}` to rebuild it from the verified versions on disk",
+        path=str(path),
+    )
 
 
 def _check_names(state: ModelState, model: str, corrupt: Callable[[str], StateCorruptError]) -> None:
@@ -200,6 +205,8 @@ class StateStore:
             data = read_untrusted_file(p, DEFAULT_LIMITS.local_json_max_bytes)
         except FileNotFoundError:
             return ModelState(model=name)
+        except OSError as exc:  # not a regular file (a FIFO would have blocked), unreadable
+            raise corrupt_state_error(p, f"it cannot be read: {exc.strerror}") from None
         return ModelState.from_json(data, p)
 
     def save(self, state: ModelState) -> None:

@@ -25,6 +25,7 @@ from typing import IO, Any, BinaryIO
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from . import keys as _keys
+from ._json import open_regular_file
 from ._limits import DEFAULT_LIMITS, Limits
 from ._tarheaders import RawMember, TarHeaderWalker
 from .errors import BundleFormatError, ConfigError, IntegrityError, UnsafeBundleError, quote_untrusted
@@ -286,7 +287,7 @@ class BundleStream:
 def open_bundle(path: Path) -> Iterator[BinaryIO]:
     """Open a bundle file given by an operator; a name that cannot be opened is a :class:`ConfigError`."""
     try:
-        fh = path.open("rb")
+        fh = open_regular_file(path)  # a FIFO would block forever
     except OSError as exc:
         raise ConfigError(
             f"bundle {quote_untrusted(str(path))} cannot be opened: {exc.strerror}",

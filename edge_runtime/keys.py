@@ -10,6 +10,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from ._json import open_regular_file
 from ._limits import DEFAULT_LIMITS
 from .errors import KeyFileError, quote_untrusted
 from .trust import key_id
@@ -57,7 +58,7 @@ def _read_key_file(path: Path, what: str) -> bytes:
     """The bytes of a key file, bounded; a missing, unreadable or oversized file is a :class:`KeyFileError`."""
     limit = DEFAULT_LIMITS.key_file_max_bytes
     try:
-        with path.open("rb") as fh:
+        with open_regular_file(path) as fh:  # a FIFO would block forever
             data = fh.read(limit + 1)
     except FileNotFoundError:
         raise KeyFileError(

@@ -13,6 +13,7 @@ import io
 import json
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -615,3 +616,38 @@ def test_any_sequence_of_tar_headers_gives_files_or_a_typed_error(
         for entry, fh in stream.members(Manifest.from_signed(signed())):
             copy_verified(entry, fh, None)
     assert counting.read_bytes <= 4 * len(data) + 8192  # nothing is read that the file does not hold
+
+
+@pytest.fixture
+def fifo(tmp_path: Path) -> Iterator[Path]:
+    """A FIFO nobody writes to: opening it for reading would block forever. SIGALRM fails a hang."""
+    import signal
+
+    path = tmp_path / "fifo"
+    os.mkfifo(path)
+
+    def hung(signum: int, frame: Any) -> None:
+        raise AssertionError("blocked on a FIFO")
+
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(10)
+    yield path
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+def test_a_fifo_where_a_file_is_expected_is_refused_without_blocking(fifo: Path, tmp_path: Path) -> None:
+    from edge_runtime.bundle import read_envelope
+    from edge_runtime.keys import load_public_key
+
+    with pytest.raises(ConfigError, match="not a regular file"):
+        read_envelope(fifo)
+    with pytest.raises(EdgeRuntimeError, match="not a regular file"):
+        load_public_key(fifo)
+    with pytest.raises(ConfigError, match="not a regular file"):
+        DeviceConfig.load(fifo)
+    d = tmp_path / "models" / "m"
+    d.mkdir(parents=True)
+    os.mkfifo(d / "state.json")
+    with pytest.raises(StateCorruptError, match="not a regular file"):
+        StateStore(tmp_path / "models").load("m")
