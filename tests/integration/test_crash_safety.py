@@ -31,5 +31,5 @@ def test_sigkill_at_every_step_and_300_random_moments_leaves_a_valid_model() -> 
         assert sc["boundary_kills"] == sc["boundaries"], sc
     # most random moments must land mid-operation, or the random part proves little
     assert report["total"]["random_kills"] >= 200
-    # and many of them while a smoke test child ran: the parent died mid-test, the child with it (R1)
-    assert report["total"]["killed_during_smoke_child"] >= 20
+    # and many kills during a smoke test: the parent died mid-test, its child with it (R1)
+    assert report["total"]["killed_during_smoke_test"] >= 20
