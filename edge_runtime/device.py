@@ -566,6 +566,8 @@ class Device:
         state.highest_counter = max(state.highest_counter, m.release_counter)
         state.pending = None
         state.mark_healthy(version)  # R4: a committed install ends a degraded state
+        if previous in state.corrupt:  # R4: a copy known to be damaged is never reported as previous
+            previous = state.previous_committed()
         state.last = {
             "op": "install",
             "version": version,

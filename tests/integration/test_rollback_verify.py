@@ -254,6 +254,7 @@ def test_degraded_clears_after_a_good_install(
     rc, r = run(device.root, "install", str(nxt), capsys=capsys)
     assert rc == 0, r
     assert r["degraded"] is None
+    assert r["previous"] == "1.0.0"
     st = status_of(device, capsys)
     assert (st["state"], st["active"], st["previous"]) == ("committed", "2.0.0", "1.0.0")
     assert st["degraded"] is None
@@ -261,6 +262,19 @@ def test_degraded_clears_after_a_good_install(
     assert not device.version_dir(MODEL, "1.1.0").exists()
     assert st["corrupt"] == {}
     assert facts_of(device, capsys)["degraded_reason"] is None
+
+
+def test_install_over_an_active_copy_found_corrupt_reports_no_corrupt_previous(
+    device: Device, release: Release, capsys: pytest.CaptureFixture[str]
+) -> None:
+    corrupt_file(device, "1.1.0")
+    assert run(device.root, "verify", MODEL, capsys=capsys)[0] == 3  # found: 1.1.0 is marked corrupt
+    nxt = release.custom("v2.edgebundle", "1.1.0", "--model-version", "2.0.0", "--counter", "20")
+    rc, r = run(device.root, "install", str(nxt), capsys=capsys)
+    assert rc == 0, r
+    assert (r["active"], r["previous"]) == ("2.0.0", "1.0.0"), "the damaged 1.1.0 is not offered as previous"
+    st = status_of(device, capsys)
+    assert (st["state"], st["previous"], st["corrupt"]) == ("committed", "1.0.0", {})
 
 
 def test_degraded_clears_after_a_good_operator_rollback(three: Device, capsys: pytest.CaptureFixture[str]) -> None:
