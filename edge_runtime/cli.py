@@ -175,6 +175,8 @@ def _human_status(st: dict[str, Any]) -> str:
         lines.append(f"{name:24} {m['active'] or '-':10} {m['previous'] or '-':10} {m['state']:10} {last_s}")
         if m["bad"]:
             lines.append(f"{'':24} quarantined: {', '.join(sorted(m['bad']))}")
+        if m.get("corrupt"):
+            lines.append(f"{'':24} no longer verify (not offered for rollback): {', '.join(sorted(m['corrupt']))}")
         if m.get("degraded"):
             lines.append(f"{'':24} DEGRADED: {m['degraded'].get('reason')}")
         if m["state"] == "recovery pending":  # R1: status itself never recovers (it is read-only)
