@@ -102,6 +102,15 @@ def test_each_device_outcome_is_classified_with_its_reason(
     assert out["ok"] is (status in ("rolled_back", "would_change", "unchanged"))
 
 
+def test_rollback_that_left_the_model_degraded_says_so_in_its_reason() -> None:
+    res = item({"model": "dc", "from": "1.1.0", "to": None}, failed=True, msg="rollback of dc refused: 1.0.0 no "
+               "longer verifies", degraded=True, degraded_reason="cannot roll back to 1.0.0; 1.1.0 is active instead")
+    out = rollback.rollback_result({"results": [res]}, plan()["hosts"]["a1"])
+    m = out["models"]["dc"]
+    assert (m["status"], m["degraded"]) == ("failed", "cannot roll back to 1.0.0; 1.1.0 is active instead")
+    assert m["reason"].endswith("; DEGRADED: cannot roll back to 1.0.0; 1.1.0 is active instead")
+
+
 def test_device_without_any_answer_is_unreachable_for_every_pinned_model() -> None:
     out = rollback.rollback_result({"unreachable": True, "msg": "gone"}, plan()["hosts"]["a1"])
     assert (out["status"], out["ok"], out["models"]["dc"]["status"]) == ("unreachable", False, "unreachable")

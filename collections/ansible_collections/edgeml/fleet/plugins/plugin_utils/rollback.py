@@ -128,8 +128,11 @@ def _item_outcome(item: Mapping[str, Any], pin: str | None, check_mode: bool) ->
         status, reason = "unchanged", f"{to} is already active"
     else:
         status, reason = "unchanged", f"runs {active or 'nothing'}, not the pinned {src}: nothing to roll back"
+    degraded = item.get("degraded_reason") if item.get("degraded") else None
+    if degraded and "DEGRADED" not in reason:  # the runtime could not reach the target: it says where it is
+        reason = f"{reason}; DEGRADED: {degraded}"
     return {"desired": pin, "previous": previous, "active": active, "status": status, "reason": reason,
-            "error": item.get("error")}
+            "error": item.get("error"), "degraded": degraded}
 
 
 def rollback_result(
