@@ -9,6 +9,7 @@ of a failed install, its recovery after an interruption, the post-install check 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -23,6 +24,7 @@ import pytest
 from edge_runtime import _faults
 from edge_runtime.cli import main as cli
 from edge_runtime.device import Device
+from edge_runtime.errors import RollbackError
 from tests.support.attacks import (
     READ_ONLY_DIR,
     active_version,
@@ -403,3 +405,58 @@ def test_failed_post_install_check_with_a_corrupt_previous_leaves_no_corrupt_mod
     assert not device.active_link(MODEL).is_symlink()
     st = status_of(device, capsys)
     assert (st["state"], st["active"], st["previous"]) == ("degraded", None, None)
+
+
+def test_sigkill_at_every_step_of_a_rollback_falling_back_from_a_corrupt_active_leaves_a_verified_model(
+    three: Device, tmp_path: Path
+) -> None:
+    """Crash safety of the ``fallback`` path (R1's harness cannot start from a corrupt active version).
+
+    Operator rollback from a corrupt 2.0.0 to a corrupt 1.1.0: the runtime falls back to 1.0.0. The
+    process is SIGKILLed at every checkpoint (every file verified, the swap, the commit); after
+    recovery the model is either untouched (the kill came before anything was persisted, and the
+    corrupt active is what the device already had) or on the verified 1.0.0 with the reason recorded.
+    """
+    corrupt_file(three, "2.0.0", "labels.txt")
+    corrupt_file(three, "1.1.0")
+    template = three.root
+
+    def op(dev: Device) -> None:
+        with contextlib.suppress(RollbackError):
+            dev.rollback(MODEL)
+
+    names: list[str] = []
+    counted = clone_device(template, tmp_path / "count")
+    _faults.unsafe_arm(names.append)
+    try:
+        op(counted)
+    finally:
+        _faults.unsafe_arm(None)
+    assert "rollback.swap" in names, names
+    assert names.count("verify.file") >= 3, names
+    outcomes: list[str] = []
+    for k in range(1, len(names) + 1):
+        dev = clone_device(template, tmp_path / f"k{k}")
+        pid = os.fork()
+        if pid == 0:  # the child runs the operation and kills itself at checkpoint k
+            try:
+                _faults.unsafe_arm(_faults.kill_at(k))
+                op(Device(dev.root))
+            finally:
+                os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFSIGNALED(status), f"checkpoint {k} ({names[k - 1]}) was not reached"
+        Device(dev.root).recover()
+        s = model_state(dev.root)
+        assert s["pending"] is None, (k, names[k - 1])
+        if s["active"] == "2.0.0":  # nothing happened yet
+            assert s["degraded"] is None, (k, names[k - 1], s)
+            assert active_version(dev) == "2.0.0", (k, names[k - 1])
+            outcomes.append("untouched")
+        else:
+            outcomes.append("fell back")
+            assert s["active"] == "1.0.0" == active_version(dev), (k, names[k - 1], s)
+            assert "1.0.0 is active instead" in s["degraded"]["reason"]
+            Device(dev.root).verify_installed(MODEL)
+    assert "untouched" in outcomes, outcomes
+    assert "fell back" in outcomes, outcomes  # kills after the fallback was persisted were recovered too
