@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 PR_SET_PDEATHSIG = 1
 EXIT_PARENT_GONE = 70  # == _smoke_proc.EXIT_PARENT_GONE (not imported: keep the child's imports minimal)
@@ -92,7 +92,7 @@ def _failure(reason: str, start: float) -> dict[str, Any]:
     return doc
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str]) -> NoReturn:
     start = time.perf_counter()
     req = json.loads(argv[0])
     out_fd = int(argv[1])
@@ -116,7 +116,10 @@ def main(argv: list[str]) -> int:
     while view:
         view = view[os.write(out_fd, view) :]
     os.close(out_fd)
-    return 0
+    # The verdict is sent: exit at once. Interpreter teardown (backend threads, module finalizers) could
+    # only add time, or hang, and the parent would then have to kill a child whose result it already has.
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":  # pragma: no cover - started through _smoke_proc's boot line
