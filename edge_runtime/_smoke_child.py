@@ -85,7 +85,7 @@ def _run(req: dict[str, Any]) -> dict[str, Any]:
 
 
 def _failure(reason: str, start: float) -> dict[str, Any]:
-    from ._smoke_proc import SmokeResult
+    from ._smoke_result import SmokeResult
 
     doc = SmokeResult.failed(reason[:1000], duration_ms=(time.perf_counter() - start) * 1e3).to_dict()
     doc.pop("process_ms", None)

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from . import _faults
-from ._smoke_proc import BACKEND_ENV, BACKENDS, SmokeResult, available_backends
+from ._smoke_result import BACKEND_ENV, BACKENDS, SmokeResult, available_backends
 from .errors import ModelLoadError
 from .manifest import Manifest
 
