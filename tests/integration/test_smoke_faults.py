@@ -266,3 +266,27 @@ def test_model_needing_more_memory_than_the_cap_fails_its_test_in_the_child(devi
     assert r.passed is False
     assert r.reason
     assert run_smoke_test_in_child(device.version_dir(MODEL, "1.0.0"), manifest).passed  # the default cap fits
+
+
+def test_post_install_check_whose_smoke_test_hangs_times_out_and_rolls_back(
+    device: Device, release: Release, no_orphans: None
+) -> None:
+    rc, r = cli(device.root, "install", str(release.bundle("1.1.0")))
+    assert rc == 0, r
+    rc, r = cli(device.root, "check", MODEL, env=fault_env("hang@smoke.invoke"), timeout=HANG_DEADLINE_S + PROMPT_S)
+    assert rc == 8, r
+    assert (r["result"], r["active"]) == ("rolled_back", "1.0.0")
+    assert "timed out after" in r["reason"]
+    assert os.readlink(device.active_link(MODEL)) == "versions/1.0.0"
+
+
+def test_the_installing_process_never_imports_numpy_nor_a_backend(device: Device, release: Release) -> None:
+    # the model runs only in the smoke child; the runtime process stays small and cannot be crashed by it
+    code = (
+        "import sys; from edge_runtime.device import Device; "
+        f"r = Device({str(device.root)!r}).install({str(release.bundle('1.1.0'))!r}); "
+        "bad = [m for m in ('numpy', 'ai_edge_litert', 'tflite_runtime') if m in sys.modules]; "
+        "print(r.result, bad)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split() == ["installed", "[]"], out.stdout + out.stderr
