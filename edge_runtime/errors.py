@@ -184,7 +184,10 @@ class OutputEncodingError(EdgeRuntimeError):
 
     code = "output_encoding"
     exit_code = 6
-    default_hint = "nothing was written; this is a bug in edge-runtime or a non-finite value from the model"
+    default_hint = (
+        "nothing was written; a value in it is not strict JSON (NaN/Infinity, or text that is not valid "
+        "Unicode such as an undecodable file name): pass a valid value, or report it if it came from edge-runtime"
+    )
 
 
 class RollbackError(StateError):
