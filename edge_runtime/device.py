@@ -55,6 +55,7 @@ from ._fsutil import (
     remove_tree,
     swap_symlink,
 )
+from ._json import dumps_strict_bytes
 from ._state import DeviceLock, ModelState, Pending, StateStore, state_label, utcnow
 from .errors import (
     ConfigError,
@@ -264,7 +265,8 @@ class Device:
             if doc["download"] is None:
                 del doc["download"]  # configs without download settings stay byte-identical
             doc["allowed_models"] = list(cfg.allowed_models)
-            data = json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n"
+            # strict: a value that cannot be read back (a lone surrogate, NaN) is refused before it is written
+            data = dumps_strict_bytes(doc, "device config", indent=1, sort_keys=True) + b"\n"
             cfg_path = self.root / CONFIG_NAME
             if not cfg_path.exists() or cfg_path.read_bytes() != data:
                 atomic_write_bytes(cfg_path, data)
