@@ -34,7 +34,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import json
 import os
 import platform
 import shutil
@@ -57,6 +56,7 @@ from ._fsutil import (
 )
 from ._json import dumps_strict_bytes
 from ._state import DeviceLock, ModelState, Pending, StateStore, state_label, utcnow
+from .decision import Pin, decide
 from .errors import (
     ConfigError,
     DiskFullError,
@@ -423,7 +423,13 @@ class Device:
                 # Nothing to stage, but a damaged or altered bundle is still refused, never "unchanged".
                 for entry, member in stream.members(manifest):
                     copy_verified(entry, member, None)
-            if state.active == version and version not in state.corrupt:
+            # The one install decision (edge_runtime.decision), shared with the Ansible module and the controller.
+            decision = decide(
+                state, Pin(manifest.name, version, manifest.digest, manifest.release_counter, allow_quarantined)
+            )
+            if decision.action == "refuse":
+                raise decision.error()
+            if decision.action == "noop":
                 return InstallResult(
                     manifest.name,
                     version,
@@ -974,7 +980,10 @@ class Device:
                 assert smoke is not None
                 if state.degraded is not None:  # R4: a verified, passing active version ends a degraded state
                     state.mark_healthy(active)
-                    self.store.save(state)
+                # the passed check of this version, recorded: the controller counts the device healthy for it
+                # (edge_runtime.decision.healthy); the next commit of the version starts without one
+                state.versions[active]["check"] = {"passed": True, "at": utcnow(), "p95_ms": smoke.p95_ms}
+                self.store.save(state)
                 return InstallResult(
                     name, active, digest, "unchanged", False, previous, active, "smoke test passed",
                     smoke.to_dict(),
@@ -1184,9 +1193,6 @@ class Device:
         from .facts import collect_facts
 
         facts = collect_facts(self)
-        data = json.dumps(facts, indent=1, sort_keys=True).encode() + b"\n"
-        self.facts_file.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(self.facts_file, data)
         try:
             extra = self.config.facts_path
         except ConfigError:
