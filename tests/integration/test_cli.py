@@ -278,6 +278,9 @@ def test_a_dripping_download_is_cut_and_an_operator_rollback_gets_through(
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
+        # the install takes the device lock before it connects: once the server saw the request, the lock is held
+        while not http_server.requests_for("/drip") and install.poll() is None and time.monotonic() - t0 < 30:
+            time.sleep(0.05)
         seen_busy = False
         while time.monotonic() - t0 < 30:
             rb = cli("--root", root, "--json", "rollback", MODEL)
