@@ -73,11 +73,14 @@ def _limit_resources(cpu_s: int, mem_bytes: int) -> None:
 
 def _run(req: dict[str, Any]) -> dict[str, Any]:
     from . import _faults
+    from ._json import read_untrusted_file
+    from ._limits import DEFAULT_LIMITS
     from .manifest import MANIFEST_NAME, Manifest, parse_envelope
     from .smoke import run_smoke_test
 
     model_dir = Path(req["dir"])
-    manifest = Manifest.from_signed(parse_envelope((model_dir / MANIFEST_NAME).read_bytes()).signed)
+    raw = read_untrusted_file(model_dir / MANIFEST_NAME, DEFAULT_LIMITS.manifest_max_bytes)
+    manifest = Manifest.from_signed(parse_envelope(raw).signed)
     _faults.checkpoint("smoke.child")
     doc = run_smoke_test(model_dir, manifest, max_samples=int(req["max_samples"])).to_dict()
     doc.pop("process_ms", None)  # the parent's measurement

@@ -130,10 +130,27 @@ class DeviceConfig:
         check_fields(cls, doc, what, bad)
         cfg = cls(**doc)
         cfg.allowed_models = tuple(cfg.allowed_models)
-        if cfg.keep_versions < 1 or cfg.max_smoke_attempts < 1:
-            raise ConfigError(f"device config {path}: keep_versions and max_smoke_attempts must be >= 1")
-        cfg.fetch_config(f"device config {path}: download")  # refuses unknown or invalid download settings now
+        cfg.validate(f"device config {path}")
         return cfg
+
+    def validate(self, what: str = "device config") -> None:
+        """Refuse values this runtime could not work with: the one check for ``init`` (before anything is
+        created or written) and for :meth:`load` (a config edited by hand), so a config ``init`` writes
+        always loads again."""
+        if self.keep_versions < 1 or self.max_smoke_attempts < 1:
+            raise ConfigError(f"{what}: keep_versions and max_smoke_attempts must be >= 1")
+        if self.threshold < 1:
+            raise ConfigError(f"{what}: threshold must be >= 1", hint="pass --threshold 1 or more")
+        for name in self.allowed_models:
+            _path_part(name, "model name")
+        if not self.architecture or len(self.architecture) > 64:
+            raise ConfigError(f"{what}: architecture must be 1-64 characters", hint="pass --arch, e.g. aarch64")
+        if self.facts_path is not None and not os.path.isabs(self.facts_path):
+            raise ConfigError(
+                f"{what}: facts_path must be an absolute path, got {quote_untrusted(self.facts_path)}",
+                hint="pass --facts-path /etc/ansible/facts.d/edge_runtime.fact (or leave it out)",
+            )
+        self.fetch_config(f"{what}: download")  # refuses unknown or invalid download settings now
 
     def fetch_config(self, what: str = "download settings") -> FetchConfig:
         """The device's download settings: the defaults with this config's ``download`` overrides."""
@@ -242,6 +259,22 @@ class Device:
                 download = self.config.download
         if download is not None:
             FetchConfig.from_mapping(download, "download settings")  # refused before anything is written
+        cfg = DeviceConfig(
+            architecture=architecture or platform.machine(),
+            threshold=threshold,
+            allowed_models=tuple(allowed_models),
+            keep_versions=keep_versions,
+            facts_path=facts_path,
+            download=dict(download) if download else None,
+        )
+        cfg.validate("init")  # the same check as loading it: init never writes a config it could not read
+        doc = asdict(cfg)
+        if doc["download"] is None:
+            del doc["download"]  # configs without download settings stay byte-identical
+        doc["allowed_models"] = list(cfg.allowed_models)
+        # strict: a value that cannot be read back (a lone surrogate, NaN) is refused before anything is
+        # created or written
+        data = dumps_strict_bytes(doc, "device config", indent=1, sort_keys=True) + b"\n"
         for d in (self.root, self.models_dir, self.trust_dir, self.downloads_dir, self.facts_file.parent):
             d.mkdir(parents=True, exist_ok=True)
         with self.lock.hold("init"):
@@ -253,20 +286,6 @@ class Device:
                 if old.name.split(".")[0] not in keys:
                     old.unlink()
             fsync_dir(self.trust_dir)
-            cfg = DeviceConfig(
-                architecture=architecture or platform.machine(),
-                threshold=threshold,
-                allowed_models=tuple(allowed_models),
-                keep_versions=keep_versions,
-                facts_path=facts_path,
-                download=dict(download) if download else None,
-            )
-            doc = asdict(cfg)
-            if doc["download"] is None:
-                del doc["download"]  # configs without download settings stay byte-identical
-            doc["allowed_models"] = list(cfg.allowed_models)
-            # strict: a value that cannot be read back (a lone surrogate, NaN) is refused before it is written
-            data = dumps_strict_bytes(doc, "device config", indent=1, sort_keys=True) + b"\n"
             cfg_path = self.root / CONFIG_NAME
             if not cfg_path.exists() or cfg_path.read_bytes() != data:
                 atomic_write_bytes(cfg_path, data)
@@ -799,9 +818,13 @@ class Device:
         # testing / activating / activated: the staged bytes were verified; re-test in the bounded child.
         vdir = self.version_dir(name, p.version)
         try:
+            from ._json import read_untrusted_file
+            from ._limits import DEFAULT_LIMITS
             from .manifest import Manifest, parse_envelope
 
-            manifest = Manifest.from_signed(parse_envelope((vdir / MANIFEST_NAME).read_bytes()).signed)
+            manifest = Manifest.from_signed(
+                parse_envelope(read_untrusted_file(vdir / MANIFEST_NAME, DEFAULT_LIMITS.manifest_max_bytes)).signed
+            )
         except (OSError, EdgeRuntimeError) as exc:
             res = self._rollback_pending(state, f"staged version unreadable after interruption: {exc}", None)
             action.update(action="rolled_back", result=res.to_dict())

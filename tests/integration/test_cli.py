@@ -133,6 +133,30 @@ def test_mistyped_root_is_an_error_that_creates_nothing(
         assert list(root.iterdir()) == []  # no lock, no facts/, no models/
 
 
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--keep-versions", "0"], "keep_versions"),
+        (["--threshold", "0"], "threshold"),
+        (["--model", "../escape"], "not a valid model name"),
+        (["--facts-path", "relative/edge.fact"], "absolute path"),
+        (["--download-setting", "min_rate=-1"], "min_rate"),
+    ],
+    ids=["keep-0", "threshold-0", "bad-model-name", "relative-facts-path", "bad-download-setting"],
+)
+def test_init_refuses_a_value_the_runtime_could_not_load_and_creates_nothing(
+    release: Release, tmp_path: Path, args: list[str], words: str
+) -> None:
+    # one check (DeviceConfig.validate) for init and for loading: init never writes a config that the
+    # next command refuses
+    root = tmp_path / "dev"
+    proc = cli("--root", root, "init", "--trusted-key", release.keys[0].public_path, *args)
+    assert proc.returncode in (2, 3), (proc.stdout, proc.stderr)
+    assert words in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not root.exists()
+
+
 def test_default_root_from_the_environment_is_checked_too(tmp_path: Path) -> None:
     proc = cli("status")  # EDGE_RUNTIME_ROOT points at a directory that does not exist
     assert proc.returncode == 2

@@ -190,10 +190,11 @@ def test_post_install_check_passes_and_changes_nothing(
     assert r["smoke"]["process_ms"] > 0  # it ran in its own child process
     # nothing changes but the record of the passed check (read by edge_runtime.decision)
     after = state(device.root)
-    check = after["versions"]["1.0.0"].pop("check", None)  # type: ignore[index]
-    assert check is None or check["passed"] is True
+    check = after["versions"]["1.0.0"].pop("check")  # type: ignore[index]
+    assert check["passed"] is True
+    assert before["versions"]["1.0.0"].get("check") is None  # type: ignore[index]  # a commit starts without one
     assert after == before
-    rc, r = run(device.root, "check", MODEL, "--version", "9.9.9", capsys=capsys)
+    rc, r = run(device.root, "check", MODEL, "--model-version", "9.9.9", capsys=capsys)
     assert rc == 0
     assert r["smoke"] is None
     assert "not active" in r["reason"]
