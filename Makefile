@@ -12,7 +12,7 @@ PIP_FLAGS := --disable-pip-version-check --no-input -q
 ANSIBLE_ENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" ANSIBLE_CONFIG="$(CURDIR)/ansible.cfg"
 PLAYBOOK := $(ANSIBLE_ENV) $(CURDIR)/$(VENV)/bin/ansible-playbook
 
-.PHONY: help venv venv-tflite lint validate plan deploy rollback test test-unit test-integration test-tflite-runtime crash demo demo-device bench bench-fleet models clean
+.PHONY: help venv venv-tflite lint validate plan deploy rollback lock-status unlock test test-unit test-integration test-tflite-runtime crash demo demo-device bench bench-fleet models clean
 
 help:
 	@echo "make demo      - run the main job on a simulated fleet of its own, then converge the default fleet"
@@ -21,6 +21,7 @@ help:
 	@echo "make plan      - validate + what a deploy would change on every device (check mode; changes nothing)"
 	@echo "make deploy    - validate + roll models.yaml out in canary waves (reports/latest.md)"
 	@echo "make rollback GROUP=line_a [MODEL=name] [TO=version] [CHECK=1]  - operator rollback (reports/latest.md)"
+	@echo "make lock-status / make unlock LOCK=.state/locks/<fleet>.lock  - the fleet locks (one rollout at a time)"
 	@echo "make bench     - runtime benchmarks, printed as a table (make bench-fleet: fleet benchmark)"
 	@echo "Extra ansible-playbook options: ARGS='...' (e.g. ARGS=\"--limit 'line_b,localhost'\")"
 
@@ -62,6 +63,14 @@ ROLLBACK_ARGS = -e '{"edge_rollback_targets": "$(GROUP)"}'$(if $(MODEL), -e '{"e
 rollback: venv
 	@if [ -z "$(GROUP)" ]; then echo "usage: make rollback GROUP=<group, host or pattern> [MODEL=<model>] [TO=<version>] [CHECK=1]" >&2; exit 2; fi
 	$(PLAYBOOK) playbooks/rollback.yml $(ROLLBACK_ARGS) $(ARGS)
+
+# Fleet locks: which rollout holds a fleet, and clearing a stale record (refused while its process lives).
+lock-status: venv
+	$(PY) scripts/fleet_lock.py status
+
+unlock: venv
+	@if [ -z "$(LOCK)" ]; then echo "usage: make unlock LOCK=.state/locks/<fleet>.lock (see make lock-status)" >&2; exit 2; fi
+	$(PY) scripts/fleet_lock.py clear $(LOCK)
 
 # models.yaml against its schema, the inventory and the (demo) registry: the same check CI runs before merge.
 validate: venv

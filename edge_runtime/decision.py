@@ -5,7 +5,7 @@ install, or must it refuse?". Three callers ask it and therefore cannot disagree
 
 * the runtime itself (``Device._install_file``), with the state file it holds under its lock;
 * the Ansible module ``edgeml.fleet.edge_model`` (a real run and ``--check``), with the same state file;
-* the controller's in-sync comparison (``module_utils/rollout.py`` ``twin_in_sync``), with the device twin
+* the controller's in-sync comparison (``plugin_utils/rollout.py`` ``twin_in_sync``), with the device twin
   the device reported in this run (``edge_runtime.facts.collect_facts``: the same state, as JSON).
 
 The state may be given as a :class:`~edge_runtime._state.ModelState`, as one model entry of the facts

@@ -64,7 +64,9 @@ class SecretsFleet(Fleet):
 
     def playbook(self, playbook: Path, inventory: Path) -> subprocess.CompletedProcess[str]:
         extra = {"edge_models_file": str(self.models), "edge_reports_dir": str(self.reports),
-                 "edge_runtime_root": str(self.root) + "/{{ inventory_hostname }}"}
+                 "edge_runtime_root": str(self.root) + "/{{ inventory_hostname }}",
+                 # the fleet lock of this test fleet, not the repository's (another test session may hold it)
+                 "edge_lock_dir": str(self.base / "locks")}
         env = {
             **os.environ,
             "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),

@@ -25,7 +25,7 @@ from tests.support.factory import MODEL, Release
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "collections"))
 
-from ansible_collections.edgeml.fleet.plugins.module_utils import rollout
+from ansible_collections.edgeml.fleet.plugins.plugin_utils import rollout
 
 D1 = "sha256:" + "1" * 64
 D2 = "sha256:" + "2" * 64

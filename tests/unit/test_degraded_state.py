@@ -88,7 +88,7 @@ def test_records_of_the_wrong_type_make_the_state_file_corrupt(field: str, value
 
 def test_fleet_report_outcome_of_a_rollback_that_could_not_reach_its_target_says_degraded() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "collections"))
-    from ansible_collections.edgeml.fleet.plugins.module_utils import rollout
+    from ansible_collections.edgeml.fleet.plugins.plugin_utils import rollout
 
     why = "cannot roll back to 1.1.0: model.tflite no longer verifies (...); 1.0.0 is active instead"
     item = {"item": {"key": MODEL, "value": {"version": "1.2.0"}}, "failed": True, "rolled_back": True,

@@ -12,7 +12,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "collections"))
 
-from ansible_collections.edgeml.fleet.plugins.module_utils import rollout
+from ansible_collections.edgeml.fleet.plugins.plugin_utils import rollout
 from ansible_collections.edgeml.fleet.plugins.plugin_utils.hostvars import results_and_twins, twins
 
 D = "sha256:" + "a" * 64

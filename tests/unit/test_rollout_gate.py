@@ -12,8 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "collections"))
 
-from ansible_collections.edgeml.fleet.plugins.module_utils import rollout
-from ansible_collections.edgeml.fleet.plugins.plugin_utils import gates
+from ansible_collections.edgeml.fleet.plugins.plugin_utils import gates, rollout
 
 
 def plan(gate: dict[str, Any], max_fail: float = 0, waves: list[list[str]] | None = None) -> dict[str, Any]:

@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ansible.module_utils.common.text.converters import to_text
-from ansible_collections.edgeml.fleet.plugins.module_utils import rollout
-from ansible_collections.edgeml.fleet.plugins.plugin_utils import rollback
+from ansible_collections.edgeml.fleet.plugins.plugin_utils import rollback, rollout
 from ansible_collections.edgeml.fleet.plugins.plugin_utils.controller_action import ControllerAction
 from ansible_collections.edgeml.fleet.plugins.plugin_utils.hostvars import results_and_twins
 

@@ -1,13 +1,13 @@
 # Copyright (c) edgeml maintainers
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
-"""Filters of the rollout playbooks; the logic lives in ``module_utils/rollout.py``."""
+"""Filters of the rollout playbooks; the logic lives in ``plugin_utils/rollout.py``."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from ansible_collections.edgeml.fleet.plugins.module_utils import rollout
+from ansible_collections.edgeml.fleet.plugins.plugin_utils import rollout
 from ansible_collections.edgeml.fleet.plugins.plugin_utils.hostvars import results_and_twins, twins
 
 

@@ -13,8 +13,10 @@ version_added: 0.1.0
 description:
   - Reads the device root of the C(edge_runtime) (state files and config) and returns the device twin
     (the same data as the local facts file) with each model's quarantined versions and their reasons.
-  - Read-only. Unlike C(edge-runtime status) it does not resolve interrupted operations; a model with an
-    operation in progress reports C(state=pending).
+  - Read-only, like C(edge-runtime status); it never resolves an interrupted operation nor runs a smoke
+    test. A model with an operation in progress reports C(state=busy) while a process holds the device lock,
+    and C(state=recovery pending) when nobody does (an interrupted operation that the next
+    C(edge-runtime) command or M(edgeml.fleet.edge_model) run resolves).
 extends_documentation_fragment:
   - edgeml.fleet.device
 options:

@@ -107,7 +107,7 @@ def plan_run(
     Returns ``{"plan": ..., "devices": {host: edge_device_plan}}`` for every device of the run (planned or
     not); ``plan["run_hosts"]`` lists them, and the devices' play compares it with ``ansible_play_hosts_all``.
     """
-    from ansible_collections.edgeml.fleet.plugins.module_utils.rollout import plan_subset
+    from ansible_collections.edgeml.fleet.plugins.plugin_utils.rollout import plan_subset
 
     hosts = run_hosts(groups, pattern, limit)
     planned = plan.get("hosts") or {}

@@ -2,7 +2,7 @@
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
 """The wave health gate, in exact arithmetic.
 
-Controller-only, pure functions over plain data (``module_utils/rollout.py`` and the ``edgeml.fleet.rollout``
+Controller-only, pure functions over plain data (``plugin_utils/rollout.py`` and the ``edgeml.fleet.rollout``
 filters call them). Every threshold comparison is exact: each number is taken as the decimal it was written
 or reported as (an int as is; a float as its shortest round-trip decimal, ``repr``, which is what JSON and YAML
 carry; a decimal string as written) and turned into a :class:`fractions.Fraction`, and all arithmetic is on

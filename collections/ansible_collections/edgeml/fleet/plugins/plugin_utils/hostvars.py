@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ansible_collections.edgeml.fleet.plugins.module_utils import rollout
+from ansible_collections.edgeml.fleet.plugins.plugin_utils import rollout
 
 TWIN = "ansible_facts.edge_runtime"
 RESULT = "edge_model_result"

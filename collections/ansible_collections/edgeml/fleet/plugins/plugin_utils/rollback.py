@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ansible_collections.edgeml.fleet.plugins.module_utils import rollout
+from ansible_collections.edgeml.fleet.plugins.plugin_utils import rollout
 from ansible_collections.edgeml.fleet.plugins.plugin_utils.device_plan import PlanError, run_hosts
 
 #: results of a rollback run that are not problems
