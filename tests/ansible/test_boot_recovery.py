@@ -1,8 +1,8 @@
 """The edge_runtime role's boot recovery unit: real ansible-playbook runs against a local device.
 
 The unit is rendered into a temporary unit directory (the test machine's systemd is left alone), checked
-line by line and with ``systemd-analyze verify`` where that tool exists; a second run is a no-op that runs
-no task but the setup module (the twin says the unit is in place); ``auto`` without gathered facts
+line by line and with ``systemd-analyze verify`` where that tool exists; the setup module installs it (no
+extra task), a second run is a no-op, a unit edited on the device is put back; ``auto`` without gathered facts
 installs nothing (the simulated fleet needs no systemd).
 """
 
@@ -99,7 +99,8 @@ def test_role_installs_a_boot_recovery_unit_and_a_rerun_runs_nothing_more(
     wants = units / "multi-user.target.wants" / UNIT
     assert wants.is_symlink()
     assert Path(os.readlink(wants)) == unit
-    assert "Install the boot recovery unit" in ran(tasks)
+    setup = next(t for t in tasks if t["name"] == "Initialise the device root (trusted keys, config, local facts)")
+    assert setup.get("changed") is True  # the setup module installed it: no extra task per device
 
     # the unit's command works: recover on the device root the role initialised
     exec_start = next(x for x in text.splitlines() if x.startswith("ExecStart="))
@@ -113,6 +114,23 @@ def test_role_installs_a_boot_recovery_unit_and_a_rerun_runs_nothing_more(
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert ran(tasks) == ["Initialise the device root (trusted keys, config, local facts)"], ran(tasks)
     assert not any(t.get("changed") for t in tasks)
+
+
+def test_a_unit_edited_or_unlinked_on_the_device_is_put_back(tmp_path: Path, settings: dict[str, Any]) -> None:
+    units = Path(settings["edge_runtime_systemd_unit_dir"])
+    proc, _ = play(tmp_path, **settings, edge_runtime_boot_recovery="systemd")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    unit, wants = units / UNIT, units / "multi-user.target.wants" / UNIT
+    good = unit.read_text()
+    unit.write_text(good.replace("recover", "status"))
+    wants.unlink()
+    proc, tasks = play(tmp_path, **settings, edge_runtime_boot_recovery="systemd")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert unit.read_text() == good
+    assert wants.is_symlink()
+    assert Path(os.readlink(wants)) == unit
+    assert ran(tasks) == ["Initialise the device root (trusted keys, config, local facts)"]
+    assert tasks[-1]["changed"] is True
 
 
 def test_boot_recovery_unit_passes_systemd_analyze_verify(tmp_path: Path, settings: dict[str, Any]) -> None:

@@ -60,6 +60,25 @@ options:
       - The controller's id of this run, echoed in the returned twin (C(ansible_facts.edge_runtime.run_id)).
         The deploy playbook acts only on twins carrying its own run's id.
     type: str
+  boot_unit:
+    description:
+      - The systemd unit that runs C(edge-runtime recover) at boot (C(edge-runtime-recover.service)), as the
+        role renders it. When given, the module installs it in O(boot_unit.dir) (atomically, mode 0644) and
+        enables it the way C(systemctl enable) does for C(WantedBy=multi-user.target) (a link in
+        C(multi-user.target.wants)), so it works in images and chroots without a running systemd; where
+        systemd runs (C(/run/systemd/system) exists) it then runs C(systemctl daemon-reload) (60 s deadline).
+      - On a device whose unit and link are already in place nothing is written, so a no-op deploy stays one
+        module run per device. Omitted, the module leaves any unit alone.
+    type: dict
+    suboptions:
+      dir:
+        description: Directory of the unit, e.g. C(/etc/systemd/system).
+        type: path
+        required: true
+      content:
+        description: The unit file's text.
+        type: str
+        required: true
 attributes:
   check_mode:
     support: full
@@ -112,7 +131,9 @@ ansible_facts:
 """
 
 import json
+import os
 import platform
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -131,6 +152,72 @@ from ansible_collections.edgeml.fleet.plugins.module_utils.edge_device import (
 )
 
 CONFIG_KEYS = ("architecture", "threshold", "allowed_models", "keep_versions", "facts_path")
+SYSTEMD_RUNNING = Path("/run/systemd/system")  # what sd_booted() checks
+RELOAD_TIMEOUT_S = 60
+MAX_UNIT_BYTES = 64 * 1024  # read at most this much of an existing unit (a real one is < 1 KiB)
+
+
+def _boot_unit_state(unit_dir: Path) -> tuple[Path, Path, bytes | None, bool]:
+    """(unit path, wants link, the unit's bytes or None, whether the link points at the unit)."""
+    from edge_runtime.facts import BOOT_UNIT
+
+    unit = unit_dir / BOOT_UNIT
+    wants = unit_dir / "multi-user.target.wants" / BOOT_UNIT
+    have: bytes | None = None
+    try:
+        if unit.is_file() and not unit.is_symlink():
+            with unit.open("rb") as fh:
+                have = fh.read(MAX_UNIT_BYTES + 1)
+    except OSError:
+        have = None
+    try:
+        linked = wants.is_symlink() and Path(os.readlink(wants)) == unit
+    except OSError:
+        linked = False
+    return unit, wants, have, linked
+
+
+def ensure_boot_unit(module: AnsibleModule, spec: dict[str, Any]) -> tuple[bool, dict[str, Any], dict[str, Any]]:
+    """Install and enable the boot recovery unit when it differs; (changed, diff before, diff after)."""
+    import hashlib
+
+    from edge_runtime._fsutil import atomic_write_bytes, fsync_dir
+
+    unit_dir = Path(spec["dir"])
+    want = spec["content"].encode("utf-8")
+    unit, wants, have, linked = _boot_unit_state(unit_dir)
+    before = {"sha256": hashlib.sha256(have).hexdigest() if have is not None else None, "enabled": linked}
+    after = {"sha256": hashlib.sha256(want).hexdigest(), "enabled": True}
+    changed = have != want or not linked
+    if not changed or module.check_mode:
+        return changed, before, after
+    try:
+        wants.parent.mkdir(parents=True, exist_ok=True)
+        if have != want:
+            atomic_write_bytes(unit, want, mode=0o644)
+            os.chmod(unit, 0o644)  # whatever the umask
+        if not linked:
+            tmp = wants.with_name(f".{wants.name}.tmp-{os.getpid()}")
+            tmp.unlink(missing_ok=True)
+            os.symlink(unit, tmp)
+            os.replace(tmp, wants)
+        fsync_dir(wants.parent)
+        fsync_dir(unit_dir)
+    except OSError as exc:
+        module.fail_json(msg=f"cannot install the boot recovery unit in {unit_dir}: {exc.strerror or exc} "
+                         "(hint: set edge_runtime_systemd_unit_dir to a writable directory, or "
+                         "edge_runtime_boot_recovery: none)", error="storage")
+    if SYSTEMD_RUNNING.is_dir():
+        try:
+            proc = subprocess.run(["systemctl", "daemon-reload"], capture_output=True, text=True,
+                                  timeout=RELOAD_TIMEOUT_S, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            module.fail_json(msg=f"the boot recovery unit is installed but `systemctl daemon-reload` failed: {exc}; "
+                             "it is read at the next boot", error="systemd")
+        if proc.returncode != 0:
+            module.fail_json(msg="the boot recovery unit is installed but `systemctl daemon-reload` failed: "
+                             f"{proc.stderr.strip()[:500]}; it is read at the next boot", error="systemd")
+    return changed, before, after
 
 
 def _current(dev: Any) -> dict[str, Any]:
@@ -189,6 +276,8 @@ def main() -> None:
             "architecture": {"type": "str"},
             "facts_path": {"type": "path"},
             "run_id": {"type": "str"},  # echoed in the twin: the controller acts only on this run's answers
+            "boot_unit": {"type": "dict", "options": {"dir": {"type": "path", "required": True},
+                                                      "content": {"type": "str", "required": True}}},
         },
         supports_check_mode=True,
     )
@@ -244,6 +333,9 @@ def main() -> None:
                     keep_versions=p["keep_versions"],
                     facts_path=p["facts_path"],
                 )
+        if p["boot_unit"]:
+            unit_changed, before["boot_unit"], after["boot_unit"] = ensure_boot_unit(module, p["boot_unit"])
+            changed = changed or unit_changed
         facts = device_facts(dev)
     except EdgeRuntimeError as exc:
         fail_runtime_error(module, exc)
