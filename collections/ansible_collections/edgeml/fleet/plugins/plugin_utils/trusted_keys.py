@@ -15,6 +15,9 @@ file's content: a private key in the wrong list must not end up in a log or a te
 
 from __future__ import annotations
 
+import base64
+import binascii
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,11 +54,20 @@ class TrustedKeyError(DesiredStateError):
 
 @dataclass(frozen=True)
 class PublicKey:
-    """An accepted trusted key: where it came from, its id, its canonical PEM (what devices get), the key."""
+    """An accepted trusted key: where it came from, its canonical PEM (what devices get), the key."""
 
     source: str
     pem: str
-    key: EllipticCurvePublicKey
+
+    @functools.cached_property
+    def key(self) -> EllipticCurvePublicKey:
+        """The parsed key (cryptography is imported only when asked: the setup action plugin does not need it)."""
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        key = serialization.load_pem_public_key(self.pem.encode("ascii"))
+        assert isinstance(key, ec.EllipticCurvePublicKey)  # checked when this PublicKey was made
+        return key
 
     @property
     def key_id(self) -> str:
@@ -93,11 +105,40 @@ def _kind_of_refused(data: bytes) -> tuple[str, str]:
     return "is not a PEM public key", "list the PEM public key file (-----BEGIN PUBLIC KEY-----)"
 
 
+#: DER SubjectPublicKeyInfo of an ECDSA P-256 key, uncompressed point: this fixed header, then X and Y (32 bytes
+#: each). RFC 5480: SEQUENCE { SEQUENCE { id-ecPublicKey, prime256v1 }, BIT STRING 04 || X || Y }
+_P256_SPKI_HEADER = bytes.fromhex("3059301306072a8648ce3d020106082a8648ce3d030107034200" "04")
+# the curve (SEC 2, secp256r1): y^2 = x^3 - 3x + b (mod p)
+_P256_P = 0xFFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF
+_P256_B = 0x5AC635D8AA3A93E7B3EBBD55769886BC651D06B0CC53B0F63BCE3C3E27D2604B
+
+
+def _canonical_p256(block: bytes) -> str | None:
+    """The canonical PEM of ``block`` if it is an ECDSA P-256 public key with its point on the curve, else None.
+
+    The fast path: exactly the check cryptography makes for this one key type (structure, curve, point on
+    the curve; the point at infinity and coordinates >= p are refused), in pure Python, so the setup action
+    plugin, which runs once per device, does not import cryptography. Anything else (other key types,
+    compressed points, odd encodings) goes to cryptography, which accepts or names it.
+    """
+    body = b"".join(block.splitlines()[1:-1])
+    try:
+        der = base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if len(der) != len(_P256_SPKI_HEADER) + 64 or not der.startswith(_P256_SPKI_HEADER):
+        return None
+    x = int.from_bytes(der[-64:-32], "big")
+    y = int.from_bytes(der[-32:], "big")
+    if x >= _P256_P or y >= _P256_P or (y * y - (x * x * x - 3 * x + _P256_B)) % _P256_P != 0:
+        return None
+    b64 = base64.b64encode(der).decode("ascii")
+    lines = [b64[i : i + 64] for i in range(0, len(b64), 64)]
+    return "-----BEGIN PUBLIC KEY-----\n" + "\n".join(lines) + "\n-----END PUBLIC KEY-----\n"
+
+
 def check_public_pem(data: bytes, source: str) -> PublicKey:
     """Accept ``data`` only if it is exactly one PEM ECDSA P-256 public key; ``source`` names it in errors."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
     if len(data) > MAX_KEY_FILE_BYTES:
         raise TrustedKeyError(
             source, f"is larger than {MAX_KEY_FILE_BYTES} bytes: not a public key file", "list the PEM public key"
@@ -105,6 +146,13 @@ def check_public_pem(data: bytes, source: str) -> PublicKey:
     m = _PUBLIC_BLOCK.match(data)
     if m is None:
         raise TrustedKeyError(source, *_kind_of_refused(data))
+    fast = _canonical_p256(m.group(1).strip())
+    if fast is not None:
+        return PublicKey(source=source, pem=fast)
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     try:
         key = serialization.load_pem_public_key(m.group(1))
     except (ValueError, TypeError):
@@ -118,7 +166,9 @@ def check_public_pem(data: bytes, source: str) -> PublicKey:
             "edge devices trust ECDSA P-256 keys; generate them with edge-release keygen",
         )
     pem = key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return PublicKey(source=source, pem=pem.decode("ascii"), key=key)
+    public = PublicKey(source=source, pem=pem.decode("ascii"))
+    public.__dict__["key"] = key  # already parsed (functools.cached_property reads it from here)
+    return public
 
 
 def read_public_key(path: str | Path) -> PublicKey:
