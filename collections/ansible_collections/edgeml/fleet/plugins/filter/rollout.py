@@ -35,6 +35,11 @@ def edge_converge_targets(plan: Mapping[str, Any], hostvars: Mapping[str, Any]) 
     return rollout.converge_targets(plan, twins(plan, hostvars))
 
 
+def edge_converge_waves(plan: Mapping[str, Any], hostvars: Mapping[str, Any]) -> Any:
+    """``{{ edge_plan | edgeml.fleet.edge_converge_waves(hostvars) }}``: ``{wave: [hosts]}`` not in sync."""
+    return rollout.converge_waves(plan, twins(plan, hostvars))
+
+
 def edge_mark_rolled_back(result: Mapping[str, Any], registered: Mapping[str, Any], reason: str) -> Any:
     """``{{ edge_model_result | edgeml.fleet.edge_mark_rolled_back(__edge_model_rollback, reason) }}``."""
     return rollout.mark_rolled_back(result, registered, reason)
@@ -53,6 +58,7 @@ class FilterModule:
             "edge_device_result": edge_device_result,
             "edge_wave_gate": edge_wave_gate,
             "edge_converge_targets": edge_converge_targets,
+            "edge_converge_waves": edge_converge_waves,
             "edge_plan_subset": edge_plan_subset,
             "edge_mark_rolled_back": edge_mark_rolled_back,
             "edge_mark_checked": edge_mark_checked,

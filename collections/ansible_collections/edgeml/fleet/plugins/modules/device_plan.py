@@ -20,7 +20,8 @@ description:
   - Computes, once, each device's C(edge_device_plan) - pins, rollout group, wave, the run id it must echo,
     the models its runtime may run, and push or pull per bundle with every path (host variables
     C(edge_model_transfer) V(auto)/V(push)/V(pull), C(ansible_connection), C(edge_runtime_root)).
-    C(deploy.yml) attaches it to each host with one C(add_host) loop; the roles read it as their input.
+    Every device play of C(deploy.yml) binds the device's entry as C(edge_device_plan) (play vars, no per-device
+    task); the roles read it as their input.
   - This is an action plugin; it runs on the controller only.
 extends_documentation_fragment:
   - edgeml.fleet.controller
@@ -66,9 +67,17 @@ devices:
   returned: success
   type: dict
   sample: {"dev-a1": {"rollout_group": "line_a", "wave": 1, "run_id": "20261202T172400Z-3f9a1c2b",
-           "allowed_models": ["defect-classifier"], "transfer": "pull", "push_dir": null,
+           "runtime_install": "preinstalled", "allowed_models": ["defect-classifier"], "transfer": "pull",
+           "push_dir": null,
            "models": {"defect-classifier": {"version": "1.1.0", "digest": "sha256:...", "source": "/srv/registry/x",
                                             "registry_source": "/srv/registry/x", "push_src": null}}}}
+venv_hosts:
+  description:
+    - The devices of this run whose runtime the C(edge_runtime) role installs into a venv
+      (C(edge_runtime_install_method=venv)); C(deploy.yml) runs that install play on these devices only.
+  returned: success
+  type: list
+  elements: str
 """
 
 

@@ -9,7 +9,7 @@ waves). This module turns that into the plan of this run:
   every form Ansible accepts (names, groups, patterns, ``@file``, ``!negation``, ``&intersection``,
   ``~regex``; ``InventoryManager.subset`` + ``get_hosts``, not a re-parse of the string); the plan keeps
   its waves (membership does not depend on the limit) and lists the planned devices left out;
-* per device (``edge_device_plan``, attached to the host once by ``deploy.yml``): its pins, rollout
+* per device (``edge_device_plan``, bound by every device play of ``deploy.yml``): its pins, rollout
   group, wave, the run id the device must echo, the models its runtime may run, and how each bundle gets
   there: ``transfer`` push (the controller copies the file-registry bundle to ``push_dir`` on the device
   and the device installs from that copy) or pull (the device reads the source itself: a URL, or a path
@@ -85,6 +85,9 @@ def device_plan(host: str, entry: Mapping[str, Any], run_id: str, hostvars: Mapp
         }
     return {
         **{k: v for k, v in entry.items() if k != "models"},
+        # how the runtime gets onto the device (the edge_runtime role's edge_runtime_install_method, whose
+        # default is preinstalled): deploy.yml runs the venv install only on the devices that use it
+        "runtime_install": "venv" if hostvars.get("edge_runtime_install_method") == "venv" else "preinstalled",
         "run_id": run_id,
         "models": models,
         "allowed_models": sorted(models),
@@ -104,8 +107,9 @@ def plan_run(
 ) -> dict[str, Any]:
     """The plan of this run (``plan`` restricted to the run's devices, with the run id) and each device's plan.
 
-    Returns ``{"plan": ..., "devices": {host: edge_device_plan}}`` for every device of the run (planned or
-    not); ``plan["run_hosts"]`` lists them, and the devices' play compares it with ``ansible_play_hosts_all``.
+    Returns ``{"plan": ..., "devices": {host: edge_device_plan}, "venv_hosts": [...]}`` for every device of
+    the run (planned or not); ``plan["run_hosts"]`` lists them, and the devices' play compares it with
+    ``ansible_play_hosts_all``; ``venv_hosts`` are those whose runtime is installed into a venv by the role.
     """
     from ansible_collections.edgeml.fleet.plugins.plugin_utils.rollout import plan_subset
 
@@ -123,4 +127,5 @@ def plan_run(
     devices = {h: device_plan(h, entries.get(h) or {}, run_id, hostvars.get(h) or {}) for h in hosts}
     out["hosts"] = {h: {**e, "run_id": run_id} for h, e in (out.get("hosts") or {}).items()}
     out.update(run_id=run_id, run_hosts=hosts, limit=limit)
-    return {"plan": out, "devices": devices}
+    venv = [h for h in hosts if devices[h]["runtime_install"] == "venv"]
+    return {"plan": out, "devices": devices, "venv_hosts": venv}

@@ -150,6 +150,15 @@ def converge_targets(plan: Mapping[str, Any], facts: Mapping[str, Any]) -> list[
     ]
 
 
+def converge_waves(plan: Mapping[str, Any], facts: Mapping[str, Any]) -> dict[str, list[str]]:
+    """:func:`converge_targets` by wave: ``{"1": [hosts...], ...}`` (string keys: a wave play looks its own up;
+    a wave without devices is absent)."""
+    waves: dict[str, list[str]] = {}
+    for target in converge_targets(plan, facts):
+        waves.setdefault(str(target["wave"]), []).append(target["host"])
+    return waves
+
+
 def twin_result(entry: Mapping[str, Any], twin: Mapping[str, Any]) -> dict[str, Any]:
     """``edge_model_result`` of a device that was in sync and therefore not converged in this run."""
     models = {
