@@ -239,6 +239,16 @@ def test_transfer_and_paths_are_decided_per_device() -> None:
         device_plan("a1", PLAN["hosts"]["a1"], "r", {"edge_model_transfer": "rsync"})
 
 
+def test_the_venv_install_runs_only_on_devices_of_that_method_in_this_run() -> None:
+    hv = {"a1": {"edge_runtime_install_method": "venv"}, "a2": {"edge_runtime_install_method": "preinstalled"},
+          "b1": {}}
+    out = plan_run(PLAN, "r", GROUPS, hv)
+    assert out["venv_hosts"] == ["a1"]
+    assert {h: d["runtime_install"] for h, d in out["devices"].items()} == {
+        "a1": "venv", "a2": "preinstalled", "b1": "preinstalled"}  # the role's default: preinstalled
+    assert plan_run(PLAN, "r", GROUPS, hv, limit="all:!a1")["venv_hosts"] == []  # --limit applies
+
+
 def test_a_killed_holder_not_yet_reaped_is_stale(tmp_path: Path) -> None:
     proc = subprocess.Popen(["sleep", "60"])
     path = fleet_lock.lock_path(tmp_path, "f")
