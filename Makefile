@@ -12,7 +12,7 @@ PIP_FLAGS := --disable-pip-version-check --no-input -q
 ANSIBLE_ENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" ANSIBLE_CONFIG="$(CURDIR)/ansible.cfg"
 PLAYBOOK := $(ANSIBLE_ENV) $(CURDIR)/$(VENV)/bin/ansible-playbook
 
-.PHONY: help venv venv-tflite lint validate plan deploy rollback lock-status unlock test test-unit test-integration test-tflite-runtime crash demo demo-device bench bench-fleet models clean
+.PHONY: help system-deps venv venv-tflite lint validate plan deploy rollback lock-status unlock test test-unit test-integration test-tflite-runtime crash demo demo-device bench bench-fleet models clean
 
 help:
 	@echo "make demo      - run the main job on a simulated fleet of its own, then converge the default fleet"
@@ -90,7 +90,11 @@ test-tflite-runtime: venv-tflite
 crash: venv
 	$(PY) tests/crash_harness.py --random 300
 
-test: lint validate venv-tflite
+# Debian packages of system-packages.txt (root only; the tests that need them skip otherwise).
+system-deps:
+	scripts/system_deps.sh
+
+test: system-deps lint validate venv-tflite
 	$(PY) -m pytest -q tests
 	EDGE_RUNTIME_BACKEND=tflite-runtime $(VENV_TFLITE)/bin/python -m pytest -q -m tflite_runtime tests/integration
 
