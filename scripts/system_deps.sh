@@ -27,8 +27,8 @@ echo "system-deps: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 # Package lists older than a day (or none) are refreshed first; a failed refresh is not fatal if lists exist.
 if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -mmin -1440 -print -quit 2>/dev/null)" ]; then
-  timeout 300 apt-get update -q || echo "system-deps: apt-get update failed, trying the existing lists" >&2
+  timeout 300 apt-get update -q -o DPkg::Lock::Timeout=600 || echo "system-deps: apt-get update failed, trying the existing lists" >&2
 fi
 # --no-install-recommends keeps chromium and prometheus small; no service is started by these packages'
 # use here (the tests start their own daemons on 127.0.0.1).
-timeout 900 apt-get install -y -q --no-install-recommends "${missing[@]}"
+timeout 900 apt-get install -y -q -o DPkg::Lock::Timeout=600 --no-install-recommends "${missing[@]}"
