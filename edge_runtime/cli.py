@@ -78,6 +78,14 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--keep-versions", type=int, default=2, help="committed versions kept on disk (default 2)")
     s.add_argument("--facts-path", help="also write local facts here, e.g. /etc/ansible/facts.d/edge_runtime.fact")
     download_options(s, "stored in config.json for every later download")
+    s.add_argument(
+        "--telemetry-setting",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a telemetry setting stored in config.json, e.g. max_bytes=16777216 or retention_days=3 (JSON "
+        "value; repeat); see the telemetry section of README.md for the list and defaults",
+    )
 
     s = command("install", "install a bundle: fetch, verify, stage, activate, smoke test, commit")
     s.add_argument("source", help="bundle path or http(s) URL")
@@ -129,18 +137,24 @@ class _RenamedOption(argparse.Action):
         namespace.model_version = values
 
 
-def _download_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The download settings given on the command line (FetchConfig keys; validated by FetchConfig)."""
+def _settings(items: list[str], flag: str) -> dict[str, Any]:
+    """``KEY=VALUE`` options (the value is JSON, or a bare word) as a mapping; validated by the caller."""
     out: dict[str, Any] = {}
-    for item in args.download_setting:
+    for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--download-setting {quote_untrusted(item, 60)} is not KEY=VALUE")
+            raise ConfigError(f"{flag} {quote_untrusted(item, 60)} is not KEY=VALUE")
         try:  # bounded strict JSON: an operator's typo must not cost a RecursionError
             value = loads_untrusted(raw.encode("utf-8", "surrogateescape"), what="a value", error=ConfigError)
         except ConfigError:
             value = raw  # a bare word
         out[key.strip()] = value
+    return out
+
+
+def _download_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The download settings given on the command line (FetchConfig keys; validated by FetchConfig)."""
+    out = _settings(args.download_setting, "--download-setting")
     for key in ("connect_timeout", "read_timeout", "retries"):
         if getattr(args, key) is not None:
             out[key] = getattr(args, key)
@@ -213,6 +227,16 @@ def main(argv: list[str] | None = None) -> int:
                     download = {}
                 download.update(overrides)
                 FetchConfig.from_mapping(download, "--download-setting")
+            telemetry = None
+            if args.telemetry_setting:
+                from .telemetry.config import TelemetryConfig
+
+                try:
+                    telemetry = dict(dev.config.telemetry or {})
+                except ConfigError:
+                    telemetry = {}
+                telemetry.update(_settings(args.telemetry_setting, "--telemetry-setting"))
+                TelemetryConfig.from_mapping(telemetry, "--telemetry-setting")
             cfg = dev.init(
                 args.trusted_key,
                 threshold=args.threshold,
@@ -221,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
                 keep_versions=args.keep_versions,
                 facts_path=args.facts_path,
                 download=download,
+                telemetry=telemetry,
             )
             out(
                 {

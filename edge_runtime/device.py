@@ -74,6 +74,7 @@ if TYPE_CHECKING:
     from .bundle import BundleStream
     from .manifest import Manifest
     from .smoke import SmokeResult
+    from .telemetry.config import TelemetryConfig
     from .trust import DeviceContext, TrustPolicy
 
 # numpy (smoke test), requests (fetch), tarfile (bundles) and cryptography (keys, signatures) are imported
@@ -104,6 +105,9 @@ class DeviceConfig:
     #: download settings overriding the defaults of :class:`~edge_runtime._fetch_config.FetchConfig`
     #: (e.g. ``{"allowed_redirect_hosts": ["mirror.example"], "min_rate": 8192}``); None: the defaults
     download: dict[str, Any] | None = None
+    #: telemetry settings overriding the defaults of :class:`~edge_runtime.telemetry.config.TelemetryConfig`
+    #: (size cap ``max_bytes`` 32 MiB, ``retention_days`` 7, ``flush_interval_s`` 5, ...); None: the defaults
+    telemetry: dict[str, Any] | None = None
 
     @classmethod
     def load(cls, path: Path) -> DeviceConfig:
@@ -151,6 +155,13 @@ class DeviceConfig:
                 hint="pass --facts-path /etc/ansible/facts.d/edge_runtime.fact (or leave it out)",
             )
         self.fetch_config(f"{what}: download")  # refuses unknown or invalid download settings now
+        self.telemetry_config(f"{what}: telemetry")  # and telemetry settings
+
+    def telemetry_config(self, what: str = "telemetry settings") -> TelemetryConfig:
+        """The device's telemetry settings: the defaults with this config's ``telemetry`` overrides."""
+        from .telemetry.config import TelemetryConfig
+
+        return TelemetryConfig.from_mapping(self.telemetry, what)
 
     def fetch_config(self, what: str = "download settings") -> FetchConfig:
         """The device's download settings: the defaults with this config's ``download`` overrides."""
@@ -238,10 +249,12 @@ class Device:
         keep_versions: int = 2,
         facts_path: str | None = None,
         download: Mapping[str, Any] | None = None,
+        telemetry: Mapping[str, Any] | None = None,
     ) -> DeviceConfig:
         """Create or update the device root: trusted keys and config. Idempotent.
 
-        ``download`` replaces the config's download settings; None keeps the ones already there.
+        ``download`` and ``telemetry`` replace the config's download and telemetry settings; None keeps the
+        ones already there.
         """
         from ._fetch_config import FetchConfig
         from .keys import load_public_key
@@ -254,9 +267,11 @@ class Device:
             k = load_public_key(p)
             keys[key_id(k)] = (k, p.read_bytes())
         TrustPolicy({kid: k for kid, (k, _) in keys.items()}, threshold)  # validates the threshold
-        if download is None and (self.root / CONFIG_NAME).exists():
+        if (download is None or telemetry is None) and (self.root / CONFIG_NAME).exists():
             with contextlib.suppress(ConfigError):
-                download = self.config.download
+                current = self.config
+                download = current.download if download is None else download
+                telemetry = current.telemetry if telemetry is None else telemetry
         if download is not None:
             FetchConfig.from_mapping(download, "download settings")  # refused before anything is written
         cfg = DeviceConfig(
@@ -266,11 +281,14 @@ class Device:
             keep_versions=keep_versions,
             facts_path=facts_path,
             download=dict(download) if download else None,
+            telemetry=dict(telemetry) if telemetry else None,
         )
         cfg.validate("init")  # the same check as loading it: init never writes a config it could not read
         doc = asdict(cfg)
         if doc["download"] is None:
             del doc["download"]  # configs without download settings stay byte-identical
+        if doc["telemetry"] is None:
+            del doc["telemetry"]  # (and without telemetry settings)
         doc["allowed_models"] = list(cfg.allowed_models)
         # strict: a value that cannot be read back (a lone surrogate, NaN) is refused before anything is
         # created or written

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from ._state import DeviceLock, StateStore
 from ._version import __version__
 from .errors import EdgeRuntimeError
+from .telemetry._status import telemetry_facts
 
 __all__ = ["BOOT_UNIT", "FACTS_SCHEMA", "FactsSource", "boot_recovery_facts", "collect_facts", "system_facts"]
 
@@ -186,4 +187,7 @@ def collect_facts(device: FactsSource) -> dict[str, Any]:
         "models": models,
         "system": system_facts(device.root),
         "boot_recovery": boot_recovery_facts(),
+        # what the inference API recorded (edge_runtime.telemetry.store): size, cap, dropped records and
+        # each kind of error once; "none" before the first record
+        "telemetry": telemetry_facts(device.root),
     }

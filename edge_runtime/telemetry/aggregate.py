@@ -65,6 +65,39 @@ class MinuteAggregate:
     def mean_confidence(self) -> float | None:
         return self.conf_sum / self.conf_n if self.conf_n else None
 
+    def merge(self, other: MinuteAggregate) -> None:
+        """Add ``other``'s counts and sums into this aggregate (same model, version and minute).
+
+        Feature histograms must have the same number of bins; a mismatch raises ``ValueError`` and
+        leaves this aggregate unchanged.
+        """
+        if (other.model, other.version, other.minute) != (self.model, self.version, self.minute):
+            raise ValueError(
+                f"cannot merge {other.model} {other.version} @{other.minute} into "
+                f"{self.model} {self.version} @{self.minute}"
+            )
+        for name, counts in other.features.items():
+            mine = self.features.get(name)
+            if mine is not None and len(mine) != len(counts):
+                raise ValueError(f"feature {name}: {len(counts)} bins do not merge into {len(mine)}")
+        if len(other.latency_counts) != len(self.latency_counts):
+            raise ValueError("latency buckets differ")
+        self.count += other.count
+        self.errors += other.errors
+        self.conf_sum += other.conf_sum
+        self.conf_n += other.conf_n
+        self.feedback_n += other.feedback_n
+        self.feedback_wrong += other.feedback_wrong
+        self.latency_counts = [a + b for a, b in zip(self.latency_counts, other.latency_counts, strict=True)]
+        self.latency_sum_ms += other.latency_sum_ms
+        for name, counts in other.features.items():
+            mine = self.features.get(name)
+            self.features[name] = list(counts) if mine is None else [a + b for a, b in zip(mine, counts, strict=True)]
+        for name, n in other.features_nonfinite.items():
+            self.features_nonfinite[name] = self.features_nonfinite.get(name, 0) + n
+        for label, n in other.labels.items():
+            self.labels[label] = self.labels.get(label, 0) + n
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "model": self.model, "version": self.version, "minute": self.minute, "count": self.count,
