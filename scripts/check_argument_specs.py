@@ -47,7 +47,7 @@ def check_role(role: Path) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    roles_dir = Path(argv[1]) if len(argv) > 1 else REPO / "roles"
+    roles_dir = Path(argv[1]) if len(argv) > 1 else REPO / "collections/ansible_collections/edgeml/fleet/roles"
     roles = sorted(p for p in roles_dir.iterdir() if (p / "tasks").is_dir())
     problems = [p for role in roles for p in check_role(role)]
     for p in problems:

@@ -36,7 +36,7 @@ def play(tmp: Path, **extra: Any) -> tuple[subprocess.CompletedProcess[str], lis
     )
     (tmp / "site.yml").write_text(
         "- name: Runtime\n  hosts: edge_devices\n  gather_facts: false\n"
-        "  roles:\n    - role: edge_runtime\n"
+        "  roles:\n    - role: edgeml.fleet.edge_runtime\n"
     )
     (tmp / "extra.json").write_text(json.dumps(extra))
     env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_DISPLAY_SKIPPED_HOSTS": "true",

@@ -154,7 +154,7 @@ def test_the_runtime_role_alone_refuses_a_private_key_on_the_controller(fleet: S
     """The setup module's action plugin is the last gate: even without validate.yml nothing is sent."""
     playbook = tmp_path / "runtime.yml"
     playbook.write_text(json.dumps([{"name": "runtime only", "hosts": "edge_devices", "gather_facts": False,
-                                     "roles": [{"role": "edge_runtime"}]}]))
+                                     "roles": [{"role": "edgeml.fleet.edge_runtime"}]}]))
     fleet.root = tmp_path / "fresh-fleet"
     r = fleet.playbook(playbook, fleet.inventory([fleet.private_key]))
     assert r.returncode != 0

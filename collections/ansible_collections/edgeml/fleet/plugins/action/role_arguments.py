@@ -10,6 +10,7 @@ from typing import Any
 
 from ansible import constants as C
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from ansible.utils.collection_loader._collection_finder import _get_collection_role_path
 from ansible_collections.edgeml.fleet.plugins.plugin_utils.controller_action import ControllerAction
 
 ARGUMENT_SPEC: dict[str, Any] = {
@@ -26,10 +27,17 @@ class ActionModule(ControllerAction):
     _VALID_ARGS = frozenset(ARGUMENT_SPEC)
 
     def _spec_file(self, role: str, task_vars: dict[str, Any]) -> str | None:
-        base = task_vars.get("playbook_dir") or os.getcwd()
-        for d in [os.path.join(base, "roles"), os.path.join(base, "..", "roles"), *C.DEFAULT_ROLES_PATH]:
+        if role.count(".") == 2:
+            # a collection role (namespace.collection.role): where the collection loader finds it
+            found = _get_collection_role_path(role)
+            role_dirs = [found[1]] if found else []
+        else:
+            base = task_vars.get("playbook_dir") or os.getcwd()
+            dirs = [os.path.join(base, "roles"), os.path.join(base, "..", "roles"), *C.DEFAULT_ROLES_PATH]
+            role_dirs = [os.path.join(d, role) for d in dirs]
+        for role_dir in role_dirs:
             for name in ("argument_specs.yml", "argument_specs.yaml", "main.yml"):
-                path = os.path.join(d, role, "meta", name)
+                path = os.path.join(role_dir, "meta", name)
                 if os.path.isfile(path):
                     return path
         return None

@@ -26,7 +26,9 @@ author:
 options:
   role:
     description:
-      - Role name; its spec is looked up in C(<playbook dir>/roles), C(<playbook dir>/../roles) and the roles path.
+      - Role name. A collection role (C(namespace.collection.role), e.g. C(edgeml.fleet.edge_runtime)) is
+        found where the collection loader finds it; a plain name is looked up in C(<playbook dir>/roles),
+        C(<playbook dir>/../roles) and the roles path.
     type: str
     required: true
   entry_point:
