@@ -56,6 +56,14 @@ class Limits:
     #: longest base64 signature text (a DER ECDSA P-256 signature is at most 72 bytes -> 96 chars)
     max_signature_chars: int = 256
 
+    # --- trust root documents (edge_runtime.root) ---------------------------------------------------
+    #: largest root document, in bytes (one with 16 keys is about 5 KiB)
+    root_max_bytes: int = 64 * KiB
+    #: most root documents applied in one update (a bundle or the role carries the chain)
+    root_max_chain: int = 64
+    #: most keys a root document may list
+    root_max_keys: int = 32
+
     # --- tar headers (checked on the raw 512-byte blocks before tarfile parses them) ------------------
     #: largest PAX (``x``/``g``) or GNU long-name/long-link (``L``/``K``) extension header body, in bytes
     tar_max_ext_header_bytes: int = 4 * KiB

@@ -70,8 +70,15 @@ def _parser() -> argparse.ArgumentParser:
             f"(JSON value; repeat) ({what}); see docs/DESIGN.md for the list",
         )
 
-    s = command("init", "create or update the device root: trusted keys and config")
-    s.add_argument("--trusted-key", type=Path, action="append", required=True, help="public key PEM (repeat)")
+    s = command("init", "create or update the device root: trust (keys or a root document) and config")
+    s.add_argument("--trusted-key", type=Path, action="append", default=[], help="public key PEM (repeat)")
+    s.add_argument(
+        "--trust-root",
+        type=Path,
+        action="append",
+        default=[],
+        help="root document N.root.json instead of --trusted-key (repeat: the chain from the device's version)",
+    )
     s.add_argument("--threshold", type=int, default=1, help="distinct trusted signatures required (default 1)")
     s.add_argument("--model", action="append", default=[], help="model name this device runs (repeat)")
     s.add_argument("--arch", help="override the CPU architecture (default: this machine's)")
@@ -117,9 +124,26 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--model-version", help="only if this version is active (default: the active one)")
     s.add_argument("--version", action=_RenamedOption, nargs="?", help=argparse.SUPPRESS)
 
+    s = command(
+        "update-root",
+        "accept newer trust root documents: each must be signed by the root keys of the one before and its own",
+    )
+    s.add_argument("documents", type=Path, nargs="+", help="root documents N.root.json (the chain, any order)")
+
     s = command("repair", "rebuild a corrupt state file from the verified versions on disk")
     s.add_argument("model")
     return p
+
+
+def _read_root_file(path: Path) -> bytes:
+    """The bytes of a root document named on the command line (bounded; a missing file is a usage error)."""
+    from ._json import read_untrusted_file
+    from ._limits import DEFAULT_LIMITS
+
+    try:
+        return read_untrusted_file(path, DEFAULT_LIMITS.root_max_bytes)
+    except OSError as exc:
+        raise ConfigError(f"root document {quote_untrusted(str(path))} cannot be read: {exc.strerror}") from None
 
 
 class _RenamedOption(argparse.Action):
@@ -239,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
                 TelemetryConfig.from_mapping(telemetry, "--telemetry-setting")
             cfg = dev.init(
                 args.trusted_key,
+                roots=[_read_root_file(p) for p in args.trust_root] or None,
                 threshold=args.threshold,
                 allowed_models=tuple(args.model),
                 architecture=args.arch,
@@ -254,9 +279,19 @@ def main(argv: list[str] | None = None) -> int:
                     "architecture": cfg.architecture,
                     "threshold": cfg.threshold,
                     "trusted_keys": len(args.trusted_key),
+                    "trust_root": dev.current_root().summary(),
                 },
-                f"initialised {dev.root} ({cfg.architecture}, {len(args.trusted_key)} trusted key(s), "
-                f"threshold {cfg.threshold})",
+                f"initialised {dev.root} ({cfg.architecture}, "
+                + (f"{dev.current_root().describe()})" if args.trust_root else
+                   f"{len(args.trusted_key)} trusted key(s), threshold {cfg.threshold})"),
+            )
+            return 0
+        if args.cmd == "update-root":
+            res = dev.update_root([_read_root_file(p) for p in args.documents])
+            out(
+                {"ok": True, **res},
+                f"trust root version {res['to_version']} (was {res['from_version']})"
+                if res["changed"] else f"already at trust root version {res['to_version']}",
             )
             return 0
         if args.cmd == "install":

@@ -64,6 +64,7 @@ from .errors import (
     IntegrityError,
     NotInstalledError,
     RollbackError,
+    RootError,
     StagingError,
     TrustError,
     quote_untrusted,
@@ -73,6 +74,7 @@ if TYPE_CHECKING:
     from ._fetch_config import FetchConfig
     from .bundle import BundleStream
     from .manifest import Manifest
+    from .root import Root
     from .smoke import SmokeResult
     from .telemetry.config import TelemetryConfig
     from .trust import DeviceContext, TrustPolicy
@@ -243,6 +245,7 @@ class Device:
         self,
         trusted_keys: list[Path],
         *,
+        roots: list[bytes] | None = None,
         threshold: int = 1,
         allowed_models: tuple[str, ...] = (),
         architecture: str | None = None,
@@ -251,8 +254,13 @@ class Device:
         download: Mapping[str, Any] | None = None,
         telemetry: Mapping[str, Any] | None = None,
     ) -> DeviceConfig:
-        """Create or update the device root: trusted keys and config. Idempotent.
+        """Create or update the device root: trust (a key list or root documents) and config. Idempotent.
 
+        Trust comes either from ``trusted_keys`` (the legacy list, with ``threshold``) or from ``roots``, the
+        chain of root documents (:mod:`edge_runtime.root`): a device that already trusts a root (or a key
+        list) accepts only the versions that follow it, each signed as rotation requires; a new device takes
+        the oldest document given as its anchor (it must be signed by its own root keys). Once a device
+        trusts a root document, a key list is refused: keys then change only through a new root.
         ``download`` and ``telemetry`` replace the config's download and telemetry settings; None keeps the
         ones already there.
         """
@@ -260,13 +268,25 @@ class Device:
         from .keys import load_public_key
         from .trust import TrustPolicy, key_id
 
-        if not trusted_keys:
-            raise ConfigError("at least one trusted public key is required", hint="pass --trusted-key KEY.pub")
+        if not trusted_keys and not roots:
+            raise ConfigError(
+                "at least one trusted public key or a trust root is required",
+                hint="pass --trusted-key KEY.pub or --trust-root N.root.json",
+            )
+        if trusted_keys and (roots or self.root_file.exists()):
+            raise ConfigError(
+                "this device's trust comes from root documents; a trusted-key list cannot change it"
+                + ("" if roots else f" ({self.root_file} exists)"),
+                hint="rotate keys with a new root document (`edge-release root new`, `root sign`) given as "
+                "--trust-root (edge_runtime_trust_root in the edge_runtime role)",
+            )
         keys = {}
         for p in trusted_keys:
             k = load_public_key(p)
             keys[key_id(k)] = (k, p.read_bytes())
-        TrustPolicy({kid: k for kid, (k, _) in keys.items()}, threshold)  # validates the threshold
+        if keys:
+            TrustPolicy({kid: k for kid, (k, _) in keys.items()}, threshold)  # validates the threshold
+        accepted = self.roots_to_accept(roots, threshold) if roots else []
         if (download is None or telemetry is None) and (self.root / CONFIG_NAME).exists():
             with contextlib.suppress(ConfigError):
                 current = self.config
@@ -283,6 +303,7 @@ class Device:
             download=dict(download) if download else None,
             telemetry=dict(telemetry) if telemetry else None,
         )
+        del accepted  # checked before anything is written; stored under the lock below
         cfg.validate("init")  # the same check as loading it: init never writes a config it could not read
         doc = asdict(cfg)
         if doc["download"] is None:
@@ -296,14 +317,17 @@ class Device:
         for d in (self.root, self.models_dir, self.trust_dir, self.downloads_dir, self.facts_file.parent):
             d.mkdir(parents=True, exist_ok=True)
         with self.lock.hold("init"):
-            for kid, (_, pem) in keys.items():
-                target = self.trust_dir / f"{kid}.pub.pem"
-                if not target.exists() or target.read_bytes() != pem:
-                    atomic_write_bytes(target, pem)
-            for old in self.trust_dir.glob("*.pub.pem"):
-                if old.name.split(".")[0] not in keys:
-                    old.unlink()
-            fsync_dir(self.trust_dir)
+            if roots:
+                self._store_roots(self.roots_to_accept(roots, threshold))  # again, under the lock
+            else:
+                for kid, (_, pem) in keys.items():
+                    target = self.trust_dir / f"{kid}.pub.pem"
+                    if not target.exists() or target.read_bytes() != pem:
+                        atomic_write_bytes(target, pem)
+                for old in self.trust_dir.glob("*.pub.pem"):
+                    if old.name.split(".")[0] not in keys:
+                        old.unlink()
+                fsync_dir(self.trust_dir)
             cfg_path = self.root / CONFIG_NAME
             if not cfg_path.exists() or cfg_path.read_bytes() != data:
                 atomic_write_bytes(cfg_path, data)
@@ -314,17 +338,159 @@ class Device:
     def config(self) -> DeviceConfig:
         return DeviceConfig.load(self.root / CONFIG_NAME)
 
-    def trust_policy(self) -> TrustPolicy:
+    # ----------------------------------------------------------------- trust -------------------------
+
+    @property
+    def root_file(self) -> Path:
+        """The root document this device trusts now (absent on a device that trusts a legacy key list)."""
+        return self.trust_dir / "root.json"
+
+    @property
+    def roots_dir(self) -> Path:
+        """Every root document this device accepted, as ``<version>.root.json`` (for copies already on it)."""
+        return self.trust_dir / "roots"
+
+    def _legacy_root(self, threshold: int | None = None) -> Root | None:
+        """The key list (``trust/*.pub.pem``) as the implicit root version 0, or None without keys."""
         from .keys import load_public_key
-        from .trust import TrustPolicy, key_id
+        from .root import Root
+        from .trust import key_id
 
         keys = {}
         for p in sorted(self.trust_dir.glob("*.pub.pem")):
             k = load_public_key(p)
             keys[key_id(k)] = k
         if not keys:
-            raise ConfigError(f"no trusted keys in {self.trust_dir}", hint="run `edge-runtime init --trusted-key`")
-        return TrustPolicy(keys, self.config.threshold)
+            return None
+        return Root.legacy(keys, self.config.threshold if threshold is None else threshold)
+
+    def _read_root(self, path: Path) -> Root:
+        from ._json import read_untrusted_file
+        from ._limits import DEFAULT_LIMITS
+        from .root import check_self_signed, parse_root
+
+        try:
+            data = read_untrusted_file(path, DEFAULT_LIMITS.root_max_bytes)
+        except OSError as exc:
+            raise ConfigError(f"trust root {path} is unreadable: {exc.strerror}") from None
+        return check_self_signed(parse_root(data))
+
+    def current_root(self) -> Root:
+        """The root this device trusts: ``trust/root.json``, else its legacy key list as root version 0."""
+        if self.root_file.exists():
+            return self._read_root(self.root_file)
+        legacy = self._legacy_root()
+        if legacy is None:
+            raise ConfigError(
+                f"no trusted keys and no trust root in {self.trust_dir}",
+                hint="run `edge-runtime init --trusted-key KEY.pub` or `--trust-root N.root.json`",
+            )
+        return legacy
+
+    def trust_policy(self) -> TrustPolicy:
+        """The policy for copies already on this device: the current root's release keys, falling back to
+        the roots accepted before it (a version committed under an earlier root stays usable for rollback
+        and recovery after its key was rotated out). New bundles go through :meth:`install_policy`."""
+        current = self.current_root()
+        older: list[Root] = []
+        if current.version > 0:
+            for p in sorted(self.roots_dir.glob("*.root.json")) if self.roots_dir.is_dir() else []:
+                with contextlib.suppress(EdgeRuntimeError):
+                    r = self._read_root(p)
+                    if r.version < current.version:
+                        older.append(r)
+            with contextlib.suppress(EdgeRuntimeError):
+                legacy = self._legacy_root()
+                if legacy is not None:
+                    older.append(legacy)
+        return current.policy("release", tuple(r.policy("release") for r in older))
+
+    def install_policy(self) -> TrustPolicy:
+        """The policy for a new bundle: the current root's release keys only, and only while it has not expired."""
+        from .root import check_root_fresh
+
+        current = self.current_root()
+        check_root_fresh(current, datetime.now(timezone.utc))
+        return current.policy("release")
+
+    def roots_to_accept(self, documents: list[bytes], threshold: int = 1) -> list[Root]:
+        """The roots of ``documents`` newer than the device's (checked), or, on a device without any trust,
+        the chain from the oldest document (its anchor, which must be signed by its own root keys)."""
+        from .root import update_chain, verify_chain
+
+        base: Root | None
+        if self.root_file.exists():
+            base = self._read_root(self.root_file)
+        else:
+            base = self._legacy_root(threshold if not (self.root / CONFIG_NAME).exists() else None)
+        if base is None:
+            return verify_chain(documents)
+        return update_chain(base, documents)
+
+    def _store_roots(self, accepted: list[Root]) -> None:
+        """Persist newly accepted roots: each in ``trust/roots/``, then ``trust/root.json`` last (atomic, fsynced)."""
+        if not accepted:
+            return
+        self.roots_dir.mkdir(parents=True, exist_ok=True)
+        for r in accepted:
+            assert r.data is not None
+            atomic_write_bytes(self.roots_dir / f"{r.version}.root.json", r.data)
+        fsync_dir(self.roots_dir)
+        assert accepted[-1].data is not None
+        atomic_write_bytes(self.root_file, accepted[-1].data)
+        fsync_dir(self.trust_dir)
+
+    def update_root(self, documents: list[bytes]) -> dict[str, Any]:
+        """Apply a chain of root documents (``edge-runtime update-root``); what changed, as data."""
+        self.config  # noqa: B018 - an uninitialised root is refused with a hint
+        with self.lock.hold("update-root"):
+            before = self.current_root()
+            accepted = self.roots_to_accept(documents)
+            self._store_roots(accepted)
+            self.write_facts()
+        return {
+            "changed": bool(accepted),
+            "from_version": before.version,
+            "to_version": accepted[-1].version if accepted else before.version,
+            "applied": [r.version for r in accepted],
+            "root": (accepted[-1] if accepted else before).summary(),
+        }
+
+    def _apply_bundle_roots(self, path: Path, manifest_signed: Any) -> list[int]:
+        """Accept the root documents a bundle carries (``trust/<N>.root.json``) before its signatures are
+        checked, so an offline device catches up through the chain. Roots authenticate themselves (each is
+        signed by its predecessor's root keys), so this is safe before the manifest is trusted."""
+        import hashlib as _hashlib
+
+        from ._limits import DEFAULT_LIMITS
+        from .bundle import BundleStream
+        from .manifest import Manifest
+        from .root import root_member_version
+        from .trust import check_file
+
+        files = manifest_signed.get("files") if isinstance(manifest_signed, dict) else None
+        if not isinstance(files, list) or not any(
+            isinstance(f, dict) and isinstance(f.get("path"), str) and root_member_version(f["path"]) is not None
+            for f in files
+        ):
+            return []
+        manifest = Manifest.from_signed(manifest_signed)  # structure only; trust is decided after the roots
+        wanted = {e.path for e in manifest.files if root_member_version(e.path) is not None}
+        docs: list[bytes] = []
+        with path.open("rb") as fh:
+            for entry, member in BundleStream(fh).members(manifest):
+                if entry.path not in wanted:
+                    continue
+                if entry.length > DEFAULT_LIMITS.root_max_bytes:
+                    raise RootError(f"{entry.path} is {entry.length} bytes, more than {DEFAULT_LIMITS.root_max_bytes}")
+                data = member.read(entry.length + 1)
+                check_file(entry, _hashlib.sha256(data).hexdigest(), len(data))
+                docs.append(data)
+                if len(docs) == len(wanted):
+                    break
+        accepted = self.roots_to_accept(docs)
+        self._store_roots(accepted)
+        return [r.version for r in accepted]
 
     # ----------------------------------------------------------------- paths -------------------------
 
@@ -441,10 +607,10 @@ class Device:
         from .trust import check_install_policy, verify_envelope
 
         cfg = self.config
-        policy = self.trust_policy()
         with path.open("rb") as fh:
             stream = BundleStream(fh)
-            manifest = verify_envelope(stream.envelope, policy)
+            self._apply_bundle_roots(path, stream.envelope.signed)
+            manifest = verify_envelope(stream.envelope, self.install_policy())
             if expected_digest is not None and manifest.digest != expected_digest:
                 raise IntegrityError(
                     f"manifest digest {manifest.digest} differs from the pinned {expected_digest}",

@@ -38,6 +38,7 @@ __all__ = [
     "QuarantinedError",
     "RedirectRefusedError",
     "RollbackError",
+    "RootError",
     "SignatureError",
     "StagingError",
     "StateCorruptError",
@@ -236,6 +237,17 @@ class ExpiredError(TrustError):
     """The signed manifest has expired."""
 
     code = "expired"
+
+
+class RootError(TrustError):
+    """A trust root document (or a chain of them) is malformed, not signed as required, older than the
+    device's, leaves a gap, or has expired."""
+
+    code = "root"
+    default_hint = (
+        "nothing on the device changed; give the device the complete chain of root documents after its "
+        "current version (edge_runtime_trust_root, or a bundle built by `edge-release publish`)"
+    )
 
 
 class DowngradeError(TrustError):

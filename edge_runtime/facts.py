@@ -190,4 +190,24 @@ def collect_facts(device: FactsSource) -> dict[str, Any]:
         # what the inference API recorded (edge_runtime.telemetry.store): size, cap, dropped records and
         # each kind of error once; "none" before the first record
         "telemetry": telemetry_facts(device.root),
+        "trust": trust_facts(device.root / "trust"),
     }
+
+
+def trust_facts(trust_dir: Path) -> dict[str, Any]:
+    """The trust root this device holds (version 0: the legacy key list), read as information only.
+
+    Not a trust decision (the runtime verifies ``root.json`` whenever it uses it), so no cryptography is
+    imported here; an unreadable document is reported as such.
+    """
+    import json
+
+    path = trust_dir / "root.json"
+    if not path.exists():
+        return {"root_version": 0, "root_expires": None}
+    try:
+        with path.open("rb") as fh:
+            signed = json.loads(fh.read(64 * 1024 + 1))["signed"]
+        return {"root_version": int(signed["version"]), "root_expires": str(signed["expires"])}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return {"root_version": None, "root_expires": None, "error": f"unreadable trust root: {type(exc).__name__}"}

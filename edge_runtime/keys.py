@@ -20,9 +20,28 @@ __all__ = ["generate_keypair", "load_private_key", "load_public_key", "sign"]
 PASSPHRASE_ENV = "EDGE_RELEASE_KEY_PASSPHRASE"  # noqa: S105 - the name of a variable, not a secret
 
 
+PASSPHRASE_FILE_ENV = "EDGE_RELEASE_KEY_PASSPHRASE_FILE"  # noqa: S105 - the name of a variable, not a secret
+
+
 def _passphrase() -> bytes | None:
+    """The passphrase of encrypted private keys: ``$EDGE_RELEASE_KEY_PASSPHRASE`` (a CI secret), else the
+    first line of the file named by ``$EDGE_RELEASE_KEY_PASSPHRASE_FILE`` (e.g. written by
+    ``ansible-vault view``, or a CI secret file; process substitution ``<(...)`` works too)."""
     value = os.environ.get(PASSPHRASE_ENV)
-    return value.encode("utf-8") if value else None
+    if value:
+        return value.encode("utf-8")
+    path = os.environ.get(PASSPHRASE_FILE_ENV)
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as fh:
+            line = fh.read(4096).splitlines()
+    except OSError as exc:
+        raise KeyFileError(
+            f"{PASSPHRASE_FILE_ENV} names a file that cannot be read: {exc.strerror}",
+            hint="point it at the file holding the key passphrase (its first line)",
+        ) from None
+    return line[0] if line and line[0] else None
 
 
 def generate_keypair(private_path: Path, public_path: Path, *, overwrite: bool = False) -> str:
@@ -92,7 +111,7 @@ def load_private_key(path: Path) -> ec.EllipticCurvePrivateKey:
         # The exception text never includes key material.
         raise KeyFileError(
             f"cannot load private key {path}: {type(exc).__name__}",
-            hint=f"check the file and {PASSPHRASE_ENV} for encrypted keys",
+            hint=f"check the file and {PASSPHRASE_ENV} (or {PASSPHRASE_FILE_ENV}) for encrypted keys",
         ) from None
     if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
         raise KeyFileError(f"{path} is not an ECDSA P-256 private key")

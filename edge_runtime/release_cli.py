@@ -80,19 +80,54 @@ def _parser() -> argparse.ArgumentParser:
         help="creation time YYYY-MM-DDTHH:MM:SSZ (default now); fixed times give reproducible manifest digests",
     )
     s.add_argument("--key", type=Path, action="append", required=True, help="private key (repeat for more)")
+    s.add_argument(
+        "--trust-root",
+        type=Path,
+        action="append",
+        default=[],
+        help="root document to carry as trust/N.root.json (repeat: the chain), so devices catch up before verifying",
+    )
     s.add_argument("-o", "--output", type=Path, required=True)
 
     s = command("sign", help="add a signature to an existing bundle")
     s.add_argument("bundle", type=Path)
     s.add_argument("--key", type=Path, required=True)
 
-    s = command("verify", help="verify a bundle against trusted public keys")
+    s = command("verify", help="verify a bundle against trusted public keys or a root chain")
     s.add_argument("bundle", type=Path)
-    s.add_argument("--trusted-key", type=Path, action="append", required=True)
+    s.add_argument("--trusted-key", type=Path, action="append", default=[])
+    s.add_argument("--trust-root", type=Path, action="append", default=[],
+                   help="root documents (the chain); the bundle must satisfy the newest one's release role")
     s.add_argument("--threshold", type=int, default=1)
 
     s = command("inspect", help="print a bundle's manifest (no trust decision)")
     s.add_argument("bundle", type=Path)
+
+    s = command("root", help="trust root documents: create, sign, verify a chain (key rotation and revocation)")
+    rsub = s.add_subparsers(dest="root_cmd", required=True, metavar="ROOT_COMMAND")
+
+    def root_command(name: str, help: str) -> argparse.ArgumentParser:
+        return rsub.add_parser(name, help=help, description=help, parents=[common], allow_abbrev=False,
+                               epilog=exit_codes_epilog(_CODES))
+
+    r = root_command("new", "write an unsigned root document (then `root sign` it with enough keys)")
+    r.add_argument("--root-key", type=Path, action="append", required=True,
+                   help="public key allowed to sign the next root (repeat)")
+    r.add_argument("--root-threshold", type=int, default=1)
+    r.add_argument("--release-key", type=Path, action="append", required=True,
+                   help="public key allowed to sign bundles (repeat)")
+    r.add_argument("--release-threshold", type=int, default=1)
+    r.add_argument("--previous", type=Path, help="the current root document: the new one gets its version + 1")
+    r.add_argument("--root-version", type=int, help="the version (default: 1, or --previous's + 1)")
+    r.add_argument("--expires-in-days", type=float, default=365.0)
+    r.add_argument("-o", "--output", type=Path, required=True)
+
+    r = root_command("sign", "add signatures to a root document (the previous root's keys and its own)")
+    r.add_argument("document", type=Path)
+    r.add_argument("--key", type=Path, action="append", required=True, help="private key (repeat)")
+
+    r = root_command("verify", "verify a chain of root documents as a device would (oldest is the anchor)")
+    r.add_argument("documents", type=Path, nargs="+")
     return p
 
 
@@ -148,6 +183,11 @@ def _spec_from_args(a: argparse.Namespace) -> BundleSpec:
     ]
     if missing:
         raise ConfigError(f"build needs {', '.join(missing)}", hint="pass them, or --release-dir with release.json")
+    if getattr(a, "trust_root", None):
+        from .root import parse_root
+
+        for p in a.trust_root:
+            files[f"trust/{parse_root(_read_root_doc(p)).version}.root.json"] = p
     for f in files.values():
         if not f.is_file():
             raise ConfigError(f"{f} does not exist")
@@ -184,6 +224,57 @@ def _summary(m: Manifest) -> dict[str, Any]:
         "files": len(m.files),
         "bytes": m.total_length,
     }
+
+
+def _read_root_doc(path: Path) -> bytes:
+    try:
+        return read_untrusted_file(path, DEFAULT_LIMITS.root_max_bytes)
+    except OSError as exc:
+        raise ConfigError(f"root document {quote_untrusted(str(path))} cannot be read: {exc.strerror}") from None
+
+
+def _root_command(a: argparse.Namespace) -> int:
+    from datetime import datetime, timezone
+
+    from ._fsutil import atomic_write_bytes
+    from .manifest import Envelope
+    from .root import make_root_signed, parse_root, sign_root, verify_chain
+
+    if a.root_cmd == "new":
+        version = a.root_version
+        if a.previous is not None:
+            prev = parse_root(_read_root_doc(a.previous))
+            if version is not None and version != prev.version + 1:
+                raise ConfigError(f"--root-version {version} does not follow --previous (version {prev.version})")
+            version = prev.version + 1
+        version = 1 if version is None else version
+        expires = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(days=a.expires_in_days)
+        signed = make_root_signed(version, expires, {
+            "root": ([load_public_key(p) for p in a.root_key], a.root_threshold),
+            "release": ([load_public_key(p) for p in a.release_key], a.release_threshold),
+        })
+        if a.output.exists():
+            raise ConfigError(f"{a.output} exists", hint="root documents are never overwritten; choose another name")
+        atomic_write_bytes(a.output, Envelope(signed, ()).to_bytes())
+        root = parse_root(a.output.read_bytes())
+        emit(a.json, {"ok": True, "document": str(a.output), **root.summary()},
+             f"wrote {a.output}: unsigned root version {version}, expires {signed['expires']}; sign it with "
+             f"`edge-release root sign {a.output} --key ...` (the previous root's keys and its own)")
+        return 0
+    if a.root_cmd == "sign":
+        keys = [load_private_key(k) for k in a.key]
+        data = sign_root(_read_root_doc(a.document), keys)
+        atomic_write_bytes(a.document, data)
+        emit(a.json, {"ok": True, "document": str(a.document), "signed_by": [key_id(k.public_key()) for k in keys]},
+             f"signed {a.document} with {', '.join(key_id(k.public_key())[:16] for k in keys)}")
+        return 0
+    chain = verify_chain([_read_root_doc(p) for p in a.documents])
+    last = chain[-1]
+    emit(a.json, {"ok": True, "versions": [r.version for r in chain], "current": last.summary()},
+         f"OK: root versions {', '.join(str(r.version) for r in chain)}; current version {last.version}, "
+         f"expires {last.summary()['expires']}, release threshold {last.roles['release'].threshold} of "
+         f"{len(last.roles['release'].keyids)}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -228,14 +319,23 @@ def main(argv: list[str] | None = None) -> int:
             emit(a.json, {"ok": True, "bundle": str(a.bundle), "keyid": kid}, f"signed {a.bundle} with {kid[:16]}")
             return 0
         if a.cmd == "verify":
-            trusted = {key_id(k): k for k in (load_public_key(p) for p in a.trusted_key)}
-            m = verify_bundle(a.bundle, TrustPolicy(trusted, a.threshold))
+            if bool(a.trusted_key) == bool(a.trust_root):
+                raise ConfigError("verify needs --trusted-key or --trust-root (not both)")
+            if a.trust_root:
+                from .root import verify_chain
+
+                policy = verify_chain([_read_root_doc(p) for p in a.trust_root])[-1].policy("release")
+            else:
+                policy = TrustPolicy({key_id(k): k for k in (load_public_key(p) for p in a.trusted_key)}, a.threshold)
+            m = verify_bundle(a.bundle, policy)
             emit(
                 a.json,
                 {"ok": True, **_summary(m)},
                 f"OK {a.bundle}: {m.name} {m.version}, {len(m.files)} files verified, digest {m.digest}",
             )
             return 0
+        if a.cmd == "root":
+            return _root_command(a)
         if a.cmd == "inspect":
             env = read_envelope(a.bundle)
             m = Manifest.from_signed(env.signed)

@@ -9,7 +9,7 @@ or :class:`~edge_runtime.errors.PolicyError` that says exactly what differs.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -28,14 +28,16 @@ from .errors import (
     SignatureError,
     quote_untrusted,
 )
-from .manifest import Envelope, FileEntry, Manifest, canonical_bytes
+from .manifest import Envelope, FileEntry, Manifest, Signature, canonical_bytes
 
 __all__ = [
     "DeviceContext",
     "TrustPolicy",
     "check_file",
     "check_install_policy",
+    "count_signatures",
     "key_id",
+    "threshold_error",
     "verify_envelope",
 ]
 
@@ -48,10 +50,19 @@ def key_id(public_key: ec.EllipticCurvePublicKey) -> str:
 
 @dataclass(frozen=True)
 class TrustPolicy:
-    """The keys a device trusts and how many distinct ones must sign a manifest."""
+    """The keys a device trusts and how many distinct ones must sign a manifest.
+
+    ``fallbacks`` are older policies (the release roles of trust roots this device accepted before) that
+    may still vouch for copies *already on the device*: a version verified and committed under an earlier
+    root stays usable for rollback and recovery after its key was rotated out. A bundle being installed is
+    always checked against a policy without fallbacks (see :meth:`edge_runtime.device.Device.install`).
+    """
 
     keys: Mapping[str, ec.EllipticCurvePublicKey]
     threshold: int = 1
+    fallbacks: tuple[TrustPolicy, ...] = ()
+    #: what this policy is, for messages ("trust root version 3", "the trusted keys")
+    source: str = "the trusted keys"
 
     def __post_init__(self) -> None:
         if self.threshold < 1:
@@ -62,14 +73,50 @@ class TrustPolicy:
                 hint="install more trusted keys or lower the threshold",
             )
         for kid, key in self.keys.items():
-            if not isinstance(key.curve, ec.SECP256R1):
+            if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
                 raise SignatureError(f"trusted key {kid[:16]} is not an ECDSA P-256 key")
             if key_id(key) != kid:
                 raise SignatureError(f"trusted key id {kid[:16]} does not match its key")
 
 
+def count_signatures(
+    payload: bytes, signatures: Sequence[Signature], keys: Mapping[str, ec.EllipticCurvePublicKey]
+) -> tuple[set[str], list[str], list[str]]:
+    """(distinct keys whose signature over ``payload`` is valid, keys whose signature is not, unknown keys).
+
+    A key counts once however many signatures it made; signatures by keys outside ``keys`` never count.
+    """
+    valid: set[str] = set()
+    unknown: list[str] = []
+    invalid: list[str] = []
+    for sig in signatures:
+        key = keys.get(sig.keyid)
+        if key is None:
+            unknown.append(sig.keyid)
+            continue
+        try:
+            key.verify(sig.sig, payload, ec.ECDSA(hashes.SHA256()))
+        except InvalidSignature:
+            invalid.append(sig.keyid)
+            continue
+        valid.add(sig.keyid)
+    return valid, invalid, unknown
+
+
+def threshold_error(
+    noun: str, valid: set[str], invalid: list[str], unknown: list[str], threshold: int, hint: str, prefix: str = ""
+) -> SignatureError:
+    """The one message for "not enough valid signatures": counts, and which keys did not match or are unknown."""
+    parts = [f"{prefix}{len(valid)} valid signature(s) from trusted keys, {threshold} required"]
+    if invalid:
+        parts.append("signature(s) by " + ", ".join(k[:16] for k in invalid) + f" do not match this {noun}")
+    if unknown:
+        parts.append("signed by unknown key(s) " + ", ".join(k[:16] for k in unknown))
+    return SignatureError("; ".join(parts), hint=hint, valid=sorted(valid), invalid=invalid, unknown=unknown)
+
+
 def verify_envelope(envelope: Envelope, policy: TrustPolicy) -> Manifest:
-    """Check the signatures against ``policy``, then parse the signed part strictly.
+    """Check the signatures against ``policy`` (or, failing that, one of its fallbacks), then parse strictly.
 
     Each trusted key counts once, however many signatures it made. Unknown keys are ignored for the
     count but named in the error when the threshold is not met.
@@ -80,32 +127,19 @@ def verify_envelope(envelope: Envelope, policy: TrustPolicy) -> Manifest:
             hint="sign the bundle with `edge-release sign` using a key this device trusts",
         )
     payload = canonical_bytes(envelope.signed)
-    valid: set[str] = set()
-    unknown: list[str] = []
-    invalid: list[str] = []
-    for sig in envelope.signatures:
-        key = policy.keys.get(sig.keyid)
-        if key is None:
-            unknown.append(sig.keyid)
-            continue
-        try:
-            key.verify(sig.sig, payload, ec.ECDSA(hashes.SHA256()))
-        except InvalidSignature:
-            invalid.append(sig.keyid)
-            continue
-        valid.add(sig.keyid)
+    valid, invalid, unknown = count_signatures(payload, envelope.signatures, policy.keys)
     if len(valid) < policy.threshold:
-        parts = [f"{len(valid)} valid signature(s) from trusted keys, {policy.threshold} required"]
-        if invalid:
-            parts.append("signature(s) by " + ", ".join(k[:16] for k in invalid) + " do not match this manifest")
-        if unknown:
-            parts.append("signed by unknown key(s) " + ", ".join(k[:16] for k in unknown))
-        raise SignatureError(
-            "; ".join(parts),
-            hint="the manifest was altered after signing, or signed by a key this device does not trust",
-            valid=sorted(valid),
-            invalid=invalid,
-            unknown=unknown,
+        for older in policy.fallbacks:
+            if len(count_signatures(payload, envelope.signatures, older.keys)[0]) >= older.threshold:
+                return Manifest.from_signed(envelope.signed)
+        raise threshold_error(
+            "manifest",
+            valid,
+            invalid,
+            unknown,
+            policy.threshold,
+            "the manifest was altered after signing, or signed by a key this device does not trust "
+            f"({policy.source})",
         )
     return Manifest.from_signed(envelope.signed)
 

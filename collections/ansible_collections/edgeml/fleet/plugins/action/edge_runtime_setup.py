@@ -22,6 +22,7 @@ from ansible_collections.edgeml.fleet.plugins.plugin_utils.trusted_keys import (
     TrustedKeyError,
     check_public_pem,
     read_public_key,
+    read_root_document,
 )
 
 
@@ -53,6 +54,16 @@ class ActionModule(ActionBase):  # type: ignore[misc]  # ansible-core ships no t
                 keys.append(read_public_key(path))
         except TrustedKeyError as exc:
             result.update(failed=True, changed=False, msg=str(exc), error="trusted_keys")
+            return result
+        try:
+            args["trust_roots"] = [read_root_document(self._find_needle("files", str(name)))
+                                   for name in args.pop("trust_root_files", None) or []]
+        except AnsibleError:
+            result.update(failed=True, changed=False, error="trust_root",
+                          msg="a trust root file was not found on the controller (fix edge_runtime_trust_root)")
+            return result
+        except TrustedKeyError as exc:
+            result.update(failed=True, changed=False, msg=str(exc), error="trust_root")
             return result
         args["trusted_keys"] = [k.pem for k in keys]
         result.update(self._execute_module(module_name="edgeml.fleet.edge_runtime_setup", module_args=args,

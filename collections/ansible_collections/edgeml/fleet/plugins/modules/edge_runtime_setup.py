@@ -36,8 +36,24 @@ options:
     type: list
     elements: str
     default: []
+  trust_roots:
+    description:
+      - Root documents (the text of C(N.root.json) files, the chain in any order) instead of trusted keys; the
+        action plugin reads them from O(trust_root_files). Mutually exclusive with trusted keys.
+      - The device accepts only the versions after its own, each signed by a threshold of the previous root's
+        root keys and of its own (a gap, an older version or too few signatures fail the task and change
+        nothing). A device that trusts a key list takes that list as root version 0, so root version 1 must be
+        signed by its keys. Once a device trusts a root, a key list is refused.
+    type: list
+    elements: str
+    default: []
+  trust_root_files:
+    description: Controller paths of the root documents, read by the action plugin into O(trust_roots).
+    type: list
+    elements: path
+    default: []
   threshold:
-    description: Distinct trusted signatures a bundle needs.
+    description: Distinct trusted signatures a bundle needs (trusted keys only; a root document says its own).
     type: int
     default: 1
   allowed_models:
@@ -221,12 +237,24 @@ def ensure_boot_unit(module: AnsibleModule, spec: dict[str, Any]) -> tuple[bool,
 
 
 def _current(dev: Any) -> dict[str, Any]:
+    from edge_runtime.facts import trust_facts
+
     ids = sorted(p.name.split(".")[0] for p in dev.trust_dir.glob("*.pub.pem")) if dev.trust_dir.is_dir() else []
     try:
         doc = json.loads((dev.root / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         doc = {}
-    return {"trusted_key_ids": ids, "config": {k: doc.get(k) for k in CONFIG_KEYS if k in doc}}
+    return {"trusted_key_ids": ids, "trust_root_version": trust_facts(dev.trust_dir)["root_version"],
+            "config": {k: doc.get(k) for k in CONFIG_KEYS if k in doc}}
+
+
+def _root_version(doc: str) -> int:
+    """The version a root document claims (the device verifies everything else before it trusts it)."""
+    try:
+        version = json.loads(doc)["signed"]["version"]
+    except (ValueError, KeyError, TypeError):
+        version = None
+    return version if isinstance(version, int) and not isinstance(version, bool) else 0
 
 
 @contextmanager
@@ -270,6 +298,8 @@ def main() -> None:
             # the action plugin read and checked the files on the controller and passes their keys here
             "trusted_keys": {"type": "list", "elements": "str", "default": [], "no_log": True},
             "trusted_key_files": {"type": "list", "elements": "path", "default": []},
+            "trust_roots": {"type": "list", "elements": "str", "default": []},
+            "trust_root_files": {"type": "list", "elements": "path", "default": []},
             "threshold": {"type": "int", "default": 1},
             "allowed_models": {"type": "list", "elements": "str", "default": []},
             "keep_versions": {"type": "int", "default": 2},
@@ -282,8 +312,9 @@ def main() -> None:
         supports_check_mode=True,
     )
     p = module.params
-    if p["trusted_key_files"]:
-        module.fail_json(msg="trusted_key_files are controller paths read by the edgeml.fleet.edge_runtime_setup "
+    if p["trusted_key_files"] or p["trust_root_files"]:
+        module.fail_json(msg="trusted_key_files and trust_root_files are controller paths read by the "
+                         "edgeml.fleet.edge_runtime_setup "
                          "action plugin, which did not run; nothing was changed", error="config")
     if any("PRIVATE KEY" in pem for pem in p["trusted_keys"]):  # the action plugin refuses these first
         module.fail_json(msg="trusted_keys holds a private key; only public keys are trusted. Nothing was changed; "
@@ -293,9 +324,16 @@ def main() -> None:
     before = _current(dev)
     pems = [(pem.strip() + "\n").encode() for pem in p["trusted_keys"]]
     try:
-        ids, pem_differs = _key_ids(dev, pems)
+        roots = [doc.encode("utf-8") for doc in p["trust_roots"]]
+        if roots and pems:
+            module.fail_json(msg="set either trusted keys or trust roots, not both (hint: once a fleet has a root "
+                             "document, edge_runtime_trust_root replaces edge_runtime_trusted_keys)", error="config")
+        ids, pem_differs = _key_ids(dev, pems) if pems else (before["trusted_key_ids"], False)
         wanted_ids = sorted(set(ids))
-        if not ids:
+        if roots:
+            if (dev.root / "config.json").exists():
+                dev.roots_to_accept(roots)  # a refused chain fails here, in check mode too, before any change
+        elif not ids:
             module.fail_json(
                 msg="no trusted keys: a device trusts no bundle without a key "
                 "(set edge_runtime_trusted_keys to the PEM files of the release public keys)",
@@ -307,13 +345,16 @@ def main() -> None:
                 "distinct keys); a threshold counts distinct keys (hint: remove the duplicate key file)",
                 error="config",
             )
-        if not 1 <= p["threshold"] <= len(wanted_ids):
+        if not roots and not 1 <= p["threshold"] <= len(wanted_ids):
             module.fail_json(
                 msg=f"threshold {p['threshold']} must be between 1 and the {len(wanted_ids)} trusted key(s)",
                 error="config",
             )
         after = {
             "trusted_key_ids": wanted_ids,
+            "trust_root_version": (
+                max([_root_version(d) for d in p["trust_roots"]] + [before["trust_root_version"] or 0]) if roots else 0
+            ),
             "config": {
                 "architecture": p["architecture"] or platform.machine(),
                 "threshold": p["threshold"],
@@ -327,6 +368,7 @@ def main() -> None:
             with _pem_files(pems) as paths:
                 dev.init(
                     paths,
+                    roots=roots or None,
                     threshold=p["threshold"],
                     allowed_models=tuple(p["allowed_models"]),
                     architecture=p["architecture"],

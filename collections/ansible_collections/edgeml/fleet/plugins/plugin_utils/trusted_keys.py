@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,18 @@ from ansible_collections.edgeml.fleet.plugins.plugin_utils.models_yaml import De
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 
-__all__ = ["MAX_KEY_FILE_BYTES", "PublicKey", "TrustedKeyError", "check_public_pem", "read_public_key"]
+__all__ = [
+    "MAX_KEY_FILE_BYTES",
+    "MAX_ROOT_FILE_BYTES",
+    "PublicKey",
+    "TrustedKeyError",
+    "check_public_pem",
+    "read_public_key",
+    "read_root_document",
+]
+
+#: the runtime's limit for a root document (edge_runtime._limits.Limits.root_max_bytes)
+MAX_ROOT_FILE_BYTES = 64 * 1024
 
 #: a P-256 public key PEM is 178 bytes; anything far larger is not one
 MAX_KEY_FILE_BYTES = 16 * 1024
@@ -187,3 +199,28 @@ def read_public_key(path: str | Path) -> PublicKey:
         reason = exc.strerror or type(exc).__name__
         raise TrustedKeyError(source, f"cannot read the trusted key file: {reason}") from None
     return check_public_pem(data, source)
+
+
+def read_root_document(path: str) -> str:
+    """Read a trust root document (``N.root.json``) on the controller: bounded, JSON text holding public keys
+    only. Its signatures and chain are verified by the device (``edge_runtime.root``), which trusts nothing
+    else; this gate only keeps a wrong file (a private key, something huge) from being sent at all."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_ROOT_FILE_BYTES + 1)
+    except OSError as exc:
+        raise TrustedKeyError(path, f"cannot read the trust root file: {exc.strerror or type(exc).__name__}") from None
+    if len(data) > MAX_ROOT_FILE_BYTES:
+        raise TrustedKeyError(path, f"is larger than {MAX_ROOT_FILE_BYTES} bytes: not a root document")
+    if any(marker in data for marker in _PRIVATE_MARKERS):
+        raise TrustedKeyError(path, "holds private key material; a root document lists public keys only", _ROTATE)
+    try:
+        text = data.decode("utf-8")
+        doc = json.loads(text)
+        ok = doc["signed"]["_type"] == "edge-root/v1"
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise TrustedKeyError(path, "is not a trust root document (edge-root/v1)",
+                              "list the N.root.json files made by `edge-release root new` / `root sign`")
+    return text
