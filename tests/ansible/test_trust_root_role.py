@@ -37,7 +37,7 @@ def root(path: Path, root_key: KeyPair, release_key: KeyPair, signers: list[KeyP
 def play(base: Path, device: Path, check: bool = False, **role_vars: object) -> subprocess.CompletedProcess[str]:
     playbook = base / "runtime.yml"
     playbook.write_text(json.dumps([{"name": "runtime", "hosts": "dev1", "gather_facts": False,
-                                     "roles": [{"role": "edge_runtime"}]}]))
+                                     "roles": [{"role": "edgeml.fleet.edge_runtime"}]}]))
     inventory = base / "inventory.yml"
     inventory.write_text(json.dumps({"all": {"hosts": {"dev1": {
         "ansible_connection": "local", "ansible_python_interpreter": sys.executable}}}}))
