@@ -107,6 +107,8 @@ _SCHEMA = (
 )
 #: the cap is enforced when the files pass HIGH of it, down to LOW of it
 _HIGH, _LOW = 0.9, 0.8
+#: the status file is rewritten at most this often for changed counters (at once for a new error or finding)
+STATUS_EVERY_S = 30.0
 #: status: at most this many distinct findings and moved-aside files are listed
 _MAX_FINDINGS = 32
 _SAMPLE_SEED = 20261203
@@ -205,6 +207,8 @@ class TelemetryStore:
         self._moved_aside: list[str] = []
         self._last_flush_at: str | None = None
         self._status_dirty = False
+        self._status_urgent = False
+        self._status_written = -math.inf
         self._last_retention = -math.inf
         self._rng = random.Random()  # noqa: S311 - sampling, not security
         self._k = self.config.samples_per_minute
@@ -314,6 +318,7 @@ class TelemetryStore:
                 self._findings[kind] = {"kind": kind, "message": message[:500], "count": 1,
                                         "first_at": _utc(self.clock())}
                 log.warning("telemetry: %s", message)
+                self._status_urgent = True
             else:
                 f["count"] += 1
             self._status_dirty = True
@@ -347,6 +352,7 @@ class TelemetryStore:
             e["last_at"] = now
         self._last_error = {"kind": kind, "message": message[:500], "at": now}
         self._status_dirty = True
+        self._status_urgent |= e is None  # a new kind of error is written at once
 
     # ------------------------------------------------------------------ writer ----------------------
 
@@ -412,6 +418,8 @@ class TelemetryStore:
             with self._lock:
                 self._flushed += n
                 self._last_flush_at = _utc(self.clock())
+                self._status_urgent |= self._last_error is not None
+                self._last_error = None  # healthy again; ``errors`` keeps each kind with its count and times
                 self._status_dirty = True
             return True
         return False  # pragma: no cover - the loop always returns
@@ -544,11 +552,15 @@ class TelemetryStore:
             self._error_locked("corrupt", f"{self.path} was corrupt ({why}); moved aside as {aside.name}, a fresh "
                                "database was started")
 
-    def _write_status(self) -> None:
+    def _write_status(self, *, force: bool = False) -> None:
+        """Write the status file when an error, finding or move-aside is new, else at most every
+        ``STATUS_EVERY_S`` (counters only: a flash disk is not rewritten every flush)."""
         with self._lock:
-            if not self._status_dirty:
+            due = time.monotonic() - self._status_written >= STATUS_EVERY_S
+            if not (self._status_urgent or (force and self._status_dirty) or (self._status_dirty and due)):
                 return
-            self._status_dirty = False
+            self._status_dirty = self._status_urgent = False
+            self._status_written = time.monotonic()
             doc = self._status_locked()
         from .._fsutil import atomic_write_bytes
         from .._json import dumps_strict_bytes
@@ -697,6 +709,7 @@ class TelemetryStore:
             self._thread.join(timeout=max(10.0, self.config.busy_timeout_ms / 1000 * 3))
         self.flush()
         with self._flush_lock:
+            self._write_status(force=True)
             self._close_writer()
         with self._read_lock:
             if self._reader is not None:
