@@ -71,6 +71,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    from ._drift_config import DriftConfig
     from ._fetch_config import FetchConfig
     from .bundle import BundleStream
     from .manifest import Manifest
@@ -110,6 +111,9 @@ class DeviceConfig:
     #: telemetry settings overriding the defaults of :class:`~edge_runtime.telemetry.config.TelemetryConfig`
     #: (size cap ``max_bytes`` 32 MiB, ``retention_days`` 7, ``flush_interval_s`` 5, ...); None: the defaults
     telemetry: dict[str, Any] | None = None
+    #: drift thresholds and window overriding the defaults of :class:`~edge_runtime._drift_config.DriftConfig`
+    #: and the bundle's (e.g. ``{"psi_threshold": 0.25, "window_minutes": 30}``); None: no override
+    drift: dict[str, Any] | None = None
 
     @classmethod
     def load(cls, path: Path) -> DeviceConfig:
@@ -158,6 +162,7 @@ class DeviceConfig:
             )
         self.fetch_config(f"{what}: download")  # refuses unknown or invalid download settings now
         self.telemetry_config(f"{what}: telemetry")  # and telemetry settings
+        self.drift_config(what=f"{what}: drift")  # the same for the drift settings
 
     def telemetry_config(self, what: str = "telemetry settings") -> TelemetryConfig:
         """The device's telemetry settings: the defaults with this config's ``telemetry`` overrides."""
@@ -170,6 +175,13 @@ class DeviceConfig:
         from ._fetch_config import FetchConfig
 
         return FetchConfig.from_mapping(self.download, what)
+
+    def drift_config(self, bundle: dict[str, Any] | None = None, what: str = "device config: drift") -> DriftConfig:
+        """The drift settings for a model: the defaults, then the bundle's ``baseline.json`` ``drift`` object
+        (``bundle``), then this config's ``drift`` object (the device wins)."""
+        from ._drift_config import DriftConfig
+
+        return DriftConfig.resolve(bundle, self.drift, device_what=what)
 
 
 @dataclass(frozen=True)
