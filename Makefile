@@ -12,7 +12,7 @@ PIP_FLAGS := --disable-pip-version-check --no-input -q
 ANSIBLE_ENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" ANSIBLE_CONFIG="$(CURDIR)/ansible.cfg"
 PLAYBOOK := $(ANSIBLE_ENV) $(CURDIR)/$(VENV)/bin/ansible-playbook
 
-.PHONY: help system-deps venv venv-tflite lint validate plan deploy rollback lock-status unlock test test-unit test-integration test-tflite-runtime crash demo demo-device bench bench-fleet models clean
+.PHONY: help system-deps venv venv-tflite lint validate plan deploy rollback lock-status unlock test test-unit test-integration test-tflite-runtime crash demo demo-device bench bench-drift bench-fleet models clean
 
 help:
 	@echo "make demo      - run the main job on a simulated fleet of its own, then converge the default fleet"
@@ -22,13 +22,13 @@ help:
 	@echo "make deploy    - validate + roll models.yaml out in canary waves (reports/latest.md)"
 	@echo "make rollback GROUP=line_a [MODEL=name] [TO=version] [CHECK=1]  - operator rollback (reports/latest.md)"
 	@echo "make lock-status / make unlock LOCK=.state/locks/<fleet>.lock  - the fleet locks (one rollout at a time)"
-	@echo "make bench     - runtime benchmarks, printed as a table (make bench-fleet: fleet benchmark)"
+	@echo "make bench     - runtime benchmarks, printed as a table (make bench-drift: drift statistics only; make bench-fleet: fleet benchmark)"
 	@echo "Extra ansible-playbook options: ARGS='...' (e.g. ARGS=\"--limit 'line_b,localhost'\")"
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install $(PIP_FLAGS) --upgrade pip
-	$(PY) -m pip install $(PIP_FLAGS) -e '.[litert,control,dev]'
+	$(PY) -m pip install $(PIP_FLAGS) -e '.[litert,monitor,control,dev]'
 	touch $@
 
 venv: $(VENV)/.installed
@@ -37,7 +37,7 @@ venv: $(VENV)/.installed
 $(VENV_TFLITE)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV_TFLITE)
 	$(VENV_TFLITE)/bin/python -m pip install $(PIP_FLAGS) --upgrade pip
-	$(VENV_TFLITE)/bin/python -m pip install $(PIP_FLAGS) -e '.[tflite-runtime]' pytest
+	$(VENV_TFLITE)/bin/python -m pip install $(PIP_FLAGS) -e '.[tflite-runtime,monitor]' pytest
 	touch $@
 
 venv-tflite: $(VENV_TFLITE)/.installed
@@ -106,6 +106,11 @@ demo-device: venv
 
 bench: venv
 	$(PY) bench/run.py
+	$(PY) bench/drift.py
+
+# Drift statistics alone: KS + PSI for 20 features x 100,000 rows vs scipy's ks_2samp (~20 s).
+bench-drift: venv
+	$(PY) bench/drift.py
 
 # Fleet benchmark on the local fleet at 10, 50 and 200 devices (~15 min on 2 cores).
 bench-fleet: venv
