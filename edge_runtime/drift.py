@@ -406,6 +406,19 @@ def _checked_counts(counts: Any, n_bins: int) -> tuple[npt.NDArray[np.int64] | N
     return arr.astype(np.int64), None
 
 
+def _sum_histograms(hists: list[Any], n_bins: int) -> tuple[npt.NDArray[np.int64], int]:
+    """The sum of the histograms that fit ``n_bins`` bins (see :func:`_checked_counts`) and how many did not.
+    One array conversion for the lot (a day of minutes in ~1 ms); a row by row check only when that fails."""
+    fitting = [h for h in hists if isinstance(h, (list, tuple)) and len(h) == n_bins]
+    try:
+        arr = np.array(fitting, dtype=np.float64).reshape(len(fitting), n_bins)
+    except (TypeError, ValueError):
+        rows = [a for a in (_checked_counts(h, n_bins)[0] for h in fitting) if a is not None]
+        arr = np.array(rows, dtype=np.float64).reshape(len(rows), n_bins)
+    ok = np.all(np.isfinite(arr) & (arr >= 0) & (arr == np.floor(arr)), axis=1)
+    return arr[ok].sum(axis=0).astype(np.int64), len(hists) - int(np.count_nonzero(ok))
+
+
 def _report(findings: list[dict[str, Any]], config: DriftConfig, **extra: Any) -> dict[str, Any]:
     verdicts = {f["verdict"] for f in findings}
     verdict = next((v for v in VERDICTS if v in verdicts), "insufficient_data")
@@ -473,25 +486,25 @@ def evaluate_aggregates(
         good, _ = parse_baseline(baseline)
     except BaselineError:
         good = {}  # evaluate_baseline reports the document
-    merged: dict[str, npt.NDArray[np.int64]] = {}
-    seen: set[str] = set()
+    per_feature: dict[str, list[Any]] = {}
     nonfinite: dict[str, int] = {}
-    skipped: dict[str, int] = {}
     for row in rows:
         for name, n in row.features_nonfinite.items():
             nonfinite[name] = nonfinite.get(name, 0) + int(n)
         for name, hist in row.features.items():
-            seen.add(name)
-            fb = good.get(name)
-            if fb is None:
-                continue  # the baseline lacks it or it is malformed: evaluate_baseline reports it
-            arr, _problem = _checked_counts(hist, fb.n_bins)
-            if arr is None:
-                skipped[name] = skipped.get(name, 0) + 1
-            else:
-                merged[name] = merged[name] + arr if name in merged else arr
+            per_feature.setdefault(name, []).append(hist)
+    merged: dict[str, npt.NDArray[np.int64]] = {}
+    skipped: dict[str, int] = {}
+    for name, hists in per_feature.items():
+        fb = good.get(name)
+        if fb is None:
+            continue  # the baseline lacks it or it is malformed: evaluate_baseline reports it
+        total, bad_rows = _sum_histograms(hists, fb.n_bins)
+        merged[name] = total
+        if bad_rows:
+            skipped[name] = bad_rows
     # A feature seen live but absent from the baseline gets an (ignored) empty histogram, so it is reported.
-    counts: dict[str, Sequence[int]] = {name: [] for name in seen - set(good)}
+    counts: dict[str, Sequence[int]] = {name: [] for name in set(per_feature) - set(good)}
     counts.update({name: [int(c) for c in arr] for name, arr in merged.items()})
     report = evaluate_baseline(baseline, values=samples, counts=counts, nonfinite=nonfinite, config=config)
     report["skipped_minutes"] = skipped

@@ -351,10 +351,16 @@ def test_aggregates_are_merged_and_a_damaged_minute_is_left_out_and_counted() ->
         total += counts
         rows.append(MinuteAggregate("m", "1.0.0", minute * 60, count=100, features={"pixel_mean": counts},
                                     features_nonfinite={"pixel_mean": 2}))
-    rows.append(MinuteAggregate("m", "1.0.0", 300, features={"pixel_mean": [1, 2, 3], "pixel_max": [1] * 10}))
+    damaged: list[Any] = [[1, 2, 3], [-1] + [5] * 9, [0.5] + [5] * 9, [math.nan] + [5] * 9, None]
+    rows += [MinuteAggregate("m", "1.0.0", 300 + 60 * i, features={"pixel_mean": h, "pixel_max": [1] * 10})
+             for i, h in enumerate(damaged)]
     report = drift.evaluate_aggregates({"features": {"pixel_mean": spec}}, rows)
     by = {f["feature"]: f for f in report["findings"]}
-    assert report["skipped_minutes"] == {"pixel_mean": 1}
+    assert report["skipped_minutes"] == {"pixel_mean": len(damaged)}
+    rows.append(MinuteAggregate("m", "1.0.0", 900, features={"pixel_mean": ["x"] * 10}))
+    again = drift.evaluate_aggregates({"features": {"pixel_mean": spec}}, rows)
+    assert again["skipped_minutes"] == {"pixel_mean": len(damaged) + 1}
+    assert {f["feature"]: f["psi"] for f in again["findings"]}["pixel_mean"] == by["pixel_mean"]["psi"]
     assert by["pixel_mean"]["n"] == 500
     assert by["pixel_mean"]["nonfinite"] == 10
     assert by["pixel_mean"]["psi"] == pytest.approx(drift.psi(spec["bin_fractions"], total), rel=1e-12)
