@@ -12,7 +12,7 @@ PIP_FLAGS := --disable-pip-version-check --no-input -q
 ANSIBLE_ENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" ANSIBLE_CONFIG="$(CURDIR)/ansible.cfg"
 PLAYBOOK := $(ANSIBLE_ENV) $(CURDIR)/$(VENV)/bin/ansible-playbook
 
-.PHONY: help system-deps venv venv-tflite lint validate plan deploy rollback lock-status unlock test test-unit test-integration test-tflite-runtime crash demo demo-device bench bench-drift bench-fleet models clean
+.PHONY: help system-deps venv venv-tflite lint validate plan deploy rollback lock-status unlock test test-unit test-integration test-tflite-runtime crash demo demo-device bench bench-drift bench-fleet models release clean
 
 help:
 	@echo "make demo      - run the main job on a simulated fleet of its own, then converge the default fleet"
@@ -22,6 +22,8 @@ help:
 	@echo "make deploy    - validate + roll models.yaml out in canary waves (reports/latest.md)"
 	@echo "make rollback GROUP=line_a [MODEL=name] [TO=version] [CHECK=1]  - operator rollback (reports/latest.md)"
 	@echo "make lock-status / make unlock LOCK=.state/locks/<fleet>.lock  - the fleet locks (one rollout at a time)"
+	@echo "make release VERSION=1.4.0 FROM=model.tflite KEY=/outside/repo/ci.key [KEY='a.key b.key'] [MODEL=...]"
+	@echo "               - evaluate against the gate, bundle, sign, publish, models.yaml change on a new branch"
 	@echo "make bench     - runtime benchmarks, printed as a table (make bench-drift: drift statistics only; make bench-fleet: fleet benchmark)"
 	@echo "Extra ansible-playbook options: ARGS='...' (e.g. ARGS=\"--limit 'line_b,localhost'\")"
 
@@ -117,6 +119,19 @@ bench-fleet: venv
 	$(PY) bench/fleet.py
 
 # Regenerating the committed demo models needs TensorFlow (the `train` extra).
+# One release command (docs/RELEASE.md): gate, bundle, sign, publish, the models.yaml change on a new branch.
+# TRAIN/HELDOUT default to the demo data sets (written by scripts/demo_data.py on first use).
+MODEL ?= defect-classifier
+TRAIN ?= .state/demo-data/train.npz
+HELDOUT ?= .state/demo-data/heldout.npz
+release: venv
+	@if [ -z "$(VERSION)" ] || [ -z "$(FROM)" ] || [ -z "$(KEY)" ]; then \
+	  echo "usage: make release VERSION=1.4.0 FROM=path/to/model.tflite KEY=/path/outside/the/repo/release.key" \
+	       "[KEY='ci.key rm.key'] [MODEL=$(MODEL)] [TRAIN=train.npz] [HELDOUT=heldout.npz]" >&2; exit 2; fi
+	@if [ "$(TRAIN)" = .state/demo-data/train.npz ] && [ ! -f $(TRAIN) ]; then $(PY) scripts/demo_data.py >/dev/null; fi
+	$(VENV)/bin/edge-release publish --config release.yaml --model $(MODEL) --model-version $(VERSION) \
+	  --from $(FROM) --train $(TRAIN) --heldout $(HELDOUT) $(foreach k,$(KEY),--key $(k))
+
 models:
 	$(PYTHON) -m venv .venv-train
 	.venv-train/bin/python -m pip install $(PIP_FLAGS) tensorflow-cpu ai-edge-litert

@@ -24,7 +24,7 @@ from .trust import TrustPolicy, key_id
 __all__ = ["main"]
 
 #: the exit codes edge-release uses (their meaning: edge_runtime._cli_common.EXIT_CODES)
-_CODES = (0, 1, 2, 3, 6, 130)
+_CODES = (0, 1, 2, 3, 4, 5, 6, 7, 130)
 
 #: files a release directory (as in demo/models/<name>/<version>/) may hold, by entrypoint
 RELEASE_FILES = {
@@ -102,6 +102,23 @@ def _parser() -> argparse.ArgumentParser:
 
     s = command("inspect", help="print a bundle's manifest (no trust decision)")
     s.add_argument("bundle", type=Path)
+
+    s = command(
+        "publish",
+        help="release a trained model in one command: evaluate against the accuracy gate, build the bundle "
+        "(golden samples, drift baseline), sign, publish to the registry, and commit the models.yaml change "
+        "on a new branch release/<model>-<version> (docs/RELEASE.md)",
+    )
+    s.add_argument("--config", type=Path, default=Path("release.yaml"), help="release configuration (release.yaml)")
+    s.add_argument("--model", required=True, help="model name, as in release.yaml and models.yaml")
+    s.add_argument("--model-version", required=True, help="the new version (MAJOR.MINOR.PATCH)")
+    s.add_argument("--from", dest="source", type=Path, required=True,
+                   help="the trainer's output: a .tflite, a .keras file or a SavedModel directory (needs TensorFlow)")
+    s.add_argument("--train", type=Path, required=True, help="training data .npz (x, y): the drift baseline")
+    s.add_argument("--heldout", type=Path, required=True, help="held-out data .npz (x, y): the accuracy gate")
+    s.add_argument("--key", type=Path, action="append", required=True, help="private key (repeat: threshold)")
+    s.add_argument("--repo", type=Path, help="the Git repository of models.yaml (default: the config's directory)")
+    s.add_argument("--workdir", type=Path, help="where the bundle is built (default: a temporary directory)")
 
     s = command("root", help="trust root documents: create, sign, verify a chain (key rotation and revocation)")
     rsub = s.add_subparsers(dest="root_cmd", required=True, metavar="ROOT_COMMAND")
@@ -277,6 +294,36 @@ def _root_command(a: argparse.Namespace) -> int:
     return 0
 
 
+def _publish_command(a: argparse.Namespace) -> int:
+    import tempfile
+
+    from .publish import GateRefusedError, load_release_config, publish
+
+    cfg = load_release_config(a.config)
+    repo = a.repo or a.config.resolve().parent
+    with tempfile.TemporaryDirectory(prefix="edge-release-") as tmp:
+        workdir = a.workdir or Path(tmp)
+        try:
+            r = publish(cfg, a.model, a.model_version, a.source, a.train, a.heldout, a.key, repo=repo,
+                        workdir=workdir)
+        except GateRefusedError as exc:
+            if a.json:
+                raise
+            raise GateRefusedError(exc.message + f" (report: {exc.details.get('reports', ['?'])[-1]})",
+                                   hint=exc.hint, **exc.details) from None
+    g = r.gate
+    prev = f"; {r.previous['version']}: {r.previous['accuracy']:.4f}" if r.previous else ""
+    pins = ", ".join(f"{grp} {old} -> {r.version}" for grp, old in r.pins.items()) or "no group pinned"
+    emit(a.json, {"ok": True, **r.to_dict()},
+         f"{r.model} {r.version}: gate passed (held-out accuracy {g['value']:.4f} >= {g['min']:.4f}, "
+         f"margin {g['margin']:+.4f}{prev})\n"
+         f"{r.registry_result}: {cfg.registry}/{r.bundle} (manifest {r.digest}), signed by "
+         f"{', '.join(k[:16] for k in r.signed_by)}\n"
+         f"models.yaml on branch {r.branch} ({(r.commit or '')[:12]}): {pins}; open a pull request from it\n"
+         f"report: {r.reports[-1]}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     a = _parser().parse_args(argv)
 
@@ -336,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if a.cmd == "root":
             return _root_command(a)
+        if a.cmd == "publish":
+            return _publish_command(a)
         if a.cmd == "inspect":
             env = read_envelope(a.bundle)
             m = Manifest.from_signed(env.signed)

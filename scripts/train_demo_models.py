@@ -52,17 +52,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository's edge_runtime
+from edge_runtime.baseline import make_baseline
 
 IMG = 32
 N_TRAIN = 4000
 N_HELDOUT = 1000
 SEED_TRAIN_DATA = 20261123
 SEED_HELDOUT_DATA = 20261124
-SEED_BASELINE_SUBSAMPLE = 7
 SMALL_FRACTION = 0.10
 LABELS = ("good", "defect")
 N_GOLDEN_PER_CLASS = 8
@@ -277,38 +280,7 @@ def to_tflite_int8(tf, model, representative: np.ndarray) -> bytes:
 # --------------------------------------------------------------------------- artifacts
 
 
-def feature_summary(values: np.ndarray, seed: int) -> dict:
-    v = np.asarray(values, np.float64)
-    n = len(v)
-    idx = np.sort(np.random.default_rng(seed).choice(n, size=min(n, 1000), replace=False))
-    edges = np.round(np.quantile(v, np.linspace(0.0, 1.0, 11)), 9)
-    edges[0], edges[-1] = -1e9, 1e9
-    for i in range(2, 10):
-        # Ties (saturated or int8-quantized confidences) would give equal edges: keep them strictly
-        # increasing; the extra bins then hold fraction 0.
-        if edges[i] <= edges[i - 1]:
-            edges[i] = round(edges[i - 1] + 1e-9, 9)
-    counts, _ = np.histogram(v, bins=edges)
-    assert counts.sum() == n
-    return {
-        "sample": [round(float(x), 6) for x in v[idx]],
-        "bin_edges": [float(e) for e in edges],
-        "bin_fractions": [float(c) / n for c in counts],
-        "mean": round(float(v.mean()), 6),
-        "std": round(float(v.std()), 6),
-    }
-
-
-def make_baseline(images: np.ndarray, outputs: np.ndarray) -> dict:
-    flat = images.reshape(len(images), -1).astype(np.float64)
-    return {
-        "n_samples": len(images),
-        "features": {
-            "pixel_mean": feature_summary(flat.mean(axis=1), SEED_BASELINE_SUBSAMPLE),
-            "pixel_std": feature_summary(flat.std(axis=1), SEED_BASELINE_SUBSAMPLE),
-        },
-        "confidence": feature_summary(outputs.max(axis=1), SEED_BASELINE_SUBSAMPLE),
-    }
+# feature_summary / make_baseline: edge_runtime.baseline (shared with `edge-release publish`; one format owner)
 
 
 def write_version(

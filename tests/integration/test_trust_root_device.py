@@ -3,12 +3,9 @@ and inside bundles; real bundles, real signatures, real smoke tests."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -16,19 +13,9 @@ from edge_runtime import errors
 from edge_runtime.cli import main as runtime_cli
 from edge_runtime.device import Device
 from edge_runtime.manifest import Envelope
-from edge_runtime.release_cli import main as release_cli
 from edge_runtime.root import make_root_signed, sign_root
-from tests.support.factory import MODEL, Release, snapshot
+from tests.support.factory import MODEL, Release, release_json, snapshot
 from tests.support.keys import KeyPair, make_keypair
-
-
-def release_json(*args: str) -> dict[str, Any]:
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        rc = release_cli(["--json", *args])
-    out = json.loads(buf.getvalue())
-    assert rc == 0, out
-    return out
 
 
 def new_root(path: Path, *, root: list[KeyPair], release: list[KeyPair], signers: list[KeyPair],

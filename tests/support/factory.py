@@ -9,6 +9,7 @@ import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edge_runtime.device import Device
 from edge_runtime.release_cli import main as release_main
@@ -74,6 +75,16 @@ class Release:
         dev = Device(root)
         dev.init([k.public_path for k in self.keys[:trusted]], threshold=threshold, **kw)  # type: ignore[arg-type]
         return dev
+
+
+def release_json(*args: str) -> dict[str, Any]:
+    """Run `edge-release --json ARGS...` in-process; return its JSON output (the command must succeed)."""
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = release_main(["--json", *args])
+    out: dict[str, Any] = json.loads(buf.getvalue())
+    assert rc == 0, out
+    return out
 
 
 def make_release(directory: Path) -> Release:

@@ -1,0 +1,189 @@
+"""`edge-release publish`: the demo's 1.0.0 -> 1.1.0 story through the one release command, and its refusals.
+
+Real everything: the committed demo models (no TensorFlow), the demo data generator, LiteRT inference for the
+gate and the baseline, real signatures with a 2-of-2 trust root, a real Git repository, a directory registry,
+and a real device install of the published bundle.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+from datetime import datetime, timedelta, timezone
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge_runtime import errors
+from edge_runtime.audit import read_events
+from edge_runtime.device import Device
+from edge_runtime.publish import Evaluation, gate_decision, load_release_config, publish
+from edge_runtime.release_cli import main as release_cli
+from tests.support.factory import DEMO_MODELS, MODEL, build, release_json
+from tests.support.keys import KeyPair, make_keypair
+
+REPO = Path(__file__).resolve().parents[2]
+NOW = datetime(2026, 12, 3, 6, 0, tzinfo=timezone.utc)
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout
+
+
+class Setup:
+    def __init__(self, base: Path) -> None:
+        sys.path.insert(0, str(REPO / "scripts"))
+        from demo_data import write_demo_data
+
+        self.base = base
+        self.keys_dir = base / "keys"  # outside the repository
+        self.k: dict[str, KeyPair] = {n: make_keypair(self.keys_dir, n) for n in ("ci", "rm")}
+        self.data = write_demo_data(base / "data")
+        self.repo = base / "repo"
+        self.registry = base / "registry"
+        self.repo.mkdir()
+        # the catalogue as it was before 1.1.0: only 1.0.0 of defect-classifier, in the registry
+        text = (REPO / "models.yaml").read_text()
+        text = re.sub(r'(?ms)^      "1\.[123]\.0":\n        bundle: defect-classifier/.*?release_counter: \d+\n', "",
+                      text)
+        text = re.sub(r"(?m)^registry: .*$", f"registry: {self.registry}", text)
+        (self.repo / "models.yaml").write_text(text)
+        (self.registry / MODEL).mkdir(parents=True)
+        build("1.0.0", self.registry / MODEL / "1.0.0.edgebundle", [self.k["ci"]])
+        # trust root version 1: bundles need both the CI key and the release manager's key
+        self.root = self.repo / "trust" / "1.root.json"
+        self.root.parent.mkdir()
+        self.cli("root", "new", "-o", str(self.root), "--root-key", str(self.k["ci"].public_path),
+                 "--release-key", str(self.k["ci"].public_path), "--release-key", str(self.k["rm"].public_path),
+                 "--release-threshold", "2")
+        self.cli("root", "sign", str(self.root), "--key", str(self.k["ci"].private_path))
+        cfg = (REPO / "release.yaml").read_text()
+        cfg = re.sub(r"(?m)^registry: .*$", f"registry: {self.registry}", cfg)
+        cfg = re.sub(r"(?m)^trust_root: .*$", "trust_root: [trust/1.root.json]", cfg)
+        (self.repo / "release.yaml").write_text(cfg)
+        (self.repo / ".gitignore").write_text("reports/\n.state/\n")
+        git(self.repo, "init", "-q", "-b", "main")
+        git(self.repo, "add", ".")
+        git(self.repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "fleet at 1.0.0")
+
+    def cli(self, *args: str) -> dict[str, Any]:
+        return release_json(*args)
+
+    def publish(self, version: str, source: str, *, keys: tuple[str, ...] = ("ci", "rm"),
+                now: datetime = NOW, **kw: Any) -> Any:
+        cfg = load_release_config(self.repo / "release.yaml")
+        return publish(cfg, MODEL, version, DEMO_MODELS / MODEL / source / "model.tflite", self.data["train"],
+                       self.data["heldout"], [self.k[k].private_path for k in keys], repo=self.repo,
+                       workdir=self.base / f"work-{version}-{now.timestamp():.0f}", now=now, **kw)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Setup:
+    return Setup(tmp_path_factory.mktemp("publish"))
+
+
+def test_demo_story_1_1_0_is_evaluated_published_signed_and_proposed_on_a_branch(setup: Setup, tmp_path: Path) -> None:
+    head_before = git(setup.repo, "rev-parse", "HEAD")
+    r = setup.publish("1.1.0", "1.1.0")
+    assert r.decision == "published"
+    assert (r.gate["passed"], r.gate["correct"], r.gate["n"], r.gate["value"]) == (True, 948, 1000, 0.948)
+    assert r.previous["version"] == "1.0.0"
+    assert r.previous["correct"] == 899
+    assert r.trust_root_version == 1
+    assert r.signed_by == sorted([setup.k["ci"].keyid, setup.k["rm"].keyid])
+    # the registry holds the bundle; its baseline is the committed one, byte for byte (same format, same data)
+    bundle = setup.registry / r.bundle
+    with tarfile.open(bundle) as tar:
+        names = tar.getnames()
+        baseline = tar.extractfile("baseline.json").read()  # type: ignore[union-attr]
+    assert names[0] == "manifest.json"
+    assert "trust/1.root.json" in names
+    assert json.loads(baseline) == json.loads((DEMO_MODELS / MODEL / "1.1.0" / "baseline.json").read_bytes())
+    assert not [p for p in bundle.parent.iterdir() if p.name.startswith(".tmp-")]
+    # models.yaml: the work tree and HEAD are untouched; the branch changes line_a's pin and adds the catalogue entry
+    assert git(setup.repo, "rev-parse", "HEAD") == head_before
+    assert git(setup.repo, "status", "--porcelain") == ""
+    diff = git(setup.repo, "diff", "main", r.branch, "--", "models.yaml")
+    changed = [ln for ln in diff.splitlines() if ln[:1] in "+-" and not ln.startswith(("+++", "---"))]
+    assert changed == ['+      "1.1.0":', f"+        bundle: {MODEL}/1.1.0.edgebundle",
+                       f'+        digest: "{r.digest}"', "+        release_counter: 2",
+                       '-      defect-classifier: "1.0.0"', '+      defect-classifier: "1.1.0"']
+    message = git(setup.repo, "log", "-1", "--format=%B", r.branch)
+    assert message.startswith("release defect-classifier 1.1.0: line_a 1.0.0 -> 1.1.0")
+    assert "Held-out accuracy 0.9480 (948/1000), gate >= 0.9300 (margin +0.0180); 1.0.0 had 0.8990 (+0.0490)" in message
+    # the audit: JSON + Markdown report and the history line
+    assert [Path(p).name for p in r.reports] == [f"defect-classifier-1.1.0-{NOW:%Y%m%dT%H%M%SZ}.{ext}"
+                                                 for ext in ("json", "md")]
+    assert "PUBLISHED" in Path(r.reports[1]).read_text()
+    [event] = [e for e in read_events(setup.repo / "reports", "release") if e["subject"] == "defect-classifier 1.1.0"]
+    assert event["data"]["signed_by"] == r.signed_by
+    # a device that trusts today's key list (the CI key) installs it: it catches up to root 1, checks 2 of 2 and
+    # runs the smoke test on the golden samples publish chose
+    dev = Device(tmp_path / "dev")
+    dev.init([setup.k["ci"].public_path])
+    res = dev.install(str(bundle), expected_digest=r.digest)
+    assert (res.result, res.active) == ("installed", "1.1.0")
+    assert dev.current_root().version == 1
+
+
+def test_same_version_with_other_content_is_refused_and_nothing_changes(setup: Setup) -> None:
+    if not (setup.registry / MODEL / "1.1.0.edgebundle").exists():
+        setup.publish("1.1.0", "1.1.0")
+    before = (setup.registry / MODEL / "1.1.0.edgebundle").read_bytes()
+    branches = git(setup.repo, "branch", "--list")
+    with pytest.raises(errors.PolicyError, match=r"already holds defect-classifier/1\.1\.0\.edgebundle with manifest"):
+        setup.publish("1.1.0", "1.1.0", now=NOW + timedelta(hours=1))  # another creation time: other content
+    assert (setup.registry / MODEL / "1.1.0.edgebundle").read_bytes() == before
+    assert git(setup.repo, "branch", "--list") == branches
+
+
+def test_model_below_the_gate_is_refused_with_the_numbers(setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
+    registry_before = sorted(p.name for p in (setup.registry / MODEL).iterdir())
+    branches = git(setup.repo, "branch", "--list")
+    rc = release_cli(["--json", "publish", "--config", str(setup.repo / "release.yaml"), "--model", MODEL,
+                      "--model-version", "1.4.0", "--from", str(DEMO_MODELS / MODEL / "1.0.0" / "model.tflite"),
+                      "--train", str(setup.data["train-small"]), "--heldout", str(setup.data["heldout"]),
+                      "--key", str(setup.k["ci"].private_path), "--key", str(setup.k["rm"].private_path)])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 4
+    assert out["error"] == "gate"
+    assert out["message"] == ("defect-classifier 1.4.0 not released: held-out accuracy 0.8990 (899/1000) is below "
+                              "the gate 0.9300 by 0.0310")
+    assert sorted(p.name for p in (setup.registry / MODEL).iterdir()) == registry_before
+    assert git(setup.repo, "branch", "--list") == branches
+    [event] = [e for e in read_events(setup.repo / "reports", "release") if e["subject"] == "defect-classifier 1.4.0"]
+    assert event["data"]["decision"] == "refused"
+    assert event["data"]["gate"]["margin"] == -0.031
+
+
+def test_gate_is_compared_exactly_at_the_threshold_and_one_sample_below() -> None:
+    at = gate_decision(Evaluation(1000, 899, {}), Fraction("0.899"))
+    below = gate_decision(Evaluation(1000, 898, {}), Fraction("0.899"))
+    assert (at["passed"], at["margin"]) == (True, 0.0)
+    assert (below["passed"], below["margin"]) == (False, -0.001)
+
+
+def test_too_few_release_keys_for_the_trust_root_is_refused_before_publishing(setup: Setup) -> None:
+    before = sorted(p.name for p in (setup.registry / MODEL).iterdir())
+    with pytest.raises(errors.SignatureError, match=r"1 valid signature\(s\) from trusted keys, 2 required"):
+        setup.publish("1.5.0", "1.1.0", keys=("ci",))
+    assert sorted(p.name for p in (setup.registry / MODEL).iterdir()) == before
+
+
+def test_a_private_key_inside_the_repository_not_ignored_is_refused(setup: Setup) -> None:
+    inside = setup.repo / "release-key.key"
+    shutil.copy(setup.k["ci"].private_path, inside)
+    inside.chmod(0o600)
+    try:
+        cfg = load_release_config(setup.repo / "release.yaml")
+        with pytest.raises(errors.ConfigError, match=r"inside the Git work tree .* not ignored by Git"):
+            publish(cfg, MODEL, "1.6.0", DEMO_MODELS / MODEL / "1.1.0" / "model.tflite", setup.data["train"],
+                    setup.data["heldout"], [inside], repo=setup.repo, workdir=setup.base / "w")
+    finally:
+        inside.unlink()
