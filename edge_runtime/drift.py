@@ -85,7 +85,7 @@ MAX_BINS = 1000
 MAX_SAMPLE = 1_000_000
 
 _FIX = ("rebuild the bundle with a baseline.json whose features.{name} has strictly increasing finite bin_edges, "
-        "len(bin_edges) - 1 bin_fractions >= 0 summing to 1 and a finite sample (scripts/train_demo_models.py "
+        "len(bin_edges) - 1 bin_fractions >= 0 summing to 1 and a finite sample (edge_runtime.baseline."
         "feature_summary builds one; format in docs/DESIGN.md)")
 
 
