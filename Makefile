@@ -12,7 +12,7 @@ PIP_FLAGS := --disable-pip-version-check --no-input -q
 ANSIBLE_ENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" ANSIBLE_CONFIG="$(CURDIR)/ansible.cfg"
 PLAYBOOK := $(ANSIBLE_ENV) $(CURDIR)/$(VENV)/bin/ansible-playbook
 
-.PHONY: help system-deps venv venv-tflite lint validate plan deploy rollback lock-status unlock test test-unit test-integration test-tflite-runtime crash demo demo-device bench bench-drift bench-fleet models release clean
+.PHONY: help system-deps venv venv-tflite lint validate plan deploy rollback lock-status unlock test test-unit test-integration test-tflite-runtime crash demo demo-device bench bench-drift bench-fleet bench-telemetry models release clean
 
 help:
 	@echo "make demo      - run the main job on a simulated fleet of its own, then converge the default fleet"
@@ -25,6 +25,7 @@ help:
 	@echo "make release VERSION=1.4.0 FROM=model.tflite KEY=/outside/repo/ci.key [KEY='a.key b.key'] [MODEL=...]"
 	@echo "               - evaluate against the gate, bundle, sign, publish, models.yaml change on a new branch"
 	@echo "make bench     - runtime benchmarks, printed as a table (make bench-drift: drift statistics only; make bench-fleet: fleet benchmark)"
+	@echo "make bench-telemetry - recording overhead per inference and store size after 1M inferences (~1 min)"
 	@echo "Extra ansible-playbook options: ARGS='...' (e.g. ARGS=\"--limit 'line_b,localhost'\")"
 
 $(VENV)/.installed: pyproject.toml
@@ -109,6 +110,7 @@ demo-device: venv
 bench: venv
 	$(PY) bench/run.py
 	$(PY) bench/drift.py
+	$(PY) bench/telemetry.py
 
 # Drift statistics alone: KS + PSI for 20 features x 100,000 rows vs scipy's ks_2samp (~20 s).
 bench-drift: venv
@@ -117,6 +119,10 @@ bench-drift: venv
 # Fleet benchmark on the local fleet at 10, 50 and 200 devices (~15 min on 2 cores).
 bench-fleet: venv
 	$(PY) bench/fleet.py
+
+# Telemetry: recording overhead per inference, store size after 1,000,000 recorded inferences (~1 min).
+bench-telemetry: venv
+	$(PY) bench/telemetry.py
 
 # Regenerating the committed demo models needs TensorFlow (the `train` extra).
 # One release command (docs/RELEASE.md): gate, bundle, sign, publish, the models.yaml change on a new branch.

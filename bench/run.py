@@ -556,17 +556,26 @@ def pick_tmp(arg: str | None) -> Path:
     return Path(tempfile.mkdtemp(prefix="edge-bench-", dir=base))
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def common_options(doc: str | None) -> argparse.ArgumentParser:
+    """The options every runtime benchmark takes (``--json``, ``--tmp-dir``, ``--keep``)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", action="store_true", help="print JSON instead of the table")
     ap.add_argument("--tmp-dir", help="where scratch files go (default: system temp dir if on the repo's fs)")
     ap.add_argument("--keep", action="store_true", help="keep the scratch dir (debugging)")
-    args = ap.parse_args(argv)
+    return ap
 
+
+def start(args: argparse.Namespace) -> tuple[Path, datetime, tuple[float, float, float]]:
+    """The scratch dir, the start time and the load average before the run (logged)."""
     tmp = pick_tmp(args.tmp_dir)
-    started = datetime.now(timezone.utc)
     load_before = os.getloadavg()
     log(f"scratch dir {tmp} ({fs_type(tmp)}); load average {load_before[0]:.2f}")
+    return tmp, datetime.now(timezone.utc), load_before
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = common_options(__doc__).parse_args(argv)
+    tmp, started, load_before = start(args)
     goals: list[Goal] = []
     try:
         keys = tmp / "keys"

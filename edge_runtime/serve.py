@@ -72,19 +72,27 @@ from .errors import EdgeRuntimeError, quote_untrusted
 from .smoke import _dequantize, _quantize, load_interpreter
 from .telemetry.store import TelemetryStore
 
-__all__ = ["FEATURES", "Prediction", "Predictor", "UnknownPredictionError"]
+__all__ = ["FEATURES", "Prediction", "Predictor", "UnknownPredictionError", "input_statistics"]
 
-#: the input statistics this runtime can record, by the name a baseline gives them; each takes the input
-#: in the model's float domain
-FEATURES: dict[str, Callable[[np.ndarray], float]] = {
-    "pixel_mean": lambda x: float(x.mean()),
-    "pixel_std": lambda x: float(x.std()),
-}
+#: the input statistics this runtime can record, by the name a baseline gives them (:func:`input_statistics`)
+FEATURES: tuple[str, ...] = ("pixel_mean", "pixel_std")
 #: the most bins a baseline feature may have
 MAX_BINS = 1000
 #: baseline.json is read bounded (it is signed, but a serving process still does not trust sizes)
 BASELINE_MAX_BYTES = 16 << 20
 LABELS_MAX_BYTES = 1 << 20
+
+
+def input_statistics(x: np.ndarray) -> dict[str, float]:
+    """The :data:`FEATURES` of one input in the model's float domain: mean and standard deviation of its
+    values, from one sum (float64) and one dot product; where the variance is small next to the squared mean
+    (cancellation would cost precision) the standard deviation is computed exactly instead."""
+    r = x.reshape(-1)
+    n = r.size
+    mean = float(np.add.reduce(r, dtype=np.float64)) / n
+    var = float(np.dot(r, r)) / n - mean * mean
+    std = math.sqrt(var) if var > 1e-3 * mean * mean else float(r.std(dtype=np.float64))
+    return {"pixel_mean": mean, "pixel_std": std}
 
 
 class UnknownPredictionError(EdgeRuntimeError):
@@ -122,7 +130,7 @@ class _Loaded:
     """One verified, loaded version: its interpreter (calls serialised by ``lock``), labels, features."""
 
     def __init__(self, version: str, digest: str, interp: Any, backend: str, labels: list[str],
-                 features: dict[str, Callable[[np.ndarray], float]]) -> None:
+                 features: tuple[str, ...]) -> None:
         self.version = version
         self.digest = digest
         self.interp = interp
@@ -236,15 +244,22 @@ class Predictor:
             error = "the model produced no output values"
         self._remember(pid, loaded.version, label)
         if self.store is not None:
-            feats: dict[str, float] | None = None
-            if xf is not None and loaded.features and xf.size:
-                try:
-                    feats = {name: fn(xf) for name, fn in loaded.features.items()}
-                except Exception:  # a statistic that cannot be computed is not recorded
-                    feats = None
-            self.store.record(self.model, loaded.version, self.clock(), latency_ms, error is None, label, conf, feats)
+            self._record(loaded, xf, latency_ms, error is None, label, conf)
         return Prediction(pid, self.model, loaded.version, label, conf, out if error is None else None,
                           latency_ms, error)
+
+    def _record(self, loaded: _Loaded, xf: np.ndarray | None, latency_ms: float, ok: bool, label: str | None,
+                conf: float | None) -> None:
+        """The recording step of a call (what bench/telemetry.py times): input statistics, then the store's
+        in-memory aggregate. Never raises."""
+        assert self.store is not None
+        feats: dict[str, float] | None = None
+        if xf is not None and loaded.features and xf.size:
+            try:  # the store ignores statistics the version's baseline does not name
+                feats = input_statistics(xf)
+            except Exception:  # a statistic that cannot be computed is not recorded
+                feats = None
+        self.store.record(self.model, loaded.version, self.clock(), latency_ms, ok, label, conf, feats)
 
     def feedback(self, prediction_id: str, truth: str | int) -> bool:
         """Attach the true label (name, or class index) to a prediction; returns whether it was right.
@@ -347,11 +362,11 @@ class Predictor:
             ) from None
         interp, backend = load_interpreter(vdir / manifest.entrypoints["model"], manifest.backends)
         labels = self._labels(vdir, manifest.entrypoints.get("labels"))
-        features: dict[str, Callable[[np.ndarray], float]] = {}
+        features: tuple[str, ...] = ()
         if self.store is not None:
             edges = self._baseline(vdir, manifest.entrypoints.get("baseline"), version)
             self.store.register_features(self.model, version, edges)
-            features = {name: FEATURES[name] for name in edges}
+            features = tuple(edges)
         return _Loaded(version, digest, interp, backend, labels, features)
 
     @staticmethod

@@ -269,3 +269,21 @@ def test_settings_at_their_limits_are_accepted() -> None:
     cfg.validate()
     assert cfg.telemetry_config().max_bytes == MIN_MAX_BYTES
     assert DeviceConfig(architecture="x86_64").telemetry_config() == TelemetryConfig()
+
+
+def test_a_clock_that_goes_backwards_files_records_under_earlier_minutes_and_loses_none(tmp_path: Path) -> None:
+    clock = Clock(T0 + 600)
+    with make(tmp_path, clock) as store:
+        for _ in range(5):
+            store.record("m", "1.0.0", clock.t, 1.0, True, "good", 0.8, {"pixel_mean": 0.5})
+        store.flush()
+        clock.t = T0 - 7200  # an NTP correction back by two hours
+        for _ in range(3):
+            store.record("m", "1.0.0", clock.t, 1.0, True, "good", 0.8, {"pixel_mean": 0.5})
+        store.flush()
+        clock.t = T0 + 601  # and forward again, into the minute already stored
+        store.record("m", "1.0.0", clock.t, 1.0, True, "good", 0.8, {"pixel_mean": 0.5})
+        store.flush()
+        rows = store.minutes("m")
+        assert [(r.minute, r.count) for r in rows] == [(T0 - 7200, 3), (T0 + 600, 6)]
+        assert store.status()["dropped"] == 0
