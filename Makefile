@@ -26,6 +26,7 @@ help:
 	@echo "               - evaluate against the gate, bundle, sign, publish, models.yaml change on a new branch"
 	@echo "make bench     - runtime benchmarks, printed as a table (make bench-drift: drift statistics only; make bench-fleet: fleet benchmark)"
 	@echo "make bench-telemetry - recording overhead per inference and store size after 1M inferences (~1 min)"
+	@echo "make fleet-up N=20 / fleet-status / fleet-down - SSH test fleet in network namespaces (root; see docs/SSH_FLEET.md)"
 	@echo "Extra ansible-playbook options: ARGS='...' (e.g. ARGS=\"--limit 'line_b,localhost'\")"
 
 $(VENV)/.installed: pyproject.toml
@@ -123,6 +124,21 @@ bench-fleet: venv
 # Telemetry: recording overhead per inference, store size after 1,000,000 recorded inferences (~1 min).
 bench-telemetry: venv
 	$(PY) bench/telemetry.py
+
+# SSH test fleet (root, Debian's openssh-server): N devices in network namespaces, each with its own sshd;
+# inventory in .state/ssh-fleet/inventory (docs/SSH_FLEET.md). The demo registry and key come first: the
+# inventory trusts .state/demo-keys/demo-NOT-FOR-PRODUCTION.pub.
+.PHONY: fleet-up fleet-status fleet-down
+N ?= 20
+fleet-up: venv system-deps
+	$(PY) scripts/build_registry.py >/dev/null
+	$(PY) scripts/ssh_fleet.py up $(N)
+
+fleet-status: venv
+	$(PY) scripts/ssh_fleet.py status
+
+fleet-down: venv
+	$(PY) scripts/ssh_fleet.py down
 
 # Regenerating the committed demo models needs TensorFlow (the `train` extra).
 # One release command (docs/RELEASE.md): gate, bundle, sign, publish, the models.yaml change on a new branch.
