@@ -29,7 +29,8 @@ EXIT_CODES: dict[int, str] = {
     5: "download failed: HTTP error, stalled, too slow, too large, refused redirect (a resumable partial is kept)",
     6: "staging or storage error, disk full (nothing half-written is left; the active model is unchanged)",
     7: "the TFLite backend cannot load or run the model",
-    8: "the new version failed its smoke test or health check and was rolled back (and quarantined)",
+    8: "the new version failed its smoke test or health check and was rolled back (and quarantined); "
+    "monitor: a rule rolled a model back",
     75: "another operation holds the device lock; try again later",
     130: "interrupted (Ctrl-C)",
 }

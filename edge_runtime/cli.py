@@ -93,6 +93,14 @@ def _parser() -> argparse.ArgumentParser:
         help="a telemetry setting stored in config.json, e.g. max_bytes=16777216 or retention_days=3 (JSON "
         "value; repeat); see the telemetry section of README.md for the list and defaults",
     )
+    s.add_argument(
+        "--monitor-setting",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a monitor setting stored in config.json, e.g. confidence_threshold=0.7 or min_inferences=10 "
+        "(repeat); see edge_runtime/monitor.py for the list and defaults",
+    )
 
     s = command("install", "install a bundle: fetch, verify, stage, activate, smoke test, commit")
     s.add_argument("source", help="bundle path or http(s) URL")
@@ -132,6 +140,15 @@ def _parser() -> argparse.ArgumentParser:
 
     s = command("repair", "rebuild a corrupt state file from the verified versions on disk")
     s.add_argument("model")
+
+    s = command(
+        "monitor",
+        "evaluate the monitor rules over the recorded telemetry (confidence, errors, drift), roll a model back "
+        "by itself when a rule says so, and record the findings in the facts; once (for a timer) or every "
+        "SECONDS. Exit 8 when a model was rolled back, 75 when another monitor runs on this root",
+    )
+    s.add_argument("--every", type=float, metavar="SECONDS", help="evaluate in a loop, every SECONDS (>= 1)")
+    s.add_argument("--count", type=int, metavar="N", help="with --every: stop after N evaluations")
     return p
 
 
@@ -225,6 +242,73 @@ def _human_status(st: dict[str, Any]) -> str:
             )
     if st["busy"]:
         lines.append("an operation is in progress")
+    lines += _human_monitor(st.get("monitor"))
+    return "\n".join(lines)
+
+
+def _human_monitor(mon: dict[str, Any] | None) -> list[str]:
+    """The monitor's last evaluation, for ``status``: one line, and one per finding that is not ok."""
+    if mon is None:
+        return ["monitor: never ran (edge-runtime monitor)"]
+    if "error" in mon:
+        return [f"monitor: {mon['error']}"]
+    lines = [f"monitor: last evaluation {mon.get('evaluated_at')}"]
+    for name, m in sorted((mon.get("models") or {}).items()):
+        lines.append(f"  {name} {m.get('version') or '-'}: {m.get('state')}")
+        lines += [f"    {f.get('rule')}: {f.get('status')}: {f.get('message')}" for f in m.get("findings") or []]
+    return lines
+
+
+def _monitor(dev: Device, args: argparse.Namespace) -> int:
+    """``edge-runtime monitor``: once, or every ``--every`` seconds (``--count`` times, else until stopped)."""
+    import math
+    import signal
+    import threading
+    import time
+
+    from ._monitor_run import monitor_lock, run_once
+
+    every, count = args.every, args.count
+    if every is not None and not (math.isfinite(every) and every >= 1):
+        raise ConfigError(f"--every must be a number of seconds >= 1, got {every!r}")
+    if count is not None and (every is None or count < 1):
+        raise ConfigError("--count N needs --every and N >= 1")
+    dev.config.monitor_config()  # a bad monitor section is refused before anything runs
+    rolled_back = 0
+    with monitor_lock(dev.root):
+        if every is None:
+            report = run_once(dev)
+            emit(args.json, {"ok": True, **report}, _human_report(report), warnings=dev.warnings)
+            return EXIT_ROLLED_BACK if report["rolled_back"] else 0
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        start, n = time.monotonic(), 0
+        while not stop.is_set():
+            report = run_once(dev)
+            rolled_back += report["rolled_back"]
+            if args.json:  # one JSON document per line and evaluation
+                sys.stdout.write(dumps_strict({"ok": True, **report}, "--json output", sort_keys=True) + "\n")
+            else:
+                sys.stdout.write(_human_report(report) + "\n")
+            sys.stdout.flush()
+            n += 1
+            if count is not None and n >= count:
+                break
+            # the next tick of a fixed schedule; an evaluation that overran skips the ticks it missed
+            ticks = math.floor((time.monotonic() - start) / every) + 1
+            stop.wait(max(0.0, start + ticks * every - time.monotonic()))
+    return 0
+
+
+def _human_report(report: dict[str, Any]) -> str:
+    lines = [f"monitor evaluation at {report['evaluated_at']}"]
+    if not report["models"]:
+        lines.append("  no models installed")
+    for name, m in sorted(report["models"].items()):
+        lines.append(f"  {name} {m.get('version') or '-'}: {m['state']}")
+        lines += [
+            f"    {f['rule']}: {f['status']}: {f['message']}" for f in m["findings"] if f["status"] not in ("off",)
+        ]
     return "\n".join(lines)
 
 
@@ -261,6 +345,16 @@ def main(argv: list[str] | None = None) -> int:
                     telemetry = {}
                 telemetry.update(_settings(args.telemetry_setting, "--telemetry-setting"))
                 TelemetryConfig.from_mapping(telemetry, "--telemetry-setting")
+            monitor = None
+            if args.monitor_setting:
+                from .monitor import MonitorConfig
+
+                try:
+                    monitor = dict(dev.config.monitor or {})
+                except ConfigError:
+                    monitor = {}
+                monitor.update(_settings(args.monitor_setting, "--monitor-setting"))
+                MonitorConfig.from_mapping(monitor, "--monitor-setting")
             cfg = dev.init(
                 args.trusted_key,
                 roots=[_read_root_file(p) for p in args.trust_root] or None,
@@ -271,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
                 facts_path=args.facts_path,
                 download=download,
                 telemetry=telemetry,
+                monitor=monitor,
             )
             out(
                 {
@@ -349,6 +444,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{m.name} {m.version}: signature and {len(m.files)} file(s) verified ({m.digest})",
             )
             return 0
+        if args.cmd == "monitor":
+            return _monitor(dev, args)
         if args.cmd == "repair":
             rep = dev.repair(args.model)
             out(

@@ -75,6 +75,7 @@ if TYPE_CHECKING:
     from ._fetch_config import FetchConfig
     from .bundle import BundleStream
     from .manifest import Manifest
+    from .monitor import MonitorConfig
     from .root import Root
     from .smoke import SmokeResult
     from .telemetry.config import TelemetryConfig
@@ -114,6 +115,9 @@ class DeviceConfig:
     #: drift thresholds and window overriding the defaults of :class:`~edge_runtime._drift_config.DriftConfig`
     #: and the bundle's (e.g. ``{"psi_threshold": 0.25, "window_minutes": 30}``); None: no override
     drift: dict[str, Any] | None = None
+    #: monitor settings overriding the defaults of :class:`~edge_runtime.monitor.MonitorConfig` (confidence
+    #: threshold 0.75, 5 consecutive minutes, min 20 inferences/min, ...); None: the defaults
+    monitor: dict[str, Any] | None = None
 
     @classmethod
     def load(cls, path: Path) -> DeviceConfig:
@@ -163,12 +167,19 @@ class DeviceConfig:
         self.fetch_config(f"{what}: download")  # refuses unknown or invalid download settings now
         self.telemetry_config(f"{what}: telemetry")  # and telemetry settings
         self.drift_config(what=f"{what}: drift")  # the same for the drift settings
+        self.monitor_config(f"{what}: monitor")  # and monitor settings
 
     def telemetry_config(self, what: str = "telemetry settings") -> TelemetryConfig:
         """The device's telemetry settings: the defaults with this config's ``telemetry`` overrides."""
         from .telemetry.config import TelemetryConfig
 
         return TelemetryConfig.from_mapping(self.telemetry, what)
+
+    def monitor_config(self, what: str = "monitor settings") -> MonitorConfig:
+        """The device's monitor settings: the defaults with this config's ``monitor`` overrides."""
+        from .monitor import MonitorConfig
+
+        return MonitorConfig.from_mapping(self.monitor, what)
 
     def fetch_config(self, what: str = "download settings") -> FetchConfig:
         """The device's download settings: the defaults with this config's ``download`` overrides."""
@@ -265,6 +276,7 @@ class Device:
         facts_path: str | None = None,
         download: Mapping[str, Any] | None = None,
         telemetry: Mapping[str, Any] | None = None,
+        monitor: Mapping[str, Any] | None = None,
     ) -> DeviceConfig:
         """Create or update the device root: trust (a key list or root documents) and config. Idempotent.
 
@@ -273,8 +285,8 @@ class Device:
         list) accepts only the versions that follow it, each signed as rotation requires; a new device takes
         the oldest document given as its anchor (it must be signed by its own root keys). Once a device
         trusts a root document, a key list is refused: keys then change only through a new root.
-        ``download`` and ``telemetry`` replace the config's download and telemetry settings; None keeps the
-        ones already there.
+        ``download``, ``telemetry`` and ``monitor`` replace the config's download, telemetry and monitor
+        settings; None keeps the ones already there.
         """
         from ._fetch_config import FetchConfig
         from .keys import load_public_key
@@ -304,6 +316,7 @@ class Device:
                 current = self.config
                 download = current.download if download is None else download
                 telemetry = current.telemetry if telemetry is None else telemetry
+                monitor = current.monitor if monitor is None else monitor
         if download is not None:
             FetchConfig.from_mapping(download, "download settings")  # refused before anything is written
         cfg = DeviceConfig(
@@ -314,14 +327,14 @@ class Device:
             facts_path=facts_path,
             download=dict(download) if download else None,
             telemetry=dict(telemetry) if telemetry else None,
+            monitor=dict(monitor) if monitor else None,
         )
         del accepted  # checked before anything is written; stored under the lock below
         cfg.validate("init")  # the same check as loading it: init never writes a config it could not read
         doc = asdict(cfg)
-        if doc["download"] is None:
-            del doc["download"]  # configs without download settings stay byte-identical
-        if doc["telemetry"] is None:
-            del doc["telemetry"]  # (and without telemetry settings)
+        for optional in ("download", "telemetry", "monitor"):
+            if doc[optional] is None:
+                del doc[optional]  # configs without these settings stay byte-identical
         doc["allowed_models"] = list(cfg.allowed_models)
         # strict: a value that cannot be read back (a lone surrogate, NaN) is refused before anything is
         # created or written
@@ -776,10 +789,13 @@ class Device:
         assert state.pending is not None
         version = str(m.version)
         previous = state.pending.previous
+        now = utcnow()
         state.versions[version] = {
             "digest": m.digest,
             "counter": m.release_counter,
-            "committed_at": utcnow(),
+            "committed_at": now,
+            # when this version began to serve (the monitor counts only its minutes since then)
+            "activated_at": now,
             "smoke": smoke.to_dict(),
         }
         if version in state.order:
@@ -814,7 +830,9 @@ class Device:
             smoke.to_dict(),
         )
 
-    def _rollback_pending(self, state: ModelState, reason: str, smoke: SmokeResult | None) -> InstallResult:
+    def _rollback_pending(
+        self, state: ModelState, reason: str, smoke: SmokeResult | None, *, evidence: Mapping[str, Any] | None = None
+    ) -> InstallResult:
         """Roll the pending version back to a version that verifies, and quarantine it.
 
         The target is verified (signatures, every file's hash and length, nothing extra) before the
@@ -825,7 +843,9 @@ class Device:
 
         A pending ``fallback`` (an operator rollback found both its target and the active copy
         corrupt) moves off the active version the same way, but keeps it (marked corrupt) instead of
-        quarantining it: the release is not at fault, its copy on this disk is.
+        quarantining it: the release is not at fault, its copy on this disk is. A pending
+        ``self_rollback`` (the monitor, :meth:`self_rollback`) is a failed check of a committed version:
+        recorded as ``last.op`` ``self_rollback``, with the monitor's ``evidence``.
         """
         p = state.pending
         assert p is not None
@@ -852,6 +872,8 @@ class Device:
             if p.version in state.order:
                 state.order.remove(p.version)
         state.active = target
+        if target is not None:
+            state.versions[target]["activated_at"] = utcnow()
         state.pending = None
         if lost:
             state.set_degraded(_lost_reason(lost, target), op="rollback" if fallback else p.op, version=p.previous)
@@ -860,13 +882,15 @@ class Device:
                           "reason": (state.degraded or {}).get("reason", reason)}
         else:
             state.last = {
-                "op": "install",
+                "op": "self_rollback" if p.op == "self_rollback" else "install",
                 "version": p.version,
                 "result": "rolled_back",
                 "reason": reason,
                 "at": utcnow(),
                 "smoke": smoke.to_dict() if smoke else None,
             }
+            if evidence:
+                state.last["evidence"] = dict(evidence)
         self.store.save(state)
         _faults.checkpoint("rollback.commit")
         if not fallback:
@@ -1107,6 +1131,7 @@ class Device:
             state.order.remove(target)
             state.order.append(target)
             state.active = target
+            state.versions[target]["activated_at"] = utcnow()
             state.pending = None
             state.mark_healthy(target)
             state.last = {
@@ -1159,6 +1184,57 @@ class Device:
             active=landed,
             degraded=(state.degraded or {}).get("reason"),
         )
+
+    # ----------------------------------------------------------------- self-rollback (monitor) --------
+
+    def self_rollback(
+        self, name: str, version: str, reason: str, evidence: Mapping[str, Any] | None = None
+    ) -> InstallResult:
+        """The monitor's rollback: the active, committed ``version`` breached a rule (``reason``, with the
+        numbers); roll back to the previous committed version and quarantine ``version``.
+
+        The same persisted path as a failed smoke test or post-install check (:meth:`_rollback_pending`): a
+        pending ``self_rollback`` in phase ``rolling_back`` is saved first (recovery completes it after a
+        power cut), the target is verified before the swap, ``version`` is quarantined (``bad``, with the
+        reason) and its files removed, and ``last`` records the reason and ``evidence``. Unlike a failed
+        check, a self-rollback never leaves the model without a version: when no previous committed version
+        is kept, or none verifies, it raises :class:`RollbackError` ("cannot roll back") and ``version``
+        stays active -- a model with low confidence serves better than none. When ``version`` is no longer
+        active (an install or rollback ran after the monitor evaluated), nothing is done (``unchanged``).
+        Raises :class:`~edge_runtime.errors.LockedError` at once when another operation holds the lock.
+        """
+        with self._operation("self-rollback"):
+            state = self.store.load(name)
+            if state.active is None or state.active != version:
+                return InstallResult(
+                    name, version, "", "unchanged", False, state.previous_committed(), state.active,
+                    f"{version} is no longer active ({state.active or 'no version'} is); nothing done",
+                )
+            candidates = [v for v in reversed(state.kept_versions()) if v != version]
+            if not candidates:
+                corrupt = sorted(v for v in state.corrupt if v != version)
+                raise RollbackError(
+                    f"cannot roll back {name} {version}: no previous committed version is kept on this device"
+                    + (f" ({', '.join(corrupt)} no longer verif{'ies' if len(corrupt) == 1 else 'y'})"
+                       if corrupt else ""),
+                    hint=f"{version} stays active; install a better version (models.yaml) to replace it",
+                    model=name, active=version,
+                )
+            target, lost = self._first_verified(state, candidates, exclude={version})
+            if target is None:
+                self.store.save(state)  # the kept versions found corrupt are recorded (no longer offered)
+                raise RollbackError(
+                    f"cannot roll back {name} {version}: "
+                    + "; ".join(f"{v} {why}" for v, why in lost),
+                    hint=f"{version} stays active; install a better version (models.yaml) to replace it",
+                    model=name, active=version,
+                )
+            info = state.versions[version]
+            state.pending = Pending(
+                "self_rollback", version, str(info.get("digest", "")), int(info.get("counter") or 0),
+                "rolling_back", target, utcnow(), reason=reason,
+            )
+            return self._rollback_pending(state, reason, None, evidence=evidence)
 
     # ----------------------------------------------------------------- post-install check -------------
 
@@ -1399,7 +1475,9 @@ class Device:
                 "last": s.last,
                 "smoke_p95_ms": (info.get("smoke") or {}).get("p95_ms"),
             }
-        return {"root": str(self.root), "busy": busy, "models": models}
+        from ._monitor_record import read_last
+
+        return {"root": str(self.root), "busy": busy, "models": models, "monitor": read_last(self.root)}
 
     def write_facts(self) -> dict[str, Any]:
         """Collect the facts and write them to the facts file(s); return them.

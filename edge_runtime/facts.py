@@ -191,7 +191,15 @@ def collect_facts(device: FactsSource) -> dict[str, Any]:
         # each kind of error once; "none" before the first record
         "telemetry": telemetry_facts(device.root),
         "trust": trust_facts(device.root / "trust"),
+        # the device-side monitor's last evaluation (edge-runtime monitor); None when it never ran
+        "monitor": _monitor_facts(device.root),
     }
+
+
+def _monitor_facts(root: Path) -> dict[str, Any] | None:
+    from ._monitor_record import read_last
+
+    return read_last(root)
 
 
 def trust_facts(trust_dir: Path) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Crash-safety harness: SIGKILL the installing process at every step boundary and at random moments.
 
-For each scenario (an upgrade that commits, a bad model that rolls back, an operator rollback) it
+For each scenario (an upgrade that commits, a bad model that rolls back, an operator rollback, the monitor's
+self-rollback) it
 
 1. enumerates the instrumented step boundaries (each write, fsync, rename, smoke phase, commit,
    rollback) by running the operation once with a counting hook;
@@ -225,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
             Scenario("upgrade 1.0.0 -> 1.1.0", t_up, lambda dv: dv.install(str(b110)), ("1.0.0", "1.1.0")),
             Scenario("bad 1.2.0 rolls back", t_bad, lambda dv: dv.install(str(b120)), ("1.1.0",)),
             Scenario("operator rollback", t_rb, lambda dv: dv.rollback(MODEL), ("1.0.0", "1.1.0")),
+            # the monitor's self-rollback (edge-runtime monitor): the same persisted path, 1.1.0 quarantined
+            Scenario("self-rollback", t_rb, lambda dv: dv.self_rollback(MODEL, "1.1.0", "self-rollback: harness"),
+                     ("1.0.0", "1.1.0")),
             *rollback_verification_scenarios(rel, base),
         ]
         work = base / "work"

@@ -1,0 +1,78 @@
+"""The monitor's record: ``<root>/monitor/last.json``, its last evaluation, written by ``edge-runtime monitor``
+and read (as untrusted input) by ``status`` and the facts (``ansible_facts.edge_runtime.monitor``).
+
+Apart from :mod:`edge_runtime._monitor_run` so that ``device`` and ``facts`` can read it without importing
+the monitor (no import cycle).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+from .errors import EdgeRuntimeError
+
+__all__ = ["LAST_NAME", "LAST_SCHEMA", "MONITOR_DIR", "read_last", "write_last"]
+
+MONITOR_DIR = "monitor"
+LAST_NAME = "last.json"
+LAST_SCHEMA = 1
+
+
+def write_last(root: Path, report: dict[str, Any]) -> str | None:
+    """Replace ``<root>/monitor/last.json`` with ``report`` atomically; a problem is returned, never raised
+    (a full disk must not stop the monitor from acting nor hide what it did)."""
+    from ._fsutil import atomic_write_bytes
+    from ._json import dumps_strict_bytes
+
+    path = Path(root) / MONITOR_DIR / LAST_NAME
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, dumps_strict_bytes(report, "monitor findings", indent=1, sort_keys=True) + b"\n")
+    except (OSError, EdgeRuntimeError) as exc:
+        return f"monitor findings not written to {path}: {getattr(exc, 'strerror', None) or exc}"
+    return None
+
+
+def read_last(root: Path, *, full: bool = False) -> dict[str, Any] | None:
+    """The last evaluation recorded under ``root`` (untrusted: bounded, strict), compact unless ``full``:
+    per model its state, version and the findings that are not ``ok`` (rule, status, action, message).
+
+    None when the monitor never ran; ``{"error": ...}`` when the file cannot be read.
+    """
+    from ._json import loads_untrusted, read_untrusted_file
+    from ._limits import DEFAULT_LIMITS as lim
+    from .errors import StateCorruptError
+
+    path = Path(root) / MONITOR_DIR / LAST_NAME
+    try:
+        data = read_untrusted_file(path, lim.local_json_max_bytes)
+        doc = loads_untrusted(data, lim, str(path), error=StateCorruptError, max_bytes=lim.local_json_max_bytes)
+    except FileNotFoundError:
+        return None
+    except (OSError, EdgeRuntimeError) as exc:
+        return {"error": f"{path} is unreadable: {getattr(exc, 'message', None) or exc}"}
+    if not isinstance(doc, dict) or doc.get("schema") != LAST_SCHEMA or not isinstance(doc.get("models"), dict):
+        return {"error": f"{path} is not a monitor report of schema {LAST_SCHEMA}"}
+    if full:
+        return doc
+    models: dict[str, Any] = {}
+    for name, m in doc["models"].items():
+        if not isinstance(m, dict):
+            continue
+        raw = m.get("findings")
+        findings: list[Any] = raw if isinstance(raw, list) else []
+        models[str(name)] = {
+            "state": m.get("state"),
+            "version": m.get("version"),
+            "findings": [
+                {k: f.get(k) for k in ("rule", "status", "action", "message")}
+                for f in findings
+                if isinstance(f, dict) and f.get("status") not in ("ok", "off")
+            ],
+        }
+    with contextlib.suppress(TypeError, ValueError):
+        return {"evaluated_at": doc.get("evaluated_at"), "rolled_back": int(doc.get("rolled_back") or 0),
+                "models": models}
+    return {"error": f"{path} is not a monitor report of schema {LAST_SCHEMA}"}  # pragma: no cover
