@@ -47,7 +47,7 @@ class MinuteSource(Protocol):
     """Where the rows come from: the telemetry store (``TelemetryStore.minutes``), or a test's list."""
 
     def minutes(
-        self, model: str, version: str | None = None, since: int | None = None, until: int | None = None
+        self, model: str, *, version: str | None = None, since: float | None = None, until: float | None = None
     ) -> list[MinuteAggregate]: ...
 
 
@@ -82,19 +82,17 @@ def monitor_lock(root: Path) -> Iterator[None]:
         ) from None
 
 
-def _open_store(device: Device) -> MinuteSource | None:
-    """The device's telemetry store, or None when it does not exist yet (nothing was ever recorded)."""
-    import importlib
+@contextmanager
+def _device_store(device: Device) -> Iterator[MinuteSource]:
+    """The device's telemetry store, read-only use (no writer thread starts); a missing one reads empty."""
+    from .telemetry._status import db_path
+    from .telemetry.store import TelemetryStore
 
-    try:  # the store's own module decides its path and settings
-        store_mod = importlib.import_module("edge_runtime.telemetry.store")
-    except ModuleNotFoundError:  # pragma: no cover - until the store lands
-        return None
-    opener = getattr(store_mod, "open_for_device", None)
-    if opener is not None:
-        src: MinuteSource | None = opener(device)
-        return src
-    return None  # pragma: no cover
+    store = TelemetryStore(db_path(device.root), device.config.telemetry_config())
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 def _summary_state(ev: Evaluation, action: Finding | None) -> str:
@@ -168,10 +166,11 @@ def run_once(
     bounded wait for the device lock. ``drift``: computes the drift findings of a model's active version.
     The caller holds :func:`monitor_lock`.
     """
+    if source is None:
+        with _device_store(device) as store:
+            return run_once(device, now=now, source=store, clock=clock, sleep=sleep, drift=drift)
     cfg = device.config.monitor_config()
     t = time.time() if now is None else float(now)
-    if source is None:
-        source = _open_store(device)
     since = int(t) - (cfg.lookback_minutes + 1) * 60
     models: dict[str, Any] = {}
     rolled_back = 0
@@ -193,7 +192,7 @@ def run_once(
         info = state.versions.get(version) or {}
         activated = _epoch(info.get("activated_at")) or _epoch(info.get("committed_at"))
         try:
-            rows = source.minutes(name, since=since) if source is not None else []
+            rows = source.minutes(name, since=since)
         except EdgeRuntimeError as exc:
             models[name] = {"state": "error", "version": version, "findings": [
                 Finding("store", name, version, "error", "none", f"telemetry unreadable: {exc.message}").to_dict()

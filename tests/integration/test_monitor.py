@@ -16,26 +16,12 @@ from edge_runtime.cli import main as cli
 from edge_runtime.device import Device
 from edge_runtime.errors import LockedError, RollbackError
 from edge_runtime.monitor import minute_floor
-from edge_runtime.telemetry.aggregate import MinuteAggregate
+from edge_runtime.telemetry._status import db_path
+from edge_runtime.telemetry.store import TelemetryStore
 from tests.support.attacks import active_version, clone_device, corrupt_file, installed_device, model_state
 from tests.support.factory import MODEL, Release
 
 REASON = "self-rollback: mean confidence 0.61 < 0.75 for 5 consecutive minutes (min 20 inferences/min)"
-
-
-class Rows:
-    """A telemetry source holding the rows a test wrote (the store's ``minutes`` read API)."""
-
-    def __init__(self) -> None:
-        self.rows: list[MinuteAggregate] = []
-
-    def minutes(self, model: str, version: str | None = None, since: int | None = None,
-                until: int | None = None) -> list[MinuteAggregate]:
-        return [
-            r for r in self.rows
-            if r.model == model and (version is None or r.version == version)
-            and (since is None or r.minute >= since) and (until is None or r.minute < until)
-        ]
 
 
 def activated_at(dev: Device, version: str) -> float:
@@ -46,11 +32,14 @@ def activated_at(dev: Device, version: str) -> float:
     return t
 
 
-def write_minutes(src: Rows, version: str, start: int, means: list[float], n: int = 20) -> float:
-    """One row per minute from ``start`` with ``n`` confidences of the given means; returns a ``now`` at which
-    they are all complete."""
+def write_minutes(dev: Device, version: str, start: int, means: list[float], n: int = 20) -> float:
+    """Record ``n`` inferences per minute from ``start`` through the real telemetry store, with the given mean
+    confidences, at injected times; returns a ``now`` at which those minutes are all complete."""
+    store = TelemetryStore(db_path(dev.root), dev.config.telemetry_config())
     for i, mean in enumerate(means):
-        src.rows.append(MinuteAggregate(MODEL, version, start + 60 * i, count=n, conf_sum=n * mean, conf_n=n))
+        for j in range(n):
+            store.record(MODEL, version, start + 60 * i + 1 + j * 0.5, 0.4, True, "ok", mean)
+    store.close()  # commits what is pending
     return start + 60 * len(means) + 1
 
 
@@ -73,12 +62,11 @@ def json_cli(root: Path, *args: str, capsys: pytest.CaptureFixture[str]) -> tupl
 
 
 def test_five_low_minutes_roll_the_device_back_by_itself(device: Device, capsys: pytest.CaptureFixture[str]) -> None:
-    src = Rows()
     t110 = activated_at(device, "1.1.0")
     start = minute_floor(t110) + 60
-    now = write_minutes(src, "1.1.0", start, [0.61] * 5)
+    now = write_minutes(device, "1.1.0", start, [0.61] * 5)
 
-    report = run_once(device, now=now, source=src)
+    report = run_once(device, now=now)
 
     assert report["rolled_back"] == 1
     assert report["models"][MODEL]["state"] == "rolled_back"
@@ -118,19 +106,18 @@ def test_five_low_minutes_roll_the_device_back_by_itself(device: Device, capsys:
                for f in mon["findings"])
 
     # the next evaluation judges 1.0.0 from its re-activation on: 1.1.0's low minutes are not its own
-    report = run_once(device, now=now + 60, source=src)
+    report = run_once(device, now=now + 60)
     assert report["rolled_back"] == 0
     assert report["models"][MODEL]["version"] == "1.0.0"
     assert active_version(device) == "1.0.0"
 
 
 def test_four_low_minutes_and_a_quiet_one_change_nothing(device: Device) -> None:
-    src = Rows()
     start = minute_floor(activated_at(device, "1.1.0")) + 60
-    write_minutes(src, "1.1.0", start, [0.5] * 4)
-    src.rows.append(MinuteAggregate(MODEL, "1.1.0", start + 240, count=19, conf_sum=5.0, conf_n=19))
-    now = write_minutes(src, "1.1.0", start + 300, [0.5] * 4)
-    report = run_once(device, now=now, source=src)
+    write_minutes(device, "1.1.0", start, [0.5] * 4)
+    write_minutes(device, "1.1.0", start + 240, [0.5], n=19)
+    now = write_minutes(device, "1.1.0", start + 300, [0.5] * 4)
+    report = run_once(device, now=now)
     assert report["rolled_back"] == 0
     assert report["models"][MODEL]["state"] == "ok"
     assert active_version(device) == "1.1.0"
@@ -140,12 +127,11 @@ def test_four_low_minutes_and_a_quiet_one_change_nothing(device: Device) -> None
 def test_minutes_before_the_activation_never_count(device: Device) -> None:
     """1.1.0 had low minutes, was replaced by an operator rollback and re-activated... here: 1.0.0's minutes
     from before 1.1.0 was installed, then the operator rolls back to 1.0.0: those minutes do not count."""
-    src = Rows()
     old = minute_floor(activated_at(device, "1.1.0")) - 600
-    write_minutes(src, "1.0.0", old, [0.3] * 5)
+    write_minutes(device, "1.0.0", old, [0.3] * 5)
     assert device.rollback(MODEL).active == "1.0.0"
-    now = write_minutes(src, "1.0.0", minute_floor(activated_at(device, "1.0.0")) + 60, [0.3] * 2)
-    report = run_once(device, now=now, source=src)
+    now = write_minutes(device, "1.0.0", minute_floor(activated_at(device, "1.0.0")) + 60, [0.3] * 2)
+    report = run_once(device, now=now)
     conf = next(f for f in report["models"][MODEL]["findings"] if f["rule"] == "confidence")
     assert conf["evidence"]["minutes_low"] == 2
     assert active_version(device) == "1.0.0"
@@ -155,11 +141,10 @@ def test_no_previous_version_is_a_cannot_roll_back_finding_and_the_active_model_
     release: Release, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     dev = installed_device(release, tmp_path / "one", [release.bundle("1.0.0")])
-    src = Rows()
-    now = write_minutes(src, "1.0.0", minute_floor(activated_at(dev, "1.0.0")) + 60, [0.4] * 5)
+    now = write_minutes(dev, "1.0.0", minute_floor(activated_at(dev, "1.0.0")) + 60, [0.4] * 5)
     before = model_state(dev.root)
 
-    report = run_once(dev, now=now, source=src)
+    report = run_once(dev, now=now)
 
     assert report["rolled_back"] == 0
     m = report["models"][MODEL]
@@ -178,9 +163,8 @@ def test_no_previous_version_is_a_cannot_roll_back_finding_and_the_active_model_
 
 def test_a_previous_version_that_no_longer_verifies_is_not_rolled_back_to(device: Device) -> None:
     corrupt_file(device, "1.0.0")
-    src = Rows()
-    now = write_minutes(src, "1.1.0", minute_floor(activated_at(device, "1.1.0")) + 60, [0.4] * 5)
-    report = run_once(device, now=now, source=src)
+    now = write_minutes(device, "1.1.0", minute_floor(activated_at(device, "1.1.0")) + 60, [0.4] * 5)
+    report = run_once(device, now=now)
     assert report["models"][MODEL]["state"] == "cannot_roll_back"
     assert active_version(device) == "1.1.0"
     st = model_state(device.root)
@@ -206,8 +190,7 @@ def test_self_rollback_without_a_previous_version_raises_and_changes_nothing(
 
 
 def test_a_busy_device_lock_is_waited_for_a_bounded_time_then_reported_and_retried(device: Device) -> None:
-    src = Rows()
-    now = write_minutes(src, "1.1.0", minute_floor(activated_at(device, "1.1.0")) + 60, [0.5] * 5)
+    now = write_minutes(device, "1.1.0", minute_floor(activated_at(device, "1.1.0")) + 60, [0.5] * 5)
     fake = {"t": 0.0}
     slept: list[float] = []
 
@@ -216,7 +199,7 @@ def test_a_busy_device_lock_is_waited_for_a_bounded_time_then_reported_and_retri
         fake["t"] += s
 
     with device.lock.hold("install"):  # an install holds the device lock
-        report = run_once(Device(device.root), now=now, source=src, clock=lambda: fake["t"], sleep=sleep)
+        report = run_once(Device(device.root), now=now, clock=lambda: fake["t"], sleep=sleep)
     assert report["models"][MODEL]["state"] == "busy"
     f = next(f for f in report["models"][MODEL]["findings"] if f["rule"] == "rollback")
     assert "install, pid" in f["message"]
@@ -224,7 +207,7 @@ def test_a_busy_device_lock_is_waited_for_a_bounded_time_then_reported_and_retri
     assert sum(slept) == pytest.approx(20.0)  # lock_wait_s, on the injected clock
     assert active_version(device) == "1.1.0"
     # the next run, lock free: the breach since the activation is still there and is acted on
-    report = run_once(device, now=now + 60, source=src)
+    report = run_once(device, now=now + 60)
     assert report["models"][MODEL]["state"] == "rolled_back"
     assert active_version(device) == "1.0.0"
 
@@ -307,3 +290,16 @@ def test_a_corrupt_findings_file_is_reported_not_trusted(device: Device, capsys:
     assert "unreadable" in status["monitor"]["error"]
     rc, facts = json_cli(device.root, "facts", capsys=capsys)
     assert "unreadable" in facts["monitor"]["error"]
+
+
+def test_an_unreadable_telemetry_database_is_a_finding_and_changes_nothing(device: Device) -> None:
+    db = db_path(device.root)
+    db.parent.mkdir(parents=True, exist_ok=True)
+    db.write_bytes(b"this is not an SQLite database" * 100)
+    report = run_once(device, now=activated_at(device, "1.1.0") + 3600)
+    m = report["models"][MODEL]
+    assert m["state"] == "error"
+    assert "telemetry unreadable" in m["findings"][0]["message"]
+    assert str(db) in m["findings"][0]["message"]
+    assert active_version(device) == "1.1.0"
+    assert db.read_bytes().startswith(b"this is not")  # the monitor only reads; the writer moves it aside
