@@ -46,8 +46,9 @@ class TelemetryConfig:
     samples_per_minute: int = 32
     #: :meth:`~edge_runtime.telemetry.store.TelemetryStore.samples` returns at most this many values
     max_samples: int = 20_000
-    #: feedback (ground truth) can be attached to the last this many predictions of a process
-    feedback_window: int = 100_000
+    #: feedback (ground truth) can be attached to the last this many predictions of a process (each one held
+    #: costs ~150 bytes of the application's memory until then)
+    feedback_window: int = 10_000
     #: how long the writer waits for another writer's lock before it drops the batch (milliseconds)
     busy_timeout_ms: int = 2_000
     #: at most this many (model, version, minute) aggregates wait in memory for the writer; beyond it a

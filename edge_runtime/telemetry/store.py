@@ -11,6 +11,7 @@ Read API (the monitor, the fleet, tests) -- any process, no writer thread is sta
     store = TelemetryStore(db_path(root), device.config.telemetry_config())
     rows = store.minutes("defect-classifier", version="1.1.0", since=t0, until=t1)  # list[MinuteAggregate]
     xs = store.samples("defect-classifier", "1.1.0", "pixel_mean", since=t0)          # numpy float64 array
+                                                                                       # (until= too)
     store.status()   # {"size_bytes", "max_bytes", "dropped", "last_error", ...}
     store.close()
 
@@ -18,7 +19,7 @@ Read API (the monitor, the fleet, tests) -- any process, no writer thread is sta
   exclusive, in seconds since the epoch (a row's ``minute`` is the start of its minute). Only what the
   writer has committed is visible (the writer commits every ``flush_interval_s``; :meth:`flush` in the
   writing process commits now). A missing database is an empty store.
-- :meth:`TelemetryStore.samples`: the stored reservoir values of the minutes at or after ``since``, in
+- :meth:`TelemetryStore.samples`: the stored reservoir values of the minutes in [``since``, ``until``), in
   minute order, at most ``max_samples`` of them (a uniform subset with a fixed seed when there are more,
   so two evaluations of the same rows agree). Each minute keeps at most ``samples_per_minute`` values
   (Algorithm R within the minute), so every minute weighs the same however busy it was.
@@ -47,6 +48,9 @@ logged once; inference is never stopped or slowed):
   started and the batch written to it.
 - more than ``max_pending_minutes`` aggregates waiting (a writer that cannot keep up): new records are
   dropped and counted; the application's memory never grows with it.
+
+Several recording processes may share one database (SQLite serialises their flushes and each merges into
+the stored rows); the status file is then the last writer's, with that process's counts (``pid``).
 
 Durability: a SIGKILL loses at most the records of the last flush interval (still in memory), never a
 committed flush and never the store (SQLite WAL). ``synchronous=NORMAL``: a power cut may also lose the
@@ -650,9 +654,12 @@ class TelemetryStore:
                 raise self._read_error(_Corrupt(f"a stored minute is unreadable: {exc}")) from None
         return out
 
-    def samples(self, model: str, version: str, feature: str, *, since: float | None = None) -> np.ndarray:
-        """The stored reservoir values of ``feature`` for ``model`` ``version`` (float64, minute order),
-        at most ``max_samples`` (a uniform subset with a fixed seed when there are more)."""
+    def samples(
+        self, model: str, version: str, feature: str, *, since: float | None = None, until: float | None = None
+    ) -> np.ndarray:
+        """The stored reservoir values of ``feature`` for ``model`` ``version`` (float64, minute order) of the
+        minutes in [``since``, ``until``), at most ``max_samples`` (a uniform subset with a fixed seed when
+        there are more)."""
         import numpy as np
 
         sql = "SELECT vals FROM samples WHERE model=? AND version=? AND feature=?"
@@ -660,6 +667,9 @@ class TelemetryStore:
         if since is not None:
             sql += " AND minute>=?"
             args.append(math.ceil(since))
+        if until is not None:
+            sql += " AND minute<?"
+            args.append(math.ceil(until))
         rows = self._query(sql + " ORDER BY minute", args)
         parts = []
         for (blob,) in rows:

@@ -272,3 +272,16 @@ def test_telemetry_disabled_in_the_device_config_records_nothing(release: Releas
         assert p.store is None
     assert not (dev.root / "telemetry").exists()
     assert stat.S_ISDIR(os.stat(dev.root / "models").st_mode)
+
+
+def test_feedback_is_accepted_for_exactly_the_last_feedback_window_predictions(
+    release: Release, tmp_path: Path
+) -> None:
+    dev = release.device(tmp_path / "dev", telemetry={"flush_interval_s": 3600, "feedback_window": 3})
+    dev.install(str(release.bundle("1.0.0")))
+    with Predictor(dev.root, MODEL) as p:
+        ids = [p.predict(INPUTS[0]).id for _ in range(4)]
+        with pytest.raises(UnknownPredictionError, match="last 3 predictions"):
+            p.feedback(ids[0], "good")  # one beyond the window
+        for pid in ids[1:]:  # the window itself
+            p.feedback(pid, "good")
