@@ -41,6 +41,7 @@ from scipy.stats import ks_2samp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from edge_runtime import drift
+from edge_runtime.baseline import feature_summary
 
 GOAL_RATIO = 1.2
 T0 = time.monotonic()
@@ -48,15 +49,6 @@ T0 = time.monotonic()
 
 def log(msg: str) -> None:
     print(f"[bench-drift {time.monotonic() - T0:6.1f}s] {msg}", file=sys.stderr, flush=True)
-
-
-def feature_spec(train: np.ndarray, rng: np.random.Generator, sample_size: int) -> dict[str, Any]:
-    """A baseline feature as scripts/train_demo_models.py builds one: decile bins with open ends, a sample."""
-    edges = np.quantile(train, np.linspace(0.0, 1.0, 11))
-    edges[0], edges[-1] = -1e9, 1e9
-    counts, _ = np.histogram(train, bins=edges)
-    sample = rng.choice(train, size=min(sample_size, len(train)), replace=False)
-    return {"sample": sample.tolist(), "bin_edges": edges.tolist(), "bin_fractions": (counts / len(train)).tolist()}
 
 
 def make_data(features: int, rows: int, ref_size: int, seed: int) -> tuple[dict[str, Any], list[np.ndarray]]:
@@ -70,7 +62,10 @@ def make_data(features: int, rows: int, ref_size: int, seed: int) -> tuple[dict[
     for i in range(features):
         draw = shapes[i % len(shapes)]
         train = draw(max(4000, ref_size))
-        doc["features"][f"f{i:02d}"] = feature_spec(train, rng, ref_size)
+        spec = feature_summary(train, seed + i)  # as bundles ship it: a 1,000-value sample
+        if ref_size != len(spec["sample"]):
+            spec["sample"] = rng.choice(train, size=min(ref_size, len(train)), replace=False).tolist()
+        doc["features"][f"f{i:02d}"] = spec
         live = draw(rows)
         if i % 2:
             live = live + 0.3 * float(train.std())

@@ -12,7 +12,10 @@ seeds, ``tf.config.experimental.enable_op_determinism``). It takes about a minut
 
 Task: 32x32 grayscale "texture" images in [0, 1] (brightness gradient, optional stripes, noise).
 Class 1 ("defect") images carry one thin bright or dark scratch (a short line segment at a random
-angle); class 0 ("good") images do not.
+angle); class 0 ("good") images do not. The generator (``make_images``) lives in the runtime package
+(``edge_runtime/_synthetic.py``, numpy only), where the workload simulator draws its inputs from it;
+``tests/unit/test_synthetic.py`` checks that it still reproduces the committed golden inputs and, with
+``edge_runtime.baseline``, the committed baselines bit for bit.
 
 Produced, one directory per ``<out>/<model-name>/<version>/`` with ``model.tflite``,
 ``golden.npz``, ``baseline.json``, ``labels.txt`` and ``release.json`` (formats: docs/DESIGN.md):
@@ -59,15 +62,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository's edge_runtime
+# The data generator lives in the runtime package (numpy only): the workload simulator draws its inputs from it.
+from edge_runtime._synthetic import IMG, LABELS, SEED_HELDOUT_DATA, SEED_TRAIN_DATA, make_images
 from edge_runtime.baseline import make_baseline
 
-IMG = 32
 N_TRAIN = 4000
 N_HELDOUT = 1000
-SEED_TRAIN_DATA = 20261123
-SEED_HELDOUT_DATA = 20261124
 SMALL_FRACTION = 0.10
-LABELS = ("good", "defect")
 N_GOLDEN_PER_CLASS = 8
 
 FLOAT_ATOL = 0.02
@@ -84,39 +85,6 @@ HEAVY_LAYERS = 10
 
 
 # --------------------------------------------------------------------------- data (numpy only)
-
-
-def make_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Deterministic synthetic dataset: float32 [n, 32, 32, 1] in [0, 1], int64 labels [n]."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:IMG, 0:IMG].astype(np.float64)
-    images = np.empty((n, IMG, IMG, 1), np.float32)
-    labels = np.zeros(n, np.int64)
-    labels[n // 2 :] = 1
-    rng.shuffle(labels)
-    for i in range(n):
-        base = rng.uniform(0.3, 0.7)
-        gx, gy = rng.uniform(-0.3, 0.3, 2) / IMG
-        img = base + gx * (xx - IMG / 2) + gy * (yy - IMG / 2)
-        if rng.random() < 0.7:  # periodic stripes (full-length, unlike a scratch)
-            theta = rng.uniform(0, np.pi)
-            freq = rng.uniform(0.15, 0.6)
-            phase = rng.uniform(0, 2 * np.pi)
-            img = img + rng.uniform(0.02, 0.12) * np.sin(freq * (np.cos(theta) * xx + np.sin(theta) * yy) + phase)
-        img = img + rng.normal(0.0, rng.uniform(0.03, 0.07), (IMG, IMG))
-        if labels[i] == 1:  # thin scratch: anti-aliased line segment
-            length = rng.uniform(8, 20)
-            theta = rng.uniform(0, np.pi)
-            cx, cy = rng.uniform(6, IMG - 6, 2)
-            dx, dy = np.cos(theta) * length / 2, np.sin(theta) * length / 2
-            x0, y0, vx, vy = cx - dx, cy - dy, 2 * dx, 2 * dy
-            t = np.clip(((xx - x0) * vx + (yy - y0) * vy) / (vx * vx + vy * vy), 0.0, 1.0)
-            dist = np.hypot(xx - (x0 + t * vx), yy - (y0 + t * vy))
-            amp = rng.uniform(0.16, 0.4) * rng.choice([-1.0, 1.0])
-            width = rng.uniform(0.7, 1.2)
-            img = img + amp * np.clip(1.0 - dist / width, 0.0, 1.0)
-        images[i, :, :, 0] = np.clip(img, 0.0, 1.0)
-    return images, labels
 
 
 def datasets() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

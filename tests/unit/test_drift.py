@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from scipy.stats import ks_2samp
 
 from edge_runtime import drift
+from edge_runtime.baseline import feature_summary
 from edge_runtime.drift import DriftConfig, FeatureBaseline
 from edge_runtime.errors import ConfigError
 from edge_runtime.telemetry.aggregate import MinuteAggregate
@@ -25,16 +26,13 @@ DEMO_BASELINES = sorted((REPO / "demo" / "models").glob("*/*/baseline.json"))
 
 
 def feature_spec(train: np.ndarray, seed: int = 7, sample_size: int = 1000) -> dict[str, Any]:
-    """A baseline feature built the way scripts/train_demo_models.py builds one (decile bins, open ends)."""
-    idx = np.random.default_rng(seed).choice(len(train), size=min(len(train), sample_size), replace=False)
-    edges = np.quantile(train, np.linspace(0.0, 1.0, 11))
-    edges[0], edges[-1] = -1e9, 1e9
-    counts, _ = np.histogram(train, bins=edges)
-    return {
-        "sample": [float(x) for x in train[idx]], "bin_edges": [float(e) for e in edges],
-        "bin_fractions": [float(c) / len(train) for c in counts],
-        "mean": float(train.mean()), "std": float(train.std()),
-    }
+    """A baseline feature as bundles are built (edge_runtime.baseline: decile bins with open ends, a sample of
+    1,000 for KS), with a sample of another size when asked."""
+    spec = feature_summary(train, seed)
+    if sample_size != 1000:
+        idx = np.random.default_rng(seed).choice(len(train), size=min(len(train), sample_size), replace=False)
+        spec["sample"] = [float(x) for x in np.asarray(train)[idx]]
+    return spec
 
 
 def reference_psi(edges: list[float], fractions: list[float], live: list[float], floor: float) -> float:
