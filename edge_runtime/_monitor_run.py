@@ -20,7 +20,7 @@ one evaluation or for the whole loop; a second monitor is refused at once (exit 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ._monitor_record import LAST_SCHEMA, MONITOR_DIR, write_last
 from ._state import DeviceLock
 from .errors import EdgeRuntimeError, LockedError, RollbackError
-from .monitor import Evaluation, Finding, MonitorConfig, evaluate, rollback_reason
+from .monitor import DriftInput, Evaluation, Finding, MonitorConfig, evaluate, rollback_reason
 from .telemetry.aggregate import MinuteAggregate
 
 if TYPE_CHECKING:
@@ -95,6 +95,42 @@ def _device_store(device: Device) -> Iterator[MinuteSource]:
         store.close()
 
 
+def _baseline_of(device: Device, name: str, version: str) -> Any:
+    """The ``baseline.json`` document of an installed version (None when the bundle has none or it cannot be
+    read: the drift rule then reports the baseline as invalid). Read bounded and strict; the monitor only
+    reports drift, so the files are not re-verified here (``verify`` and the serving process do that)."""
+    from ._json import loads_untrusted, read_untrusted_file
+    from ._limits import DEFAULT_LIMITS
+    from .manifest import Manifest, parse_envelope
+    from .serve import BASELINE_MAX_BYTES
+
+    vdir = device.version_dir(name, version)
+    try:
+        env = parse_envelope(read_untrusted_file(vdir / "manifest.json", DEFAULT_LIMITS.manifest_max_bytes))
+        entry = Manifest.from_signed(env.signed).entrypoints.get("baseline")
+        if not entry:
+            return None
+        data = read_untrusted_file(vdir / entry, BASELINE_MAX_BYTES)
+        return loads_untrusted(data, DEFAULT_LIMITS, f"{name} {version} baseline", error=EdgeRuntimeError,
+                               max_bytes=BASELINE_MAX_BYTES)
+    except (OSError, EdgeRuntimeError):
+        return None
+
+
+def _drift_input(device: Device, source: MinuteSource, name: str, version: str) -> DriftInput | None:
+    """The drift rule's input for the active version, or None when the source has no samples (a test's)."""
+    sampler = getattr(source, "samples", None)
+    if sampler is None:
+        return None
+    baseline = _baseline_of(device, name, version)
+    bundle = baseline.get("drift") if isinstance(baseline, dict) and isinstance(baseline.get("drift"), dict) else None
+    try:
+        config = device.config.drift_config(bundle)
+    except EdgeRuntimeError:  # the bundle's drift object is refused: the device's settings alone
+        config = device.config.drift_config(None)
+    return DriftInput(baseline, config, lambda feature, since: sampler(name, version, feature, since=since))
+
+
 def _summary_state(ev: Evaluation, action: Finding | None) -> str:
     statuses = {f.status for f in ev.findings}
     if action is not None:
@@ -158,17 +194,16 @@ def run_once(
     source: MinuteSource | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
-    drift: Callable[[str, str, float, MonitorConfig], Sequence[Finding]] | None = None,
 ) -> dict[str, Any]:
     """Evaluate every model once at ``now`` (default: the wall clock) and act; return the report.
 
     ``source``: where the rows come from (default: the device's telemetry store). ``clock``/``sleep``: the
-    bounded wait for the device lock. ``drift``: computes the drift findings of a model's active version.
+    bounded wait for the device lock. The drift rule runs when the source also has the store's ``samples``.
     The caller holds :func:`monitor_lock`.
     """
     if source is None:
         with _device_store(device) as store:
-            return run_once(device, now=now, source=store, clock=clock, sleep=sleep, drift=drift)
+            return run_once(device, now=now, source=store, clock=clock, sleep=sleep)
     cfg = device.config.monitor_config()
     t = time.time() if now is None else float(now)
     since = int(t) - (cfg.lookback_minutes + 1) * 60
@@ -198,8 +233,8 @@ def run_once(
                 Finding("store", name, version, "error", "none", f"telemetry unreadable: {exc.message}").to_dict()
             ]}
             continue
-        extra = list(drift(name, version, t, cfg)) if drift is not None and cfg.drift_action != "off" else []
-        ev = evaluate(name, version, activated, rows, t, cfg, drift=extra)
+        drift = _drift_input(device, source, name, version) if cfg.drift_action != "off" else None
+        ev = evaluate(name, version, activated, rows, t, cfg, drift=drift)
         action = _self_rollback(device, ev, cfg, clock, sleep) if ev.rollback is not None else None
         if action is not None:
             ev.findings.append(action)

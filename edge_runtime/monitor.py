@@ -60,29 +60,37 @@ device. A device config can make either ``rollback``.
 
 Data drift (report only)
 ------------------------
-Per feature of the bundle's baseline, over the last ``drift_window_minutes``: computed by
-:mod:`edge_runtime.drift` (KS on the stored samples, PSI on the merged histograms) and reported as a
-``drift`` finding. It never rolls back (a drift is a property of the inputs: the previous version sees the
-same inputs); ``drift_action`` is ``report`` or ``off``.
+Per feature of the active version's ``baseline.json``, over the counted minutes of the last
+``window_minutes`` of :class:`~edge_runtime._drift_config.DriftConfig` (the owner of the drift thresholds
+and window; ``config.json`` ``drift``, the bundle's baseline ``drift`` object): :mod:`edge_runtime.drift`
+judges PSI on the merged histograms and KS on the store's reservoir samples since the window's start, and
+one ``drift`` finding reports the verdict (``drift``, ``ok``, ``insufficient_data``, ``invalid_baseline``,
+``invalid_data``) with every feature's numbers. It never rolls back (a drift is a property of the inputs:
+the previous version sees the same inputs); ``drift_action`` is ``report`` or ``off``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, quote_untrusted
 from .telemetry.aggregate import MinuteAggregate
 
+if TYPE_CHECKING:
+    from ._drift_config import DriftConfig
+
 __all__ = [
     "ACTIONS",
+    "DriftInput",
     "Evaluation",
     "Finding",
     "MonitorConfig",
     "confidence_rule",
+    "drift_rule",
     "evaluate",
     "minute_floor",
     "rate_rule",
@@ -125,9 +133,8 @@ class MonitorConfig:
     wrong_min_feedback: int = 50
     wrong_window_minutes: int = 60
     wrong_action: str = "report"
-    #: minutes of inputs compared with the bundle's baseline
-    drift_window_minutes: int = 60
-    #: ``report`` or ``off`` (a drift never rolls back: the previous version sees the same inputs)
+    #: ``report`` or ``off`` (a drift never rolls back: the previous version sees the same inputs); its
+    #: thresholds and window are :class:`~edge_runtime._drift_config.DriftConfig`'s (``config.json`` ``drift``)
     drift_action: str = "report"
     #: how far back the monitor reads (minutes); bounds its work
     lookback_minutes: int = 1440
@@ -142,7 +149,7 @@ class MonitorConfig:
                 problems.append(f"{name} must be a number in [0, 1], got {quote_untrusted(v, 40)}")
         for name in (
             "confidence_minutes", "min_inferences", "error_min_inferences", "error_window_minutes",
-            "wrong_min_feedback", "wrong_window_minutes", "drift_window_minutes", "lookback_minutes",
+            "wrong_min_feedback", "wrong_window_minutes", "lookback_minutes",
         ):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -157,7 +164,7 @@ class MonitorConfig:
         if self.drift_action not in ("report", "off"):
             problems.append(f"drift_action must be report or off, got {quote_untrusted(self.drift_action)}")
         if not problems and self.lookback_minutes < max(
-            self.confidence_minutes, self.error_window_minutes, self.wrong_window_minutes, self.drift_window_minutes
+            self.confidence_minutes, self.error_window_minutes, self.wrong_window_minutes
         ):
             problems.append("lookback_minutes must cover the longest rule window")
         if problems:
@@ -435,6 +442,55 @@ def rate_rule(
     )
 
 
+@dataclass
+class DriftInput:
+    """What the drift rule needs besides the minutes: the baseline and settings of the active version, and
+    the live samples (the store's reservoir of a feature since a minute; may raise an EdgeRuntimeError)."""
+
+    #: the version's ``baseline.json`` document as read (untrusted; None when the bundle has none)
+    baseline: Any
+    config: DriftConfig
+    samples: Callable[[str, int], Any]
+
+
+def drift_rule(
+    minutes: Mapping[int, MinuteAggregate], now: float, since: int | None, inp: DriftInput, *, model: str,
+    version: str, action: str,
+) -> Finding:
+    """Data drift of the active version over the counted minutes of the drift window (module docstring)."""
+    if action == "off":
+        return Finding("drift", model, version, "off", "none", "drift rule is off")
+    from .drift import evaluate_aggregates, parse_baseline
+    from .errors import EdgeRuntimeError
+
+    window = inp.config.window_minutes
+    end = minute_floor(now)
+    start = end - window * MINUTE if since is None else max(end - window * MINUTE, since)
+    rows = [r for m, r in minutes.items() if start <= m < end]
+    try:
+        features = sorted(parse_baseline(inp.baseline)[0])
+    except EdgeRuntimeError:
+        features = []  # evaluate_aggregates reports the document
+    try:
+        samples = {name: inp.samples(name, start) for name in features}
+    except EdgeRuntimeError as exc:
+        return Finding("drift", model, version, "error", "none", f"drift not evaluated: {exc.message}", {})
+    report = evaluate_aggregates(inp.baseline, rows, samples=samples, config=inp.config)
+    verdict = str(report["verdict"])
+    per = [
+        {k: f.get(k) for k in ("feature", "verdict", "n", "n_ks", "psi", "ks_statistic", "p_value", "reason")}
+        for f in report["findings"]
+    ]
+    evidence = {"window_minutes": window, "window_start": start, "window_end": end, "verdict": verdict,
+                "drifted": report["drifted"], "features": per, "skipped_minutes": report.get("skipped_minutes")}
+    what = f"over the last {window} minutes"
+    if verdict == "drift":
+        reasons = "; ".join(str(f["reason"]) for f in per if f["verdict"] == "drift")
+        return Finding("drift", model, version, "drift", action, f"data drift {what}: {reasons}", evidence)
+    reasons = "; ".join(str(f["reason"]) for f in per) or "no feature"
+    return Finding("drift", model, version, verdict, "none", f"{verdict} {what}: {reasons}", evidence)
+
+
 def evaluate(
     model: str,
     version: str,
@@ -443,14 +499,14 @@ def evaluate(
     now: float,
     cfg: MonitorConfig,
     *,
-    drift: Sequence[Finding] = (),
+    drift: DriftInput | None = None,
 ) -> Evaluation:
     """Every rule for the active ``version`` of ``model`` at time ``now``; the first breach whose action is
     ``rollback`` (in the order confidence, errors, wrong) is the evaluation's ``rollback``.
 
     ``activated_at``: when the version became active (seconds since the epoch), None when unknown (then the
-    data boundary and the lookback alone bound the minutes). ``drift``: the drift findings, computed by the
-    caller from the samples (they need the bundle's baseline); passed through.
+    data boundary and the lookback alone bound the minutes). ``drift``: the baseline, settings and samples
+    of the drift rule (None: the drift rule is not evaluated).
     """
     sel = select_minutes(rows, model, version, activated_at, now, cfg.lookback_minutes)
     findings: list[Finding] = []
@@ -486,7 +542,9 @@ def evaluate(
         sel.rows, now, rule="wrong", model=model, version=version, window=cfg.wrong_window_minutes,
         minimum=cfg.wrong_min_feedback, maximum=cfg.wrong_rate_max, action=cfg.wrong_action,
     ))
-    findings.extend(drift)
+    if drift is not None:
+        findings.append(drift_rule(sel.rows, now, sel.since, drift, model=model, version=version,
+                                   action=cfg.drift_action))
     rollback = next((f for f in findings if f.status == "breach" and f.action == "rollback"), None)
     return Evaluation(model, version, findings, rollback, sel.since)
 

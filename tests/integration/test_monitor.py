@@ -303,3 +303,29 @@ def test_an_unreadable_telemetry_database_is_a_finding_and_changes_nothing(devic
     assert str(db) in m["findings"][0]["message"]
     assert active_version(device) == "1.1.0"
     assert db.read_bytes().startswith(b"this is not")  # the monitor only reads; the writer moves it aside
+
+
+def test_drifted_inputs_are_reported_in_the_facts_and_nothing_rolls_back(device: Device) -> None:
+    import numpy as np
+
+    baseline = json.loads((device.version_dir(MODEL, "1.1.0") / "baseline.json").read_text())["features"]
+    store = TelemetryStore(db_path(device.root), device.config.telemetry_config())
+    store.register_features(MODEL, "1.1.0", {k: v["bin_edges"] for k, v in baseline.items()})
+    start = minute_floor(activated_at(device, "1.1.0")) + 60
+    rng = np.random.default_rng(3)
+    for i in range(10):
+        for j in range(40):  # a "winter" brightness shift: pixel_mean + 0.2, pixel_std unchanged
+            feats = {"pixel_mean": float(rng.choice(baseline["pixel_mean"]["sample"]) + 0.2),
+                     "pixel_std": float(rng.choice(baseline["pixel_std"]["sample"]))}
+            store.record(MODEL, "1.1.0", start + 60 * i + 1 + j, 0.4, True, "ok", 0.9, feats)
+    store.close()
+    report = run_once(device, now=start + 600 + 1)
+    m = report["models"][MODEL]
+    assert m["state"] == "drift"
+    f = next(f for f in m["findings"] if f["rule"] == "drift")
+    assert f["evidence"]["drifted"] == ["pixel_mean"]
+    assert active_version(device) == "1.1.0"
+    facts = json.loads(device.facts_file.read_text())
+    assert facts["monitor"]["models"][MODEL]["state"] == "drift"
+    assert any(x["rule"] == "drift" and "pixel_mean" in x["message"]
+               for x in facts["monitor"]["models"][MODEL]["findings"])

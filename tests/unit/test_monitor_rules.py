@@ -390,3 +390,107 @@ def test_bad_settings_are_refused_with_the_field_named(doc: dict[str, object], w
 def test_a_settings_section_that_is_not_an_object_is_refused() -> None:
     with pytest.raises(ConfigError, match="must be an object"):
         MonitorConfig.from_mapping([1, 2])  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- data drift (report only) ---------------
+
+
+def _baseline() -> dict[str, object]:
+    import json
+
+    from tests.support.factory import release_dir
+
+    doc: dict[str, object] = json.loads((release_dir("1.0.0") / "baseline.json").read_text())
+    return doc
+
+
+def _drift_rows(shift: float, per_minute: int, minutes: int, seed: int = 7) -> tuple[list[MinuteAggregate], object]:
+    """Rows whose pixel_mean values are the baseline's distribution shifted by ``shift``, and their samples."""
+    import numpy as np
+
+    from edge_runtime.drift import bin_counts
+
+    base = _baseline()["features"]["pixel_mean"]  # type: ignore[index]
+    rng = np.random.default_rng(seed)
+    rows, values = [], []
+    for i in range(minutes):
+        xs = rng.choice(np.asarray(base["sample"]), size=per_minute) + shift + rng.normal(0, 0.01, per_minute)
+        values.append(xs)
+        r = row(i, n=per_minute, mean=0.9)
+        r.features["pixel_mean"] = bin_counts(base["bin_edges"], xs)[0]
+        rows.append(r)
+    return rows, np.concatenate(values)
+
+
+def _drift(rows: list[MinuteAggregate], samples: object, now: float, **cfg: object):  # type: ignore[no-untyped-def]
+    from edge_runtime._drift_config import DriftConfig
+    from edge_runtime.monitor import DriftInput
+
+    baseline = _baseline()
+    feats = baseline["features"]  # type: ignore[index]
+    baseline["features"] = {"pixel_mean": feats["pixel_mean"]}  # type: ignore[index]
+    seen: list[tuple[str, int]] = []
+
+    def sampler(feature: str, since: int) -> object:
+        seen.append((feature, since))
+        return samples
+
+    inp = DriftInput(baseline, DriftConfig.from_mapping(cfg or None), sampler)
+    ev = evaluate(MODEL, "1.1.0", ACTIVATED, rows, now, CFG, drift=inp)
+    return ev, next(f for f in ev.findings if f.rule == "drift"), seen
+
+
+def test_a_shifted_input_is_a_drift_finding_that_never_rolls_back() -> None:
+    rows, samples = _drift_rows(0.2, 50, 10)
+    ev, f, seen = _drift(rows, samples, now_after(9))
+    assert f.status == "drift"
+    assert f.action == "report"
+    assert ev.rollback is None
+    assert f.evidence["drifted"] == ["pixel_mean"]
+    assert "pixel_mean" in f.message
+    assert "PSI" in f.message
+    assert seen == [("pixel_mean", T0)]  # samples since the window's start, never before the activation
+
+
+def test_inputs_like_the_baseline_are_not_drift() -> None:
+    rows, samples = _drift_rows(0.0, 50, 10)
+    _, f, _ = _drift(rows, samples, now_after(9))
+    assert f.status == "ok", f.message
+    assert f.action == "none"
+
+
+def test_too_few_inputs_are_insufficient_data_never_drift() -> None:
+    rows, samples = _drift_rows(0.3, 19, 10)  # 190 values < min_samples 200
+    _, f, _ = _drift(rows, samples, now_after(9))
+    assert f.status == "insufficient_data"
+    rows, samples = _drift_rows(0.3, 20, 10)  # exactly 200
+    assert _drift(rows, samples, now_after(9))[1].status == "drift"
+
+
+def test_the_drift_window_is_the_drift_configs() -> None:
+    rows, samples = _drift_rows(0.3, 50, 10)
+    _, f, seen = _drift(rows, samples, now_after(9), window_minutes=3)
+    assert f.evidence["window_start"] == T0 + 7 * 60
+    assert seen == [("pixel_mean", T0 + 7 * 60)]
+
+
+def test_a_missing_baseline_is_reported_not_drift() -> None:
+    from edge_runtime._drift_config import DriftConfig
+    from edge_runtime.monitor import DriftInput
+
+    rows, samples = _drift_rows(0.3, 50, 10)
+    inp = DriftInput(None, DriftConfig(), lambda feature, since: samples)
+    ev = evaluate(MODEL, "1.1.0", ACTIVATED, rows, now_after(9), CFG, drift=inp)
+    f = next(f for f in ev.findings if f.rule == "drift")
+    assert f.status == "invalid_baseline"
+    assert f.action == "none"
+
+
+def test_a_drift_rule_that_is_off_reports_off() -> None:
+    from edge_runtime._drift_config import DriftConfig
+    from edge_runtime.monitor import DriftInput
+
+    rows, samples = _drift_rows(0.3, 50, 10)
+    inp = DriftInput(_baseline(), DriftConfig(), lambda feature, since: samples)
+    ev = evaluate(MODEL, "1.1.0", ACTIVATED, rows, now_after(9), MonitorConfig(drift_action="off"), drift=inp)
+    assert next(f for f in ev.findings if f.rule == "drift").status == "off"
