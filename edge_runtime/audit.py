@@ -31,7 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-__all__ = ["HISTORY_SCHEMA", "append_event", "history_path", "read_events", "release_markdown",
+__all__ = ["HISTORY_SCHEMA", "append_event", "fleet_event", "history_path", "read_events", "release_markdown",
            "write_release_report"]
 
 HISTORY_SCHEMA = 1
@@ -137,3 +137,33 @@ def write_release_report(reports_dir: Path, result: Mapping[str, Any], now: date
                                              "release_counter", "reason")},
                  files, now)
     return files
+
+
+#: device results that changed what a device runs (the rest is unchanged, skipped or planned only)
+_CHANGED = ("installed", "rolled_back", "quarantined", "failed")
+
+
+def fleet_event(kind: str, report: Mapping[str, Any], plan: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The history entry of a deploy or rollback report (``edgeml.fleet.fleet_report``): a summary line and its
+    data: counts, every halted group with the gate's reason (the numbers are in it), every device that changed
+    or failed with the manifest digest it was given (join with the ``release`` event by digest for the signers),
+    and every rollback or quarantine with its reason."""
+    hosts = plan.get("hosts") or {}
+    changes, problems = [], []
+    for row in report.get("rows") or []:
+        want = ((hosts.get(row["device"]) or {}).get("models") or {}).get(row["model"]) or {}
+        entry = {"device": row["device"], "group": row.get("group"), "wave": row.get("wave"), "model": row["model"],
+                 "desired": row.get("desired"), "reported": row.get("reported"), "previous": row.get("previous"),
+                 "digest": want.get("digest"), "result": row["result"], "reason": row.get("reason") or ""}
+        if row["result"] in _CHANGED:
+            changes.append(entry)
+        if row["result"] not in ("unchanged", "installed", "would_change"):
+            problems.append(entry)
+    counts = dict(report.get("counts") or {})
+    halted = {g: dict(h) for g, h in (report.get("halted") or {}).items()}
+    summary = (f"{kind} {'FAILED' if report.get('failed') else 'ok'}: "
+               + ", ".join(f"{n} {r}" for r, n in sorted(counts.items()))
+               + "".join(f"; {g} halted at wave {h.get('wave')}: {h.get('reason')}" for g, h in sorted(halted.items())))
+    data = {"failed": bool(report.get("failed")), "counts": counts, "halted": halted, "changes": changes,
+            "problems": problems, "excluded": list(report.get("excluded") or [])}
+    return summary[:2000], data

@@ -39,6 +39,7 @@ from ansible_collections.edgeml.fleet.plugins.plugin_utils.desired_state import 
 )
 from ansible_collections.edgeml.fleet.plugins.plugin_utils.registry import (  # noqa: E402
     KEYS_VAR,
+    ROOT_VAR,
     THRESHOLD_VAR,
     device_trust,
 )
@@ -86,9 +87,10 @@ def read_inventory(
             templar = Templar(loader=loader, variables=hv)
             keys = templar.template(hv[KEYS_VAR]) if KEYS_VAR in hv else list(default_keys or [])
             threshold = templar.template(hv[THRESHOLD_VAR]) if THRESHOLD_VAR in hv else default_threshold
+            roots = templar.template(hv[ROOT_VAR]) if ROOT_VAR in hv else []
         except AnsibleError as exc:
             raise DesiredStateError(host, 0, 0, f"cannot read {KEYS_VAR}: {exc}") from None
-        return device_trust(host, keys, threshold, lambda p: p if os.path.isabs(p) else str(playbook_dir / p))
+        return device_trust(host, keys, threshold, lambda p: p if os.path.isabs(p) else str(playbook_dir / p), roots)
 
     return groups, trust
 

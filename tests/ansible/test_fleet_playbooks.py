@@ -79,6 +79,12 @@ class Fleet:
             quiet=True,
         )
 
+    def report_digest(self, model: str, version: str) -> str:
+        """The manifest digest models.yaml pins for ``model`` ``version``."""
+        import yaml
+
+        return str(yaml.safe_load(self.models.read_text())["models"][model]["versions"][version]["digest"])
+
     def state(self, host: str, model: str = "defect-classifier") -> dict[str, Any]:
         p = self.root / host / "models" / model / "state.json"
         return json.loads(p.read_text()) if p.exists() else {}
@@ -263,6 +269,17 @@ def test_bad_model_halts_at_first_wave_and_rolls_back_canary(fleet: Fleet) -> No
             assert rows[h]["result"] == "skipped_halted"
             assert fleet.active(h) == "1.1.0"
     assert "line_a" in fleet.report()["halted"]
+    # the audit trail: the run's decisions in the fleet history (edge_runtime.audit), with the gate's reason
+    from edge_runtime.audit import read_events
+
+    event = list(read_events(fleet.reports))[-1]
+    assert (event["kind"], event["data"]["failed"]) == ("deploy", True)
+    assert "line_a halted at wave 1" in event["summary"]
+    assert "smoke test failed" in event["data"]["halted"]["line_a"]["reason"]
+    [change] = [c for c in event["data"]["changes"] if c["device"] == canary]
+    assert (change["result"], change["desired"], change["digest"]) == (
+        "rolled_back", "1.2.0", fleet.report_digest("defect-classifier", "1.2.0"))
+    assert event["reports"][0].endswith(".json")
     fleet.canary = canary  # type: ignore[attr-defined]
     fleet.others_after_bad = fleet.snapshot(others)  # type: ignore[attr-defined]
 
@@ -293,6 +310,11 @@ def test_rollback_playbook_returns_group_to_previous_version(fleet: Fleet) -> No
     assert all(fleet.active(h) == "1.0.0" for h in LINE_A)
     assert fleet.active("dev-b1") == "1.0.0"  # untouched group, still at its pin
     assert set(changed_hosts(r)) == set(LINE_A)
+    from edge_runtime.audit import read_events
+
+    event = list(read_events(fleet.reports))[-1]
+    assert event["kind"] == "rollback"
+    assert {c["device"] for c in event["data"]["changes"]} == set(LINE_A)
 
 
 def test_tampered_bundle_is_refused_before_any_device_changes(fleet: Fleet, tmp_path: Path) -> None:

@@ -7,14 +7,18 @@ and a real device install of the published bundle.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
 import tarfile
+import threading
 from datetime import datetime, timedelta, timezone
 from fractions import Fraction
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -187,3 +191,76 @@ def test_a_private_key_inside_the_repository_not_ignored_is_refused(setup: Setup
                     setup.data["heldout"], [inside], repo=setup.repo, workdir=setup.base / "w")
     finally:
         inside.unlink()
+
+
+class _UploadStore(BaseHTTPRequestHandler):
+    """A static file server that accepts create-only uploads the way the documented convention says: PUT with
+    If-None-Match: * stores the body under a temporary name and links it into place (412 if it exists)."""
+
+    root: Path
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def _path(self) -> Path:
+        return self.root / self.path.lstrip("/")
+
+    def do_PUT(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        target = self._path()
+        if self.headers.get("If-None-Match") != "*":
+            self.send_response(428)
+        elif target.exists():
+            self.send_response(412)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".upload-{target.name}")
+            tmp.write_bytes(body)
+            try:
+                os.link(tmp, target)
+                self.send_response(201)
+            except FileExistsError:
+                self.send_response(412)
+            finally:
+                tmp.unlink()
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_GET(self) -> None:
+        target = self._path()
+        data = target.read_bytes() if target.is_file() else b""
+        self.send_response(200 if data else 404)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def test_publish_to_an_http_registry_is_create_only(setup: Setup, tmp_path: Path) -> None:
+    store = tmp_path / "www"
+    handler = type("Handler", (_UploadStore,), {"root": store})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        cfg = dataclasses.replace(load_release_config(setup.repo / "release.yaml"),
+                                  registry=f"http://127.0.0.1:{server.server_port}/models")
+        keys = [setup.k["ci"].private_path, setup.k["rm"].private_path]
+        args = (cfg, MODEL, "2.0.0", DEMO_MODELS / MODEL / "1.1.0" / "model.tflite", setup.data["train"],
+                setup.data["heldout"], keys)
+        r = publish(*args, repo=setup.repo, workdir=tmp_path / "w1", now=NOW)
+        assert r.registry_result == "published"
+        uploaded = store / "models" / MODEL / "2.0.0.edgebundle"
+        assert uploaded.is_file()
+        assert not [p for p in uploaded.parent.iterdir() if p.name.startswith(".upload-")]
+        before = uploaded.read_bytes()
+        git(setup.repo, "branch", "-D", r.branch)
+        # the same signed content again: harmless ("already published"); other content: refused
+        again = publish(*args, repo=setup.repo, workdir=tmp_path / "w2", now=NOW)
+        assert again.registry_result == "already published"
+        git(setup.repo, "branch", "-D", again.branch)
+        with pytest.raises(errors.PolicyError, match=r"already holds http://.*/2\.0\.0\.edgebundle with manifest"):
+            publish(*args, repo=setup.repo, workdir=tmp_path / "w3", now=NOW + timedelta(seconds=1))
+        assert uploaded.read_bytes() == before
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -746,6 +746,41 @@ def test_a_bundle_signed_by_a_key_the_devices_do_not_trust_is_refused_at_its_lin
     assert "1 valid signature(s) from trusted keys, 2 required" in threshold.problem
 
 
+def _root(path: Path, version: int, root_key: Any, release: list[Any], signers: list[Any], threshold: int = 1) -> str:
+    from datetime import datetime, timedelta, timezone
+
+    from edge_runtime.manifest import Envelope
+    from edge_runtime.root import make_root_signed, sign_root
+
+    signed = make_root_signed(version, datetime.now(timezone.utc) + timedelta(days=30),
+                              {"root": ([root_key.public], 1), "release": ([k.public for k in release], threshold)})
+    path.write_bytes(sign_root(Envelope(signed, ()).to_bytes(), [k.private for k in signers]))
+    return str(path)
+
+
+def test_planned_bundles_verify_against_the_newest_trust_root_of_the_chain(
+    tmp_path: Path, registry: dict[str, Any]
+) -> None:
+    """With edge_runtime_trust_root, bundles must satisfy the newest root's release role, as on the device."""
+    from tests.support.keys import KeyPair
+
+    release = KeyPair(Path(registry["key"]), Path(registry["pub"]))
+    other = make_keypair(tmp_path / "other", "other")
+    v1 = _root(tmp_path / "1.root.json", 1, release, [release], [release])
+    text = render(registry)
+    plan = ds.validate(write(tmp_path, text), INVENTORY, trust=ds.Trust((), 1, (v1,)))
+    assert len(plan["verified"]) == 3
+    # version 2 rotates the release key out: the registry's bundles no longer verify, named at their line
+    v2 = _root(tmp_path / "2.root.json", 2, other, [other], [release, other])
+    err = _validate_error(tmp_path, text, INVENTORY, trust=ds.Trust((), 1, (v1, v2)))
+    assert "signed by unknown key" in err.problem
+    # a chain with a gap, and keys and roots together, are refused before any bundle is read
+    gap = _validate_error(tmp_path, text, INVENTORY, trust=ds.Trust((), 1, (v2,)))
+    assert "starts at root version 2" in gap.problem
+    both = _validate_error(tmp_path, text, INVENTORY, trust=ds.Trust((registry["pub"],), 1, (v1,)))
+    assert "sets both edge_runtime_trusted_keys and edge_runtime_trust_root" in both.problem
+
+
 def _private_key_files(tmp_path: Path, registry: dict[str, Any]) -> dict[str, Path]:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec, rsa

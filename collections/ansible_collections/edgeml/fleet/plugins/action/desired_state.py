@@ -24,7 +24,12 @@ from ansible_collections.edgeml.fleet.plugins.plugin_utils.desired_state import 
     Trust,
     validate,
 )
-from ansible_collections.edgeml.fleet.plugins.plugin_utils.registry import KEYS_VAR, THRESHOLD_VAR, device_trust
+from ansible_collections.edgeml.fleet.plugins.plugin_utils.registry import (
+    KEYS_VAR,
+    ROOT_VAR,
+    THRESHOLD_VAR,
+    device_trust,
+)
 
 ARGUMENT_SPEC: dict[str, Any] = {
     "path": {"type": "path", "required": True},
@@ -33,6 +38,7 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "verify_bundles": {"type": "bool", "default": False},
     "trusted_keys": {"type": "list", "elements": "path", "default": []},
     "threshold": {"type": "int", "default": 1},
+    "trust_root": {"type": "list", "elements": "path", "default": []},
     "max_waves": {"type": "int", "default": MAX_WAVES},
 }
 
@@ -49,9 +55,10 @@ class ActionModule(ControllerAction):
     def _trust(self, host: str, args: Mapping[str, Any], task_vars: Mapping[str, Any]) -> Trust:
         """The key files and threshold the edge_runtime role will give ``host`` (asked only for devices)."""
         hv: Mapping[str, Any] = (task_vars.get("hostvars") or {}).get(host, {})
-        keys, threshold = hv.get(KEYS_VAR), hv.get(THRESHOLD_VAR)
+        keys, threshold, roots = hv.get(KEYS_VAR), hv.get(THRESHOLD_VAR), hv.get(ROOT_VAR)
         return device_trust(host, args["trusted_keys"] if keys is None else keys,
-                            args["threshold"] if threshold is None else threshold, self._key_path)
+                            args["threshold"] if threshold is None else threshold, self._key_path,
+                            args["trust_root"] if roots is None else roots)
 
     def act(self, args: dict[str, Any], task_vars: dict[str, Any], result: dict[str, Any]) -> None:
         # Relative paths are relative to the playbook directory, like other controller-side files.

@@ -70,6 +70,11 @@ class ActionModule(ControllerAction):
                                    ("latest.json", as_json), ("latest.md", as_md)):
                     _atomic_write(dest / name, text)
                     files.append(str(dest / name))
+                # the fleet's history (reports/history/events.jsonl, edge_runtime.audit): one line per run
+                from edge_runtime.audit import append_event, fleet_event
+
+                summary, data = fleet_event(args["kind"], report, plan)
+                append_event(dest, args["kind"], f"{args['kind']} {stamp}", summary, data, files[:2])
             except OSError as exc:
                 msg = f"cannot write the report into {dest}: {exc} (hint: set edge_reports_dir to a writable directory)"
                 result.update(failed=True, msg=msg)

@@ -80,6 +80,13 @@ options:
     type: list
     elements: path
     default: []
+  trust_root:
+    description:
+      - Controller paths of the trust root documents (the chain), for devices without their own
+        C(edge_runtime_trust_root); bundles must satisfy the newest version's release role (docs/KEYS.md).
+    type: list
+    elements: path
+    default: []
   threshold:
     description: Distinct trusted signatures a bundle needs, for devices without their own C(edge_runtime_threshold).
     type: int

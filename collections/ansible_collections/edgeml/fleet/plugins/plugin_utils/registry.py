@@ -29,6 +29,7 @@ from ansible_collections.edgeml.fleet.plugins.plugin_utils.models_yaml import So
 __all__ = [
     "KEYS_VAR",
     "MANIFEST_PREFIX_BYTES",
+    "ROOT_VAR",
     "THRESHOLD_VAR",
     "Trust",
     "bundle_source",
@@ -46,18 +47,21 @@ MANIFEST_PREFIX_BYTES = (1 << 20) + 64 * 1024
 
 @dataclass(frozen=True)
 class Trust:
-    """What a device trusts: its key files (controller paths) and the distinct signatures it needs."""
+    """What a device trusts: its key files (controller paths) and the distinct signatures it needs, or the
+    chain of trust root documents (controller paths) whose newest version's release role decides."""
 
     key_files: tuple[str, ...]
     threshold: int = 1
+    root_files: tuple[str, ...] = ()
 
 
 #: the edge_runtime role's variables that say what a device trusts
 KEYS_VAR = "edge_runtime_trusted_keys"
 THRESHOLD_VAR = "edge_runtime_threshold"
+ROOT_VAR = "edge_runtime_trust_root"
 
 
-def device_trust(host: str, keys: Any, threshold: Any, resolve: Callable[[str], str]) -> Trust:
+def device_trust(host: str, keys: Any, threshold: Any, resolve: Callable[[str], str], roots: Any = ()) -> Trust:
     """A device's :class:`Trust` from its (templated) role variables; ``resolve`` makes a key path absolute."""
     from ansible_collections.edgeml.fleet.plugins.plugin_utils.models_yaml import DesiredStateError
 
@@ -66,7 +70,11 @@ def device_trust(host: str, keys: Any, threshold: Any, resolve: Callable[[str], 
                                 "write it as a YAML list of controller paths")
     if isinstance(threshold, bool) or not isinstance(threshold, (int, str)) or not str(threshold).strip().isdigit():
         raise DesiredStateError(host, 0, 0, f"{THRESHOLD_VAR} must be a whole number, not {threshold!r}")
-    return Trust(tuple(resolve(os.path.expanduser(str(k))) for k in keys), int(threshold))
+    if isinstance(roots, (str, bytes)) or not isinstance(roots, (list, tuple)):
+        raise DesiredStateError(host, 0, 0, f"{ROOT_VAR} must be a list of root document paths, not {kind(roots)}",
+                                "write it as a YAML list of controller paths (N.root.json)")
+    return Trust(tuple(resolve(os.path.expanduser(str(k))) for k in keys), int(threshold),
+                 tuple(resolve(os.path.expanduser(str(r))) for r in roots))
 
 
 def is_url(text: str) -> bool:
@@ -217,6 +225,23 @@ def _policy(trust: Trust, where: str) -> Any:
     from edge_runtime.errors import EdgeRuntimeError
     from edge_runtime.trust import TrustPolicy
 
+    if trust.root_files:  # the chain the role gives the device: bundles must satisfy its newest release role
+        from ansible_collections.edgeml.fleet.plugins.plugin_utils.trusted_keys import read_root_document
+
+        from edge_runtime.root import verify_chain
+
+        if trust.key_files:
+            raise TrustedKeyError(where, f"sets both {KEYS_VAR} and {ROOT_VAR}",
+                                  f"once devices have a trust root, leave {KEYS_VAR} empty (docs/KEYS.md)")
+        try:
+            chain = verify_chain([read_root_document(p).encode() for p in trust.root_files])
+        except EdgeRuntimeError as exc:
+            raise TrustedKeyError(where, exc.message, exc.hint) from None
+        if chain[0].version != 1:
+            raise TrustedKeyError(where, f"{ROOT_VAR} starts at root version {chain[0].version}",
+                                  "list every root document from version 1: a device that holds an older one "
+                                  "needs each step of the chain")
+        return chain[-1].policy("release")
     if not trust.key_files:
         raise TrustedKeyError(
             where,
