@@ -76,6 +76,8 @@ __all__ = ["FEATURES", "Prediction", "Predictor", "UnknownPredictionError", "inp
 
 #: the input statistics this runtime can record, by the name a baseline gives them (:func:`input_statistics`)
 FEATURES: tuple[str, ...] = ("pixel_mean", "pixel_std")
+#: loads tried in one call when the device state changes under them (an operation running meanwhile)
+LOAD_ATTEMPTS = 3
 #: the most bins a baseline feature may have
 MAX_BINS = 1000
 #: baseline.json is read bounded (it is signed, but a serving process still does not trust sizes)
@@ -326,15 +328,25 @@ class Predictor:
                 return self._loaded, ""
             if self._failure is not None and self._failure[0] == sig:
                 return None, self._failure[1]
-            try:
-                loaded = self._load()
-            except EdgeRuntimeError as exc:
-                why = exc.message + (f" ({exc.hint})" if exc.hint else "")
-                self._failure, self._loaded, self._sig = (sig, why), None, None
-                return None, why
-            self._failure = None
-            self._loaded, self._sig = loaded, sig
-            return loaded, ""
+            for _ in range(LOAD_ATTEMPTS):
+                try:
+                    loaded = self._load()
+                except Exception as exc:  # anything that stops a load is an error result, never a crash
+                    again = self._signature()
+                    if again != sig:  # the state moved on while this version was read (a rollback removed
+                        sig = again  # it): load what is committed now instead of failing the call
+                        continue
+                    if isinstance(exc, EdgeRuntimeError):
+                        why = exc.message + (f" ({exc.hint})" if exc.hint else "")
+                    else:
+                        why = f"loading {self.model} failed: {type(exc).__name__}: {quote_untrusted(str(exc), 300)}"
+                    self._failure, self._loaded, self._sig = (sig, why), None, None
+                    return None, why
+                self._failure = None
+                self._loaded, self._sig = loaded, sig
+                return loaded, ""
+            why = f"the state of {self.model} kept changing while its active version was loaded; try again"
+            return None, why
 
     def _load(self) -> _Loaded:
         """(Under ``_swap_lock``.) Read the committed state; verify and load its version unless loaded."""

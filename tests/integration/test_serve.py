@@ -45,7 +45,7 @@ def version_of(outputs: np.ndarray) -> set[str]:
     return {v for v, e in EXPECTED.items() if np.allclose(outputs, e[SAMPLE], atol=ATOL)}
 
 
-def test_hot_swap_under_installs_and_rollbacks_fails_no_call_and_mixes_none(
+def test_hot_swap_under_installs_rollbacks_and_a_self_rollback_fails_no_call_and_mixes_none(
     device: Device, release: Release
 ) -> None:
     assert np.abs(EXPECTED["1.0.0"][SAMPLE] - EXPECTED["1.1.0"][SAMPLE]).max() > 2 * ATOL
@@ -74,6 +74,8 @@ def test_hot_swap_under_installs_and_rollbacks_fails_no_call_and_mixes_none(
         lambda: device.rollback(MODEL),  # operator rollback to 1.0.0
         lambda: device.install(str(release.bundle("1.1.0"))),  # the kept copy, activated again
         lambda: device.install(str(release.bundle("1.2.0"))),  # fails its smoke test: never served
+        # the monitor's self-rollback: 1.1.0 quarantined and its files removed while calls may run on it
+        lambda: device.self_rollback(MODEL, "1.1.0", "mean confidence below 0.75 for 5 minutes"),
     ]
     try:
         for step in steps:
@@ -89,7 +91,7 @@ def test_hot_swap_under_installs_and_rollbacks_fails_no_call_and_mixes_none(
         for t in threads:
             t.join()
         predictor.close()
-    assert [a for _, _, a in ops] == ["1.1.0", "1.0.0", "1.1.0", "1.1.0"]
+    assert [a for _, _, a in ops] == ["1.1.0", "1.0.0", "1.1.0", "1.1.0", "1.0.0"]
     failed = [r.error for _, _, r, _ in results if not r.ok]
     assert failed == []
     for _, _, r, _ in results:  # each result ran on exactly one version, the one it names
@@ -104,7 +106,7 @@ def test_hot_swap_under_installs_and_rollbacks_fails_no_call_and_mixes_none(
     # one thread's calls, in order: the versions it ran follow the commits, each swap seen once
     sequence = [r.version for _, _, r, n in results if n == 0]
     runs = [v for i, v in enumerate(sequence) if i == 0 or v != sequence[i - 1]]
-    assert runs == ["1.0.0", "1.1.0", "1.0.0", "1.1.0"], runs  # 1.2.0 never ran
+    assert runs == ["1.0.0", "1.1.0", "1.0.0", "1.1.0", "1.0.0"], runs  # 1.2.0 never ran
     with TelemetryStore(db_path(device.root)) as store:
         rows = store.minutes(MODEL)
         assert sum(r.count for r in rows) == len(results)
@@ -285,3 +287,28 @@ def test_feedback_is_accepted_for_exactly_the_last_feedback_window_predictions(
             p.feedback(ids[0], "good")  # one beyond the window
         for pid in ids[1:]:  # the window itself
             p.feedback(pid, "good")
+
+
+def test_a_rollback_while_a_version_is_being_loaded_loads_the_new_committed_one(
+    device: Device, release: Release
+) -> None:
+    device.install(str(release.bundle("1.1.0")))
+    p = Predictor(device.root, MODEL, telemetry=False)
+    real = p.device._verify_dir
+    seen: list[str] = []
+
+    def verify_while_rolled_back(vdir: Path, state: Any, version: str, **kw: Any) -> Any:
+        if not seen:  # the monitor rolls 1.1.0 back (and removes its files) just as the load reads them
+            Device(device.root).self_rollback(MODEL, "1.1.0", "mean confidence below 0.75")
+        seen.append(version)
+        return real(vdir, state, version, **kw)
+
+    p.device._verify_dir = verify_while_rolled_back  # type: ignore[method-assign]
+    try:
+        r = p.predict(INPUTS[SAMPLE])
+    finally:
+        p.close()
+    assert seen == ["1.1.0", "1.0.0"]  # the first load failed for real (files gone), the second succeeded
+    assert r.ok, r.error
+    assert r.version == "1.0.0"
+    assert version_of(r.outputs) == {"1.0.0"}
