@@ -312,3 +312,14 @@ def test_a_rollback_while_a_version_is_being_loaded_loads_the_new_committed_one(
     assert r.ok, r.error
     assert r.version == "1.0.0"
     assert version_of(r.outputs) == {"1.0.0"}
+
+
+def test_serving_statistics_are_the_ones_the_release_baseline_is_built_from() -> None:
+    from edge_runtime.baseline import make_baseline
+    from edge_runtime.serve import FEATURES, input_statistics
+
+    baseline = make_baseline(INPUTS, EXPECTED["1.0.0"])
+    assert set(FEATURES) == set(baseline["features"])
+    served = [input_statistics(x) for x in INPUTS]
+    for name in FEATURES:  # 16 images: the baseline's sample is every value, in order, rounded to 6 places
+        assert np.allclose([s[name] for s in served], baseline["features"][name]["sample"], atol=1e-6), name

@@ -121,9 +121,11 @@ def test_a_full_disk_drops_and_counts_records_and_inference_goes_on(release: Rel
             status = store.status()
             assert status["errors"]["full"]["count"] == 1
             assert status["last_error"] is None
-        facts = telemetry_facts(dev.root)
+        facts = dev.write_facts()["telemetry"]  # what Ansible reads (ansible_local / edge_runtime facts)
+        assert facts == telemetry_facts(dev.root)
         assert facts["dropped"] == 100
         assert facts["errors"]["full"]["count"] == 1
+        assert facts["state"] == "ok"  # healthy again; the error stays listed once with its count
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])
