@@ -287,3 +287,26 @@ def test_a_clock_that_goes_backwards_files_records_under_earlier_minutes_and_los
         rows = store.minutes("m")
         assert [(r.minute, r.count) for r in rows] == [(T0 - 7200, 3), (T0 + 600, 6)]
         assert store.status()["dropped"] == 0
+
+
+def test_init_stores_telemetry_settings_keeps_them_on_reinit_and_refuses_bad_ones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edge_runtime.cli import main as cli
+    from tests.support.keys import make_keypair
+
+    key = make_keypair(tmp_path / "keys", "k").public_path
+    root = tmp_path / "dev"
+    base = ["--root", str(root), "init", "--trusted-key", str(key)]
+    assert cli([*base, "--telemetry-setting", "max_bytes=65536", "--telemetry-setting", "retention_days=2"]) == 0
+    config = json.loads((root / "config.json").read_text())
+    assert config["telemetry"] == {"max_bytes": 65536, "retention_days": 2}
+    assert cli(base) == 0  # a re-init without the option keeps them
+    assert json.loads((root / "config.json").read_text())["telemetry"] == config["telemetry"]
+    before = (root / "config.json").read_bytes()
+    capsys.readouterr()
+    assert cli([*base, "--telemetry-setting", f"max_bytes={MIN_MAX_BYTES - 1}"]) == 2
+    assert "max_bytes" in capsys.readouterr().err
+    assert cli([*base, "--telemetry-setting", "colour=blue"]) == 2
+    assert "unknown --telemetry-setting: 'colour'" in capsys.readouterr().err
+    assert (root / "config.json").read_bytes() == before
