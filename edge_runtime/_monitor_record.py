@@ -13,8 +13,11 @@ from typing import Any
 
 from .errors import EdgeRuntimeError
 
-__all__ = ["LAST_NAME", "LAST_SCHEMA", "MONITOR_DIR", "read_last", "write_last"]
+__all__ = ["LAST_NAME", "LAST_SCHEMA", "MONITOR_DIR", "MONITOR_SERVICE", "MONITOR_TIMER", "read_last", "write_last"]
 
+#: the systemd units the edge_runtime role installs to run ``edge-runtime monitor`` periodically
+MONITOR_SERVICE = "edge-runtime-monitor.service"
+MONITOR_TIMER = "edge-runtime-monitor.timer"
 MONITOR_DIR = "monitor"
 LAST_NAME = "last.json"
 LAST_SCHEMA = 1

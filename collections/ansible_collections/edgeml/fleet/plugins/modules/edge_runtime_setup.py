@@ -95,6 +95,33 @@ options:
         description: The unit file's text.
         type: str
         required: true
+  monitor_units:
+    description:
+      - The device-side monitor (C(edge-runtime monitor)) as a systemd service and timer
+        (C(edge-runtime-monitor.service), C(edge-runtime-monitor.timer)), as the role renders them.
+      - With O(monitor_units.state=present) the module installs both in O(monitor_units.dir) where they differ
+        and enables the timer (a link in C(timers.target.wants)); where systemd runs it then runs
+        C(systemctl daemon-reload) and C(systemctl restart) of the timer (60 s deadline each). With
+        O(monitor_units.state=absent) it stops the timer (where systemd runs) and removes both units and the link.
+      - Nothing is written, reloaded or restarted when the device already matches, so a no-op deploy stays one
+        module run per device. Omitted, the module leaves any monitor unit alone.
+    type: dict
+    suboptions:
+      dir:
+        description: Directory of the units, e.g. C(/etc/systemd/system).
+        type: path
+        required: true
+      state:
+        description: Whether the monitor units are installed and enabled, or removed.
+        type: str
+        choices: [present, absent]
+        default: present
+      service:
+        description: The service unit's text (required with O(monitor_units.state=present)).
+        type: str
+      timer:
+        description: The timer unit's text (required with O(monitor_units.state=present)).
+        type: str
 attributes:
   check_mode:
     support: full
@@ -173,12 +200,10 @@ RELOAD_TIMEOUT_S = 60
 MAX_UNIT_BYTES = 64 * 1024  # read at most this much of an existing unit (a real one is < 1 KiB)
 
 
-def _boot_unit_state(unit_dir: Path) -> tuple[Path, Path, bytes | None, bool]:
-    """(unit path, wants link, the unit's bytes or None, whether the link points at the unit)."""
-    from edge_runtime.facts import BOOT_UNIT
-
-    unit = unit_dir / BOOT_UNIT
-    wants = unit_dir / "multi-user.target.wants" / BOOT_UNIT
+def _unit_state(unit_dir: Path, name: str, wanted_by: str | None) -> tuple[Path, Path | None, bytes | None, bool]:
+    """(unit path, its wants link or None, the unit's bytes or None, whether the link points at the unit)."""
+    unit = unit_dir / name
+    wants = unit_dir / f"{wanted_by}.wants" / name if wanted_by else None
     have: bytes | None = None
     try:
         if unit.is_file() and not unit.is_symlink():
@@ -187,52 +212,121 @@ def _boot_unit_state(unit_dir: Path) -> tuple[Path, Path, bytes | None, bool]:
     except OSError:
         have = None
     try:
-        linked = wants.is_symlink() and Path(os.readlink(wants)) == unit
+        linked = wants is not None and wants.is_symlink() and Path(os.readlink(wants)) == unit
     except OSError:
         linked = False
     return unit, wants, have, linked
 
 
-def ensure_boot_unit(module: AnsibleModule, spec: dict[str, Any]) -> tuple[bool, dict[str, Any], dict[str, Any]]:
-    """Install and enable the boot recovery unit when it differs; (changed, diff before, diff after)."""
+def _digest(data: bytes | None) -> str | None:
     import hashlib
 
+    return hashlib.sha256(data).hexdigest() if data is not None else None
+
+
+def _systemctl(module: AnsibleModule, args: list[str], what: str) -> None:
+    """``systemctl ARGS`` where systemd runs (60 s deadline); a failure fails the task naming ``what``."""
+    if not SYSTEMD_RUNNING.is_dir():
+        return
+    try:
+        proc = subprocess.run(["systemctl", *args], capture_output=True, text=True, timeout=RELOAD_TIMEOUT_S,
+                              check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        module.fail_json(msg=f"{what}, but `systemctl {' '.join(args)}` failed: {exc}", error="systemd")
+    if proc.returncode != 0:
+        module.fail_json(msg=f"{what}, but `systemctl {' '.join(args)}` failed: {proc.stderr.strip()[:500]}",
+                         error="systemd")
+
+
+def ensure_units(
+    module: AnsibleModule, unit_dir: Path, units: list[tuple[str, bytes | None, str | None]], what: str,
+    hint: str = "set edge_runtime_systemd_unit_dir to a writable directory",
+) -> tuple[bool, dict[str, Any], dict[str, Any]]:
+    """Make each ``(name, content, wanted_by)`` unit in ``unit_dir`` what is wanted: installed (atomically,
+    mode 0644) and linked into ``<wanted_by>.wants`` when it has a target, or removed with its link when
+    ``content`` is None. Writes only what differs; (changed, before, after) per unit name; check mode writes
+    nothing."""
     from edge_runtime._fsutil import atomic_write_bytes, fsync_dir
 
-    unit_dir = Path(spec["dir"])
-    want = spec["content"].encode("utf-8")
-    unit, wants, have, linked = _boot_unit_state(unit_dir)
-    before = {"sha256": hashlib.sha256(have).hexdigest() if have is not None else None, "enabled": linked}
-    after = {"sha256": hashlib.sha256(want).hexdigest(), "enabled": True}
-    changed = have != want or not linked
-    if not changed or module.check_mode:
-        return changed, before, after
+    before: dict[str, Any] = {}
+    after: dict[str, Any] = {}
+    todo: list[tuple[Path, Path | None, bytes | None, bool, bytes | None]] = []
+    for name, want, wanted_by in units:
+        unit, wants, have, linked = _unit_state(unit_dir, name, wanted_by)
+        before[name] = {"sha256": _digest(have), "enabled": linked}
+        after[name] = {"sha256": _digest(want), "enabled": want is not None and wanted_by is not None}
+        if want is None:
+            if have is not None or linked or (wants is not None and wants.is_symlink()):
+                todo.append((unit, wants, have, linked, want))
+        elif have != want or (wants is not None and not linked):
+            todo.append((unit, wants, have, linked, want))
+    if not todo or module.check_mode:
+        return bool(todo), before, after
     try:
-        wants.parent.mkdir(parents=True, exist_ok=True)
-        if have != want:
-            atomic_write_bytes(unit, want, mode=0o644)
-            os.chmod(unit, 0o644)  # whatever the umask
-        if not linked:
-            tmp = wants.with_name(f".{wants.name}.tmp-{os.getpid()}")
-            tmp.unlink(missing_ok=True)
-            os.symlink(unit, tmp)
-            os.replace(tmp, wants)
-        fsync_dir(wants.parent)
-        fsync_dir(unit_dir)
+        for unit, wants, have, linked, want in todo:
+            if want is None:
+                if wants is not None:
+                    wants.unlink(missing_ok=True)
+                unit.unlink(missing_ok=True)
+            else:
+                if have != want:
+                    unit_dir.mkdir(parents=True, exist_ok=True)
+                    atomic_write_bytes(unit, want, mode=0o644)
+                    os.chmod(unit, 0o644)  # whatever the umask
+                if wants is not None and not linked:
+                    wants.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = wants.with_name(f".{wants.name}.tmp-{os.getpid()}")
+                    tmp.unlink(missing_ok=True)
+                    os.symlink(unit, tmp)
+                    os.replace(tmp, wants)
+            if wants is not None and wants.parent.is_dir():
+                fsync_dir(wants.parent)
+        if unit_dir.is_dir():
+            fsync_dir(unit_dir)
     except OSError as exc:
-        module.fail_json(msg=f"cannot install the boot recovery unit in {unit_dir}: {exc.strerror or exc} "
-                         "(hint: set edge_runtime_systemd_unit_dir to a writable directory, or "
-                         "edge_runtime_boot_recovery: none)", error="storage")
-    if SYSTEMD_RUNNING.is_dir():
-        try:
-            proc = subprocess.run(["systemctl", "daemon-reload"], capture_output=True, text=True,
-                                  timeout=RELOAD_TIMEOUT_S, check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            module.fail_json(msg=f"the boot recovery unit is installed but `systemctl daemon-reload` failed: {exc}; "
-                             "it is read at the next boot", error="systemd")
-        if proc.returncode != 0:
-            module.fail_json(msg="the boot recovery unit is installed but `systemctl daemon-reload` failed: "
-                             f"{proc.stderr.strip()[:500]}; it is read at the next boot", error="systemd")
+        module.fail_json(msg=f"cannot install the {what} in {unit_dir}: {exc.strerror or exc} (hint: {hint})",
+                         error="storage")
+    return True, before, after
+
+
+def ensure_boot_unit(module: AnsibleModule, spec: dict[str, Any]) -> tuple[bool, dict[str, Any], dict[str, Any]]:
+    """Install and enable the boot recovery unit when it differs; (changed, diff before, diff after)."""
+    from edge_runtime.facts import BOOT_UNIT
+
+    changed, before, after = ensure_units(
+        module, Path(spec["dir"]), [(BOOT_UNIT, spec["content"].encode("utf-8"), "multi-user.target")],
+        "boot recovery unit",
+        "set edge_runtime_systemd_unit_dir to a writable directory, or edge_runtime_boot_recovery: none",
+    )
+    if changed and not module.check_mode:
+        _systemctl(module, ["daemon-reload"], "the boot recovery unit is installed (it is read at the next boot)")
+    return changed, before[BOOT_UNIT], after[BOOT_UNIT]
+
+
+def ensure_monitor_units(
+    module: AnsibleModule, spec: dict[str, Any]
+) -> tuple[bool, dict[str, Any], dict[str, Any]]:
+    """The monitor's service and timer, present (timer enabled and restarted) or absent (timer stopped)."""
+    from edge_runtime._monitor_record import MONITOR_SERVICE, MONITOR_TIMER
+
+    present = spec["state"] == "present"
+    if present and not (spec.get("service") and spec.get("timer")):
+        module.fail_json(msg="monitor_units: state present needs both service and timer", error="config")
+    units = [
+        (MONITOR_SERVICE, spec["service"].encode("utf-8") if present else None, None),
+        (MONITOR_TIMER, spec["timer"].encode("utf-8") if present else None, "timers.target"),
+    ]
+    unit_dir = Path(spec["dir"])
+    if not present and not module.check_mode and (unit_dir / MONITOR_TIMER).exists():
+        _systemctl(module, ["stop", MONITOR_TIMER], "the monitor timer is to be removed")
+    changed, before, after = ensure_units(
+        module, unit_dir, units, "monitor units",
+        "set edge_runtime_systemd_unit_dir to a writable directory, or edge_runtime_monitor_enabled: false",
+    )
+    if changed and not module.check_mode:
+        _systemctl(module, ["daemon-reload"], "the monitor units are installed")
+        if present:
+            _systemctl(module, ["restart", MONITOR_TIMER], "the monitor units are installed")
     return changed, before, after
 
 
@@ -308,6 +402,12 @@ def main() -> None:
             "run_id": {"type": "str"},  # echoed in the twin: the controller acts only on this run's answers
             "boot_unit": {"type": "dict", "options": {"dir": {"type": "path", "required": True},
                                                       "content": {"type": "str", "required": True}}},
+            "monitor_units": {"type": "dict", "options": {
+                "dir": {"type": "path", "required": True},
+                "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
+                "service": {"type": "str"},
+                "timer": {"type": "str"},
+            }},
         },
         supports_check_mode=True,
     )
@@ -377,6 +477,11 @@ def main() -> None:
                 )
         if p["boot_unit"]:
             unit_changed, before["boot_unit"], after["boot_unit"] = ensure_boot_unit(module, p["boot_unit"])
+            changed = changed or unit_changed
+        if p["monitor_units"]:
+            unit_changed, before["monitor_units"], after["monitor_units"] = ensure_monitor_units(
+                module, p["monitor_units"]
+            )
             changed = changed or unit_changed
         facts = device_facts(dev)
     except EdgeRuntimeError as exc:
