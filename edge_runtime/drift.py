@@ -320,6 +320,10 @@ def evaluate_feature(
     ``psi_drift`` (None when not computed), ``thresholds`` and ``reason`` (one sentence for a person).
     Never raises on bad data: a bad baseline or histogram is a finding.
     """
+    if isinstance(nonfinite, bool) or not isinstance(nonfinite, (int, np.integer)) or nonfinite < 0:
+        return _finding(name, "invalid_data", config,
+                        f"feature {quote_untrusted(name, 60)}: the non-finite count "
+                        f"{quote_untrusted(repr(nonfinite), 40)} is not a count (damaged store?)")
     nonfinite = int(nonfinite)
     if baseline is None:
         return _finding(
@@ -370,7 +374,10 @@ def evaluate_feature(
                 notes.append("KS not computed: scipy is not installed (install the runtime with its "
                              "'monitor' extra: edge-runtime[monitor])")
             else:
-                fields.update(ks_statistic=stat, p_value=p, ks_drift=ks_drifts(stat, p, config))
+                if math.isfinite(stat) and math.isfinite(p):
+                    fields.update(ks_statistic=stat, p_value=p, ks_drift=ks_drifts(stat, p, config))
+                else:  # never seen with finite inputs; a NaN must not reach the facts (strict JSON)
+                    notes.append(f"KS not computed: scipy returned statistic {stat!r}, p-value {p!r}")
 
     if fields.get("psi_drift") or fields.get("ks_drift"):
         verdict = "drift"

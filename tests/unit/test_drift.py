@@ -467,3 +467,22 @@ def test_many_bins_are_counted_as_few_bins_are() -> None:
         for v in values[np.isfinite(values)]:
             expected[drift.bin_index(edges.tolist(), float(v))] += 1
         assert drift.bin_counts(edges, values) == (expected, 2)
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "3", True, None])
+def test_a_non_finite_count_that_is_not_a_count_is_invalid_data(bad: Any) -> None:
+    fb = FeatureBaseline.from_spec("x", feature_spec(np.random.default_rng(2).normal(size=4000)))
+    f = drift.evaluate_feature("x", fb, values=np.zeros(300), nonfinite=bad)
+    assert f["verdict"] == "invalid_data"
+    assert "not a count" in f["reason"]
+
+
+def test_a_non_finite_ks_result_is_left_out_not_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    fb = FeatureBaseline.from_spec("x", feature_spec(np.random.default_rng(3).normal(size=4000)))
+    # scipy never returns NaN for finite samples, so this one path is simulated; the guard must hold anyway.
+    monkeypatch.setattr(drift, "ks_test", lambda sample, values: (math.nan, math.nan))
+    f = drift.evaluate_feature("x", fb, values=np.random.default_rng(4).normal(size=500))
+    assert f["ks_statistic"] is None
+    assert f["verdict"] == "ok"
+    assert "scipy returned statistic nan" in f["reason"]
+    json.dumps(f, allow_nan=False)
