@@ -12,7 +12,7 @@ PIP_FLAGS := --disable-pip-version-check --no-input -q
 ANSIBLE_ENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" ANSIBLE_CONFIG="$(CURDIR)/ansible.cfg"
 PLAYBOOK := $(ANSIBLE_ENV) $(CURDIR)/$(VENV)/bin/ansible-playbook
 
-.PHONY: help system-deps venv venv-tflite lint validate plan deploy rollback lock-status unlock test test-unit test-integration test-tflite-runtime crash demo demo-device bench bench-drift bench-fleet bench-telemetry models release clean
+.PHONY: help system-deps venv venv-tflite lint validate plan deploy rollback lock-status unlock test test-unit test-integration test-tflite-runtime crash demo demo-device bench bench-drift bench-fleet bench-telemetry bench-monitor models release clean
 
 help:
 	@echo "make demo      - run the main job on a simulated fleet of its own, then converge the default fleet"
@@ -26,6 +26,7 @@ help:
 	@echo "               - evaluate against the gate, bundle, sign, publish, models.yaml change on a new branch"
 	@echo "make bench     - runtime benchmarks, printed as a table (make bench-drift: drift statistics only; make bench-fleet: fleet benchmark)"
 	@echo "make bench-telemetry - recording overhead per inference and store size after 1M inferences (~1 min)"
+	@echo "make bench-monitor - monitor evaluation over 24 h of per-minute aggregates (~15 s)"
 	@echo "make fleet-up N=20 / fleet-status / fleet-down - SSH test fleet in network namespaces (root; see docs/SSH_FLEET.md)"
 	@echo "Extra ansible-playbook options: ARGS='...' (e.g. ARGS=\"--limit 'line_b,localhost'\")"
 
@@ -112,6 +113,7 @@ bench: venv
 	$(PY) bench/run.py
 	$(PY) bench/drift.py
 	$(PY) bench/telemetry.py
+	$(PY) bench/monitor.py
 
 # Drift statistics alone: KS + PSI for 20 features x 100,000 rows vs scipy's ks_2samp (~20 s).
 bench-drift: venv
@@ -124,6 +126,10 @@ bench-fleet: venv
 # Telemetry: recording overhead per inference, store size after 1,000,000 recorded inferences (~1 min).
 bench-telemetry: venv
 	$(PY) bench/telemetry.py
+
+# Monitor evaluation over 24 h of per-minute aggregates (issue 9, goal 3; ~15 s).
+bench-monitor: venv
+	$(PY) bench/monitor.py
 
 # SSH test fleet (root, Debian's openssh-server): N devices in network namespaces, each with its own sshd;
 # inventory in .state/ssh-fleet/inventory (docs/SSH_FLEET.md). The demo registry and key come first: the
