@@ -25,7 +25,6 @@ Progress goes to stderr. Exit status 1 if the goal fails. Scratch files are remo
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import sys
 import time
@@ -35,7 +34,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import Goal, common_options, fs_type, log, rmtree, start, table
+from run import Goal, common_options, log, run_goals
 from telemetry import MODEL, device_with_demo
 
 from edge_runtime._monitor_run import _epoch, run_once
@@ -147,40 +146,19 @@ def goal_monitor(tmp: Path, repeat: int, per_minute: int) -> Goal:
     )
 
 
+def _notes(goals: list[Goal]) -> str:
+    d = goals[0].detail
+    return (f"rules: {d['rule_states']}, drift {d['drift_status']}; store {d['store_bytes'] / 1e6:.1f} MB; "
+            f"read+rules wall p90 {d['read_rules_p90_ms']} ms; full run_once (with drift, files) "
+            f"{d['run_once_ms']} ms wall, {d['cpu_ms']['run_once']} ms CPU")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = common_options(__doc__)
     ap.add_argument("--repeat", type=int, default=31, help="timed rounds of each step (default 31)")
     ap.add_argument("--per-minute", type=int, default=20, help="inferences recorded per minute (default 20)")
     args = ap.parse_args(argv)
-    tmp, started, load_before = start(args)
-    t_start = time.monotonic()
-    try:
-        goals = [goal_monitor(tmp, args.repeat, args.per_minute)]
-    finally:
-        if args.keep:
-            log(f"kept {tmp}")
-        else:
-            rmtree(tmp)
-    load_after = os.getloadavg()
-    elapsed = time.monotonic() - t_start
-    if args.json:
-        print(json.dumps({
-            "started": started.isoformat(timespec="seconds"),
-            "elapsed_s": round(elapsed, 1),
-            "load_average_1m": {"before": load_before[0], "after": load_after[0]},
-            "nproc": os.cpu_count(),
-            "all_passed": all(g.passed for g in goals),
-            "goals": [{**g.__dict__, "result": g.result} for g in goals],
-        }, indent=1))
-    else:
-        print(table(goals))
-        d = goals[0].detail
-        print(f"\nrules: {d['rule_states']}, drift {d['drift_status']}; store {d['store_bytes'] / 1e6:.1f} MB; "
-              f"read+rules wall p90 {d['read_rules_p90_ms']} ms; full run_once (with drift, files) "
-              f"{d['run_once_ms']} ms wall, {d['cpu_ms']['run_once']} ms CPU")
-        print(f"{started:%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, scratch on {fs_type(tmp)}; "
-              f"load avg {load_before[0]:.2f} -> {load_after[0]:.2f}; {elapsed:.0f} s")
-    return 0 if all(g.passed for g in goals) else 1
+    return run_goals(args, lambda tmp: [goal_monitor(tmp, args.repeat, args.per_minute)], _notes)
 
 
 if __name__ == "__main__":

@@ -573,6 +573,40 @@ def start(args: argparse.Namespace) -> tuple[Path, datetime, tuple[float, float,
     return tmp, datetime.now(timezone.utc), load_before
 
 
+def run_goals(
+    args: argparse.Namespace, body: Callable[[Path], list[Goal]], notes: Callable[[list[Goal]], str] | None = None
+) -> int:
+    """Run ``body`` in a scratch dir (removed after, unless ``--keep``), then print its goals as the table (with
+    ``notes``) or as JSON with the load average before and after; the exit status is 1 if a goal failed."""
+    tmp, started, load_before = start(args)
+    t_start = time.monotonic()
+    try:
+        goals = body(tmp)
+    finally:
+        if args.keep:
+            log(f"kept {tmp}")
+        else:
+            rmtree(tmp)
+    load_after = os.getloadavg()
+    elapsed = time.monotonic() - t_start
+    if args.json:
+        print(json.dumps({
+            "started": started.isoformat(timespec="seconds"),
+            "elapsed_s": round(elapsed, 1),
+            "load_average_1m": {"before": load_before[0], "after": load_after[0]},
+            "nproc": os.cpu_count(),
+            "all_passed": all(g.passed for g in goals),
+            "goals": [{**asdict(g), "result": g.result} for g in goals],
+        }, indent=1))
+    else:
+        print(table(goals))
+        if notes is not None:
+            print("\n" + notes(goals))
+        print(f"{started:%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, scratch on {fs_type(tmp)}; "
+              f"load avg {load_before[0]:.2f} -> {load_after[0]:.2f}; {elapsed:.0f} s")
+    return 0 if all(g.passed for g in goals) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = common_options(__doc__).parse_args(argv)
     tmp, started, load_before = start(args)
