@@ -31,8 +31,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-__all__ = ["HISTORY_SCHEMA", "append_event", "fleet_event", "history_path", "read_events", "release_markdown",
-           "write_release_report"]
+__all__ = ["HISTORY_SCHEMA", "append_event", "fleet_event", "gates_markdown", "history_path", "read_events",
+           "release_markdown", "write_release_report"]
 
 HISTORY_SCHEMA = 1
 #: an event line longer than this is refused (a report belongs in its own file; the history only points to it)
@@ -165,5 +165,20 @@ def fleet_event(kind: str, report: Mapping[str, Any], plan: Mapping[str, Any]) -
                + ", ".join(f"{n} {r}" for r, n in sorted(counts.items()))
                + "".join(f"; {g} halted at wave {h.get('wave')}: {h.get('reason')}" for g, h in sorted(halted.items())))
     data = {"failed": bool(report.get("failed")), "counts": counts, "halted": halted, "changes": changes,
-            "problems": problems, "excluded": list(report.get("excluded") or [])}
+            "problems": problems, "excluded": list(report.get("excluded") or []),
+            "gates": list(report.get("gates") or [])}
     return summary[:2000], data
+
+
+def gates_markdown(gates: list[Mapping[str, Any]]) -> str:
+    """The run's wave gate decisions as a Markdown section (empty without any)."""
+    if not gates:
+        return ""
+    lines = ["", "## Gate decisions", "", "| group | wave | failed | limit | decision | health gate |",
+             "|---|---|---|---|---|---|"]
+    for g in gates:
+        rule = ", ".join(f"{k} {v}" for k, v in sorted((g.get("health_gate") or {}).items())) or "-"
+        lines.append(f"| {g.get('group')} | {g.get('wave')} | {g.get('failed')}/{g.get('devices')} "
+                     f"({g.get('fail_percent')}%) | {g.get('max_fail_percent')}% | "
+                     f"{'passed' if g.get('passed') else 'HALTED'} | {rule} |")
+    return "\n".join(lines) + "\n"

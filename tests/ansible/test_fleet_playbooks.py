@@ -280,6 +280,9 @@ def test_bad_model_halts_at_first_wave_and_rolls_back_canary(fleet: Fleet) -> No
     assert (change["result"], change["desired"], change["digest"]) == (
         "rolled_back", "1.2.0", fleet.report_digest("defect-classifier", "1.2.0"))
     assert event["reports"][0].endswith(".json")
+    [gate] = [g for g in event["data"]["gates"] if g["group"] == "line_a"]
+    assert (gate["wave"], gate["passed"], gate["failed"], gate["devices"]) == (1, False, 1, 1)
+    assert "## Gate decisions" in (fleet.reports / "latest.md").read_text()
     fleet.canary = canary  # type: ignore[attr-defined]
     fleet.others_after_bad = fleet.snapshot(others)  # type: ignore[attr-defined]
 

@@ -298,3 +298,14 @@ def test_the_schema_states_how_each_limit_is_compared() -> None:
     for key, text in described.items():
         assert "Inclusive" in text, key
         assert "exact" in text, key
+
+
+def test_gate_decisions_accumulate_over_waves_with_the_measurements_they_read() -> None:
+    p = plan({"max_p95_latency_ms": 5})
+    first = rollout.wave_gate(p, 1, {"a1": installed(p95=0.5)}, {})
+    second = rollout.wave_gate(p, 2, {"a2": installed(p95=9.0), "a3": installed(p95=0.5)}, first["halted"],
+                               first["decisions"])
+    assert [(d["group"], d["wave"], d["passed"], d["failed"], d["devices"]) for d in second["decisions"]] == [
+        ("line_a", 1, True, 0, 1), ("line_a", 2, False, 1, 2)]
+    assert second["decisions"][1]["measurements"]["a2"]["m"]["p95_ms"] == 9.0
+    assert second["decisions"][1]["health_gate"] == {"max_p95_latency_ms": 5}

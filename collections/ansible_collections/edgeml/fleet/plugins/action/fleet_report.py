@@ -21,6 +21,7 @@ from ansible_collections.edgeml.fleet.plugins.plugin_utils.hostvars import resul
 ARGUMENT_SPEC: dict[str, Any] = {
     "plan": {"type": "dict", "required": True},
     "halted": {"type": "dict", "default": {}},
+    "gates": {"type": "list", "elements": "dict", "default": []},
     "dest": {"type": "path", "required": True},
     "kind": {"type": "str", "default": "deploy", "choices": ["deploy", "rollback"]},
     "write": {"type": "bool", "default": True},
@@ -55,6 +56,7 @@ class ActionModule(ControllerAction):
         if args["kind"] == "rollback":
             report = rollback.finish_report(report, plan, facts)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        report["gates"] = list(args["gates"])
         report["generated_at"] = stamp
         report["check_mode"] = bool(self._task.check_mode)
         title = f"{args['kind'].capitalize()} {stamp}"
@@ -66,6 +68,9 @@ class ActionModule(ControllerAction):
                 dest.mkdir(parents=True, exist_ok=True)
                 as_json = json.dumps(report, indent=2, sort_keys=True, default=to_text) + "\n"
                 as_md = rollout.report_markdown(report, title) + rollback.markdown_tail(report)
+                from edge_runtime.audit import gates_markdown
+
+                as_md += gates_markdown(report["gates"])
                 for name, text in ((f"{args['kind']}-{stamp}.json", as_json), (f"{args['kind']}-{stamp}.md", as_md),
                                    ("latest.json", as_json), ("latest.md", as_md)):
                     _atomic_write(dest / name, text)

@@ -16,10 +16,12 @@ def edge_device_result(registered: Mapping[str, Any], plan_entry: Mapping[str, A
     return rollout.device_result(registered, plan_entry, bool(check_mode))
 
 
-def edge_wave_gate(plan: Mapping[str, Any], wave: int, hostvars: Mapping[str, Any], halted: Any = None) -> Any:
-    """``{{ edge_plan | edgeml.fleet.edge_wave_gate(1, hostvars, edge_halted_groups) }}``."""
+def edge_wave_gate(
+    plan: Mapping[str, Any], wave: int, hostvars: Mapping[str, Any], halted: Any = None, decisions: Any = None
+) -> Any:
+    """``{{ edge_plan | edgeml.fleet.edge_wave_gate(1, hostvars, edge_gate.halted, edge_gate.decisions) }}``."""
     results, _ = results_and_twins(plan, hostvars)
-    return rollout.wave_gate(plan, int(wave), results, halted)
+    return rollout.wave_gate(plan, int(wave), results, halted, list(decisions or []))
 
 
 def edge_plan_subset(plan: Mapping[str, Any], hosts: Any) -> Any:

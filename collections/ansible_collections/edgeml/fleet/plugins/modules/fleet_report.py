@@ -19,6 +19,9 @@ description:
     reported as C(unchanged) from its twin.
   - Writes C(<kind>-<UTC time>.json), C(<kind>-<UTC time>.md), C(latest.json) and C(latest.md) into
     O(dest), each atomically (a reader never sees a torn file). The timestamped files keep the history.
+  - Appends one line to the fleet history C(<dest>/history/events.jsonl) (C(edge_runtime.audit), docs/RELEASE.md), with
+    the counts, every halted group with its reason, every device that changed or failed with the manifest
+    digest it was given, every rollback or quarantine with why, and the wave gate decisions O(gates).
   - With O(kind=rollback) (C(playbooks/rollback.yml)) the devices' C(edge_model_result) comes from the rollback;
     C(rolled_back) and C(unchanged) are successes, and RV(report.pin_warnings) names every C(models.yaml) line
     that still pins a version the devices no longer run, with the one-line change that keeps the rollback.
@@ -34,6 +37,13 @@ options:
     description: Rollout groups halted by a wave gate, group name to C({wave, reason}).
     type: dict
     default: {}
+  gates:
+    description:
+      - The run's wave gate decisions (C(edge_gate.decisions)), one per group and wave with its numbers; kept
+        in the report (C(gates)), its Markdown and the history line (C(reports/history/events.jsonl)).
+    type: list
+    elements: dict
+    default: []
   dest:
     description: Directory on the controller for the report files; created if missing.
     type: path

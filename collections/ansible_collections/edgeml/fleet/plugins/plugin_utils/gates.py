@@ -166,6 +166,22 @@ def _model_failure(m: Mapping[str, Any], gate: Mapping[str, Any]) -> str | None:
     return None
 
 
+#: what a device reported about each model it installed in this run: the numbers a gate decision was made on
+_MEASURED = ("smoke_passed", "p95_ms", "label_agreement", "previous_label_agreement", "mean_confidence")
+
+
+def _measurements(hosts: list[str], results: Mapping[str, Any]) -> dict[str, Any]:
+    """Per device and installed model, the measurements the gate read (for the audit trail)."""
+    out: dict[str, Any] = {}
+    for h in hosts:
+        models = ((results.get(h) or {}).get("models") or {})
+        got = {name: {k: m.get(k) for k in _MEASURED if m.get(k) is not None}
+               for name, m in sorted(models.items()) if m.get("status") == "installed"}
+        if got:
+            out[h] = got
+    return out
+
+
 def wave_gate(
     plan: Mapping[str, Any], wave: int, results: Mapping[str, Any], halted: Mapping[str, Any] | None
 ) -> dict[str, Any]:
@@ -196,7 +212,8 @@ def wave_gate(
         passed = pct <= limit
         report[group] = {"wave": wave, "hosts": hosts, "failures": failures, "failed": len(failures),
                          "devices": len(hosts), "fail_percent": round(float(pct), 2),
-                         "max_fail_percent": raw_limit, "passed": passed}
+                         "max_fail_percent": raw_limit, "passed": passed, "health_gate": dict(gate),
+                         "measurements": _measurements(hosts, results)}
         if not passed:
             shown, lim = show_pair(pct, limit)
             halted[group] = {
