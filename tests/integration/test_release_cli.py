@@ -69,3 +69,31 @@ def test_verify_command_checks_signature_and_files(release: Release, tmp_path: P
     ok = json.loads(capsys.readouterr().out)
     assert ok["digest"].startswith("sha256:")
     assert release_cli(["verify", str(b), "--trusted-key", str(release.keys[1].public_path)]) == 3
+
+
+def test_encrypted_key_signs_with_the_passphrase_from_a_file_and_a_wrong_one_is_named_not_shown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Keys encrypted at rest: the passphrase from EDGE_RELEASE_KEY_PASSPHRASE at keygen, then from a file
+    (a CI secret file or `ansible-vault view` output) when signing; the PEM is encrypted on disk."""
+    from edge_runtime.keys import PASSPHRASE_ENV, PASSPHRASE_FILE_ENV, load_private_key
+
+    monkeypatch.setenv(PASSPHRASE_ENV, "correct horse")
+    assert release_cli(["keygen", str(tmp_path / "enc")]) == 0
+    assert b"ENCRYPTED PRIVATE KEY" in (tmp_path / "enc.key").read_bytes()
+    monkeypatch.delenv(PASSPHRASE_ENV)
+    secret = tmp_path / "passphrase"
+    secret.write_text("correct horse\n")
+    monkeypatch.setenv(PASSPHRASE_FILE_ENV, str(secret))
+    assert load_private_key(tmp_path / "enc.key").curve.name == "secp256r1"
+    secret.write_text("wrong\n")
+    capsys.readouterr()
+    assert release_cli(["--json", "root", "new", "-o", str(tmp_path / "1.root.json"),
+                        "--root-key", str(tmp_path / "enc.pub"), "--release-key", str(tmp_path / "enc.pub")]) == 0
+    capsys.readouterr()
+    rc = release_cli(["--json", "root", "sign", str(tmp_path / "1.root.json"), "--key", str(tmp_path / "enc.key")])
+    out = capsys.readouterr().out
+    assert rc == 2
+    assert "cannot load private key" in out
+    assert PASSPHRASE_FILE_ENV in out
+    assert "wrong" not in out
