@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,14 @@ def _parser() -> argparse.ArgumentParser:
         help="a monitor setting stored in config.json, e.g. confidence_threshold=0.7 or min_inferences=10 "
         "(repeat); see edge_runtime/monitor.py for the list and defaults",
     )
+    s.add_argument(
+        "--drift-setting",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a drift threshold or window stored in config.json, e.g. psi_threshold=0.25 or window_minutes=30 "
+        "(repeat; over the bundle's); see 'Drift statistics' in docs/DESIGN.md for the list and defaults",
+    )
 
     s = command("install", "install a bundle: fetch, verify, stage, activate, smoke test, commit")
     s.add_argument("source", help="bundle path or http(s) URL")
@@ -191,6 +200,23 @@ def _settings(items: list[str], flag: str) -> dict[str, Any]:
             value = raw  # a bare word
         out[key.strip()] = value
     return out
+
+
+def _section(
+    dev: Device, name: str, items: list[str], flag: str, check: Callable[[dict[str, Any], str], object]
+) -> dict[str, Any] | None:
+    """A config.json section (``telemetry``, ``monitor``, ``drift``) with ``init``'s ``KEY=VALUE`` items applied
+    over the device's current one, checked by its owner's ``from_mapping``; None when no item is given (init
+    then keeps the section as it is)."""
+    if not items:
+        return None
+    try:
+        section = dict(getattr(dev.config, name) or {})
+    except ConfigError:
+        section = {}
+    section.update(_settings(items, flag))
+    check(section, flag)
+    return section
 
 
 def _download_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -335,26 +361,14 @@ def main(argv: list[str] | None = None) -> int:
                     download = {}
                 download.update(overrides)
                 FetchConfig.from_mapping(download, "--download-setting")
-            telemetry = None
-            if args.telemetry_setting:
-                from .telemetry.config import TelemetryConfig
+            from ._drift_config import DriftConfig
+            from .monitor import MonitorConfig
+            from .telemetry.config import TelemetryConfig
 
-                try:
-                    telemetry = dict(dev.config.telemetry or {})
-                except ConfigError:
-                    telemetry = {}
-                telemetry.update(_settings(args.telemetry_setting, "--telemetry-setting"))
-                TelemetryConfig.from_mapping(telemetry, "--telemetry-setting")
-            monitor = None
-            if args.monitor_setting:
-                from .monitor import MonitorConfig
-
-                try:
-                    monitor = dict(dev.config.monitor or {})
-                except ConfigError:
-                    monitor = {}
-                monitor.update(_settings(args.monitor_setting, "--monitor-setting"))
-                MonitorConfig.from_mapping(monitor, "--monitor-setting")
+            telemetry = _section(dev, "telemetry", args.telemetry_setting, "--telemetry-setting",
+                                 TelemetryConfig.from_mapping)
+            monitor = _section(dev, "monitor", args.monitor_setting, "--monitor-setting", MonitorConfig.from_mapping)
+            drift = _section(dev, "drift", args.drift_setting, "--drift-setting", DriftConfig.from_mapping)
             cfg = dev.init(
                 args.trusted_key,
                 roots=[_read_root_file(p) for p in args.trust_root] or None,
@@ -366,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
                 download=download,
                 telemetry=telemetry,
                 monitor=monitor,
+                drift=drift,
             )
             out(
                 {

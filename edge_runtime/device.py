@@ -277,6 +277,7 @@ class Device:
         download: Mapping[str, Any] | None = None,
         telemetry: Mapping[str, Any] | None = None,
         monitor: Mapping[str, Any] | None = None,
+        drift: Mapping[str, Any] | None = None,
     ) -> DeviceConfig:
         """Create or update the device root: trust (a key list or root documents) and config. Idempotent.
 
@@ -285,8 +286,8 @@ class Device:
         list) accepts only the versions that follow it, each signed as rotation requires; a new device takes
         the oldest document given as its anchor (it must be signed by its own root keys). Once a device
         trusts a root document, a key list is refused: keys then change only through a new root.
-        ``download``, ``telemetry`` and ``monitor`` replace the config's download, telemetry and monitor
-        settings; None keeps the ones already there.
+        ``download``, ``telemetry``, ``monitor`` and ``drift`` replace the config's sections of those names;
+        None keeps the one already there.
         """
         from ._fetch_config import FetchConfig
         from .keys import load_public_key
@@ -311,12 +312,13 @@ class Device:
         if keys:
             TrustPolicy({kid: k for kid, (k, _) in keys.items()}, threshold)  # validates the threshold
         accepted = self.roots_to_accept(roots, threshold) if roots else []
-        if (download is None or telemetry is None) and (self.root / CONFIG_NAME).exists():
+        if None in (download, telemetry, monitor, drift) and (self.root / CONFIG_NAME).exists():
             with contextlib.suppress(ConfigError):
                 current = self.config
                 download = current.download if download is None else download
                 telemetry = current.telemetry if telemetry is None else telemetry
                 monitor = current.monitor if monitor is None else monitor
+                drift = current.drift if drift is None else drift
         if download is not None:
             FetchConfig.from_mapping(download, "download settings")  # refused before anything is written
         cfg = DeviceConfig(
@@ -328,11 +330,12 @@ class Device:
             download=dict(download) if download else None,
             telemetry=dict(telemetry) if telemetry else None,
             monitor=dict(monitor) if monitor else None,
+            drift=dict(drift) if drift else None,
         )
         del accepted  # checked before anything is written; stored under the lock below
         cfg.validate("init")  # the same check as loading it: init never writes a config it could not read
         doc = asdict(cfg)
-        for optional in ("download", "telemetry", "monitor"):
+        for optional in ("download", "telemetry", "monitor", "drift"):
             if doc[optional] is None:
                 del doc[optional]  # configs without these settings stay byte-identical
         doc["allowed_models"] = list(cfg.allowed_models)

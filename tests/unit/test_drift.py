@@ -486,3 +486,31 @@ def test_a_non_finite_ks_result_is_left_out_not_reported(monkeypatch: pytest.Mon
     assert f["verdict"] == "ok"
     assert "scipy returned statistic nan" in f["reason"]
     json.dumps(f, allow_nan=False)
+
+
+def test_init_stores_drift_settings_keeps_every_section_on_reinit_and_refuses_bad_ones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edge_runtime.cli import main as cli
+    from tests.support.keys import make_keypair
+
+    key = make_keypair(tmp_path / "keys", "k").public_path
+    root = tmp_path / "dev"
+    base = ["--root", str(root), "init", "--trusted-key", str(key)]
+    assert cli([*base, "--drift-setting", "psi_threshold=0.25", "--drift-setting", "window_minutes=30",
+                "--monitor-setting", "min_inferences=5"]) == 0
+    config = json.loads((root / "config.json").read_text())
+    assert config["drift"] == {"psi_threshold": 0.25, "window_minutes": 30}
+    # A re-init that sets only other sections keeps drift and monitor as they are.
+    assert cli([*base, "--telemetry-setting", "retention_days=2", "--download-setting", "retries=1"]) == 0
+    again = json.loads((root / "config.json").read_text())
+    assert (again["drift"], again["monitor"]) == (config["drift"], config["monitor"])
+    assert cli([*base, "--drift-setting", "min_samples=300"]) == 0  # merged into the stored section
+    assert json.loads((root / "config.json").read_text())["drift"] == {**config["drift"], "min_samples": 300}
+    before = (root / "config.json").read_bytes()
+    capsys.readouterr()
+    assert cli([*base, "--drift-setting", "ks_p_value=0"]) == 2
+    assert "ks_p_value must be in (0, 1]" in capsys.readouterr().err
+    assert cli([*base, "--drift-setting", "psi=0.3"]) == 2
+    assert "unknown drift setting(s) 'psi'" in capsys.readouterr().err
+    assert (root / "config.json").read_bytes() == before
