@@ -153,7 +153,10 @@ def _number_array(value: Any, key: str, bad: Any, min_len: int, max_len: int) ->
         raise bad(f"{key} has {len(value)} values; {min_len} to {max_len} are allowed")
     if not set(map(type, value)) <= _NUMBER_TYPES:  # C-speed over 10^6 values; bool and str are refused
         raise bad(f"{key} must hold numbers only")
-    arr = np.asarray(value, dtype=np.float64)
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except OverflowError:  # an integer literal beyond float range (1e309 as digits)
+        raise bad(f"{key} holds a number too large for a float") from None
     if not np.all(np.isfinite(arr)):
         raise bad(f"{key} holds a non-finite value (NaN or infinity) at index {int(np.argmin(np.isfinite(arr)))}")
     return arr
@@ -342,7 +345,7 @@ def evaluate_feature(
     if values is not None:
         try:
             live, dropped = _split_finite(values)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             return _finding(name, "invalid_data", config, f"the live values are not numbers: {exc}",
                             nonfinite=nonfinite)
         nonfinite += dropped
@@ -403,7 +406,7 @@ def evaluate_feature(
 def _checked_counts(counts: Any, n_bins: int) -> tuple[npt.NDArray[np.int64] | None, str | None]:
     try:
         arr = np.asarray(counts, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None, "the live histogram is not a list of counts"
     if arr.ndim != 1 or len(arr) != n_bins:
         return None, (f"the live histogram has {arr.size} counts but the baseline has {n_bins} bins: it was "
@@ -419,7 +422,7 @@ def _sum_histograms(hists: list[Any], n_bins: int) -> tuple[npt.NDArray[np.int64
     fitting = [h for h in hists if isinstance(h, (list, tuple)) and len(h) == n_bins]
     try:
         arr = np.array(fitting, dtype=np.float64).reshape(len(fitting), n_bins)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         rows = [a for a in (_checked_counts(h, n_bins)[0] for h in fitting) if a is not None]
         arr = np.array(rows, dtype=np.float64).reshape(len(rows), n_bins)
     ok = np.all(np.isfinite(arr) & (arr >= 0) & (arr == np.floor(arr)), axis=1)

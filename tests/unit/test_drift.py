@@ -252,6 +252,8 @@ BAD_SPECS: dict[str, tuple[Any, str]] = {
     "sample missing": ({"bin_edges": [0, 1, 2], "bin_fractions": [0.5, 0.5]}, "sample is missing"),
     "sample NaN": ({"bin_edges": [0, 1, 2], "bin_fractions": [0.5, 0.5], "sample": [1.0, math.nan]}, "non-finite"),
     "sample empty": ({"bin_edges": [0, 1, 2], "bin_fractions": [0.5, 0.5], "sample": []}, "0 values"),
+    "edge beyond float": ({"bin_edges": [0, 1, 10**400], "bin_fractions": [0.5, 0.5], "sample": [1.0]},
+                          "too large for a float"),
 }
 
 
@@ -311,9 +313,11 @@ def test_a_histogram_that_does_not_fit_the_bins_is_invalid_data(counts: list[Any
     assert problem in f["reason"]
 
 
-def test_live_values_that_are_not_numbers_are_invalid_data() -> None:
+@pytest.mark.parametrize("values", [["a", "b"], [1.0, 10**400]])
+def test_live_values_that_are_not_numbers_are_invalid_data(values: list[Any]) -> None:
     fb = FeatureBaseline.from_spec("x", feature_spec(np.random.default_rng(1).normal(size=4000)))
-    assert drift.evaluate_feature("x", fb, values=["a", "b"])["verdict"] == "invalid_data"
+    assert drift.evaluate_feature("x", fb, values=values)["verdict"] == "invalid_data"
+    assert drift.evaluate_feature("x", fb, counts=[10**400] * 10)["verdict"] == "invalid_data"
 
 
 def test_without_scipy_psi_decides_and_the_finding_says_how_to_get_ks(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -356,8 +360,9 @@ def test_aggregates_are_merged_and_a_damaged_minute_is_left_out_and_counted() ->
     by = {f["feature"]: f for f in report["findings"]}
     assert report["skipped_minutes"] == {"pixel_mean": len(damaged)}
     rows.append(MinuteAggregate("m", "1.0.0", 900, features={"pixel_mean": ["x"] * 10}))
+    rows.append(MinuteAggregate("m", "1.0.0", 960, features={"pixel_mean": [10**400] * 10}))
     again = drift.evaluate_aggregates({"features": {"pixel_mean": spec}}, rows)
-    assert again["skipped_minutes"] == {"pixel_mean": len(damaged) + 1}
+    assert again["skipped_minutes"] == {"pixel_mean": len(damaged) + 2}
     assert {f["feature"]: f["psi"] for f in again["findings"]}["pixel_mean"] == by["pixel_mean"]["psi"]
     assert by["pixel_mean"]["n"] == 500
     assert by["pixel_mean"]["nonfinite"] == 10
