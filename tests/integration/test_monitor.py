@@ -329,3 +329,35 @@ def test_drifted_inputs_are_reported_in_the_facts_and_nothing_rolls_back(device:
     assert facts["monitor"]["models"][MODEL]["state"] == "drift"
     assert any(x["rule"] == "drift" and "pixel_mean" in x["message"]
                for x in facts["monitor"]["models"][MODEL]["findings"])
+
+
+def test_a_monitor_loop_holds_the_lock_refuses_a_second_one_and_stops_on_sigterm(device: Device) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    loop = subprocess.Popen(
+        [sys.executable, "-m", "edge_runtime.cli", "--root", str(device.root), "monitor", "--every", "1", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert loop.stdout is not None
+        first = json.loads(loop.stdout.readline())  # one JSON document per line and evaluation
+        assert first["models"][MODEL]["version"] == "1.1.0"
+        second = subprocess.run(
+            [sys.executable, "-m", "edge_runtime.cli", "--root", str(device.root), "monitor", "--json"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )
+        assert second.returncode == 75, second.stdout + second.stderr
+        out = json.loads(second.stdout)
+        assert "another edge-runtime monitor is running on" in out["message"]
+        assert "monitor, pid" in out["message"]
+        t0 = time.monotonic()
+        loop.send_signal(signal.SIGTERM)
+        assert loop.wait(timeout=30) == 0
+        assert time.monotonic() - t0 < 10  # the sleep between evaluations is interrupted
+    finally:
+        if loop.poll() is None:
+            loop.kill()
+            loop.wait()
