@@ -156,6 +156,15 @@ def fill_store(path: Path, cfg: TelemetryConfig, records: int, minutes: int) -> 
         store.flush()
         sizes.append(file_bytes(path))
         rows = store.minutes(MODEL)
+        reads = []
+        for _ in range(5):  # what a monitor pays to read the last 24 h (a fresh reader each time)
+            with TelemetryStore(path, cfg) as reader:
+                r0 = time.perf_counter()
+                day = reader.minutes(MODEL, since=now[0] - 86400)
+                r1 = time.perf_counter()
+                xs = reader.samples(MODEL, "1.1.0", "pixel_mean", since=now[0] - 86400)
+                r2 = time.perf_counter()
+            reads.append(((r1 - r0) * 1e3, (r2 - r1) * 1e3))
         status = store.status()
     finally:
         store.close()
@@ -172,6 +181,8 @@ def fill_store(path: Path, cfg: TelemetryConfig, records: int, minutes: int) -> 
         "minutes_kept": len(rows),
         "oldest_kept_age_days": round((now[0] - rows[0].minute) / 86400, 2) if rows else None,
         "inferences_kept": sum(r.count for r in rows),
+        "read_24h": {"minutes_rows": len(day), "minutes_ms_median": pct([r[0] for r in reads], 50),
+                     "samples_values": len(xs), "samples_ms_median": pct([r[1] for r in reads], 50)},
         "dropped": status["dropped"],
         "errors": status["errors"],
         "elapsed_s": round(time.monotonic() - started, 1),

@@ -310,3 +310,51 @@ def test_init_stores_telemetry_settings_keeps_them_on_reinit_and_refuses_bad_one
     assert cli([*base, "--telemetry-setting", "colour=blue"]) == 2
     assert "unknown --telemetry-setting: 'colour'" in capsys.readouterr().err
     assert (root / "config.json").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("extra", '{"f":{"pixel_mean":[1,2.5]},"n":{},"l":{}}'),  # a count that is not an integer
+        ("extra", '{"f":{},"n":{},"l":{"good":-1}}'),  # a negative count
+        ("extra", '{"f":{},"n":{},"l":{}}},{"f":{}'),  # JSON that would shift the rows of a joined parse
+        ("extra", '{"f":{"pixel_mean":NaN},"n":{},"l":{}}'),
+        ("latency", b"\x00" * 7),
+        ("conf_sum", "inf"),
+        ("conf_sum", "not a number"),
+        ("count", -3),
+    ],
+)
+def test_a_stored_row_that_is_not_a_minute_is_a_clear_error_for_readers_and_replaced_by_the_writer(
+    tmp_path: Path, column: str, value: object
+) -> None:
+    with make(tmp_path) as store:
+        for minute in range(3):
+            store.record("m", "1.0.0", T0 + 60 * minute, 1.0, True, "good", 0.8, {"pixel_mean": 0.5})
+        store.flush()
+        conn = sqlite3.connect(store.path, isolation_level=None)
+        value = float("inf") if value == "inf" else value
+        conn.execute(f"UPDATE minutes SET {column}=? WHERE minute=?", (value, T0 + 60))  # noqa: S608 - test
+        conn.close()
+        with pytest.raises(TelemetryError, match="unreadable"):
+            store.minutes("m")
+        store.record("m", "1.0.0", T0 + 60, 1.0, True, "good", 0.8, {"pixel_mean": 0.5})
+        assert store.flush()  # the writer replaces the row it cannot merge into, and says so
+        assert [r.count for r in store.minutes("m")] == [1, 1, 1]
+        assert any(f["kind"] == "bad_row" for f in store.status()["findings"])
+
+
+def test_a_database_of_another_schema_is_refused_by_readers_and_moved_aside_by_the_writer(tmp_path: Path) -> None:
+    path = db_path(tmp_path)
+    path.parent.mkdir(parents=True)
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE minutes (x)")
+    conn.execute("PRAGMA user_version=99")
+    conn.close()
+    with pytest.raises(TelemetryError, match="unknown schema version 99"):
+        TelemetryStore(path).minutes("m")
+    with make(tmp_path) as store:
+        store.record("m", "1.0.0", T0, 1.0, True, "good", 0.8, {"pixel_mean": 0.5})
+        assert store.flush()
+        assert store.minutes("m")[0].count == 1
+        assert "unknown schema version 99" in store.status()["moved_aside"][0]
