@@ -12,7 +12,7 @@ PIP_FLAGS := --disable-pip-version-check --no-input -q
 ANSIBLE_ENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" ANSIBLE_CONFIG="$(CURDIR)/ansible.cfg"
 PLAYBOOK := $(ANSIBLE_ENV) $(CURDIR)/$(VENV)/bin/ansible-playbook
 
-.PHONY: help system-deps venv venv-tflite lint validate plan deploy rollback lock-status unlock test test-unit test-integration test-tflite-runtime crash demo demo-device bench bench-drift bench-fleet bench-telemetry bench-monitor models release clean
+.PHONY: help system-deps venv venv-tflite lint sanity units collection validate plan deploy rollback lock-status unlock test test-unit test-integration test-tflite-runtime crash demo demo-device bench bench-drift bench-fleet bench-telemetry bench-monitor models release clean
 
 help:
 	@echo "make demo      - run the main job on a simulated fleet of its own, then converge the default fleet"
@@ -24,6 +24,8 @@ help:
 	@echo "make lock-status / make unlock LOCK=.state/locks/<fleet>.lock  - the fleet locks (one rollout at a time)"
 	@echo "make release VERSION=1.4.0 FROM=model.tflite KEY=/outside/repo/ci.key [KEY='a.key b.key'] [MODEL=...]"
 	@echo "               - evaluate against the gate, bundle, sign, publish, models.yaml change on a new branch"
+	@echo "make sanity   - ansible-test sanity of the edgeml.fleet collection, offline (make units: its ansible-test units)"
+	@echo "make collection - build the collection tarball into dist/ (ansible-galaxy collection build)"
 	@echo "make bench     - runtime benchmarks, printed as a table (make bench-drift: drift statistics only; make bench-fleet: fleet benchmark)"
 	@echo "make bench-telemetry - recording overhead per inference and store size after 1M inferences (~1 min)"
 	@echo "make bench-monitor - monitor evaluation over 24 h of per-minute aggregates (~15 s)"
@@ -81,6 +83,19 @@ unlock: venv
 validate: venv
 	$(PY) scripts/build_registry.py >/dev/null
 	$(PY) scripts/validate_models.py models.yaml --inventory inventory/local
+
+# ansible-test on the collection, offline: scripts/ansible_test.sh provides the pip bootstrap that ansible-test
+# would download (docs/PUBLISHING.md). The first run sets up its environments (minutes); later runs ~20-30 s.
+# SANITY_ARGS narrows it, e.g. SANITY_ARGS='--test validate-modules'.
+sanity: venv
+	scripts/ansible_test.sh sanity $(SANITY_ARGS)
+
+units: venv
+	scripts/ansible_test.sh units
+
+collection: venv
+	mkdir -p dist
+	cd collections/ansible_collections/edgeml/fleet && $(CURDIR)/$(VENV)/bin/ansible-galaxy collection build --force --output-path $(CURDIR)/dist
 
 test-unit: venv
 	$(PY) -m pytest -q tests/unit
@@ -166,4 +181,4 @@ models:
 	.venv-train/bin/python scripts/train_demo_models.py --out demo/models
 
 clean:
-	rm -rf .state reports .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .state reports dist .pytest_cache .mypy_cache .ruff_cache collections/ansible_collections/edgeml/fleet/tests/output

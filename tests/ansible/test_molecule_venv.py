@@ -55,7 +55,9 @@ def test_molecule_venv_scenario_installs_offline_idempotently_and_check_mode_cha
         "Create the venv on the device",
         "Install edge-runtime offline into the venv",
     ):
-        assert re.search(rf"(?m)^TASK \[edgeml\.fleet\.edge_runtime : {re.escape(task)}\].*\n(.*\n)??changed: \[{HOST}", converge), (
+        assert re.search(
+            rf"(?m)^TASK \[edgeml\.fleet\.edge_runtime : {re.escape(task)}\].*\n(.*\n)??changed: \[{HOST}", converge
+        ), (
             task,
             converge,
         )

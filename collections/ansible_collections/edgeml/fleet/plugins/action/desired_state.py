@@ -70,6 +70,7 @@ class ActionModule(ControllerAction):
                 result.update(failed=True, msg=msg)
                 return
             groups[str(name)] = [str(h) for h in hosts]
+
         def trust(host: str) -> Trust:
             return self._trust(host, args, task_vars)
 

@@ -11,11 +11,6 @@ messages in full; and a one-line recap. Plays and tasks where nothing changed or
 
 from __future__ import annotations
 
-from typing import Any
-
-from ansible import constants as C
-from ansible.plugins.callback import CallbackBase
-
 DOCUMENTATION = """
     name: compact
     type: stdout
@@ -27,6 +22,11 @@ DOCUMENTATION = """
     requirements:
       - set as stdout callback (ANSIBLE_STDOUT_CALLBACK=edgeml.fleet.compact)
 """
+
+from typing import Any
+
+from ansible import constants as C
+from ansible.plugins.callback import CallbackBase
 
 DEBUG_ACTIONS = frozenset({"debug", "ansible.builtin.debug", "ansible.legacy.debug"})
 

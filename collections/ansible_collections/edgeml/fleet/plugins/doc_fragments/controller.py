@@ -8,7 +8,7 @@ from __future__ import annotations
 class ModuleDocFragment:
     DOCUMENTATION = r"""
 author:
-  - edgeml maintainers
+  - edgeml maintainers (@edgeml)
 attributes:
   diff_mode:
     description: Not applicable.

@@ -13,7 +13,7 @@ options:
     type: path
     required: true
 author:
-  - edgeml maintainers
+  - edgeml maintainers (@edgeml)
 requirements:
   - The C(edge_runtime) Python package importable by the device's Python interpreter.
 """

@@ -20,7 +20,7 @@ def edge_wave_gate(
     plan: Mapping[str, Any], wave: int, hostvars: Mapping[str, Any], halted: Any = None, decisions: Any = None
 ) -> Any:
     """``{{ edge_plan | edgeml.fleet.edge_wave_gate(1, hostvars, edge_gate.halted, edge_gate.decisions) }}``."""
-    results, _ = results_and_twins(plan, hostvars)
+    results = results_and_twins(plan, hostvars)[0]
     return rollout.wave_gate(plan, int(wave), results, halted, list(decisions or []))
 
 

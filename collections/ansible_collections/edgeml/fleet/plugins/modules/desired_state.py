@@ -1,11 +1,13 @@
 #!/usr/bin/python
 # Copyright (c) edgeml maintainers
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
-"""Documentation of the ``edgeml.fleet.desired_state`` action plugin (the work is done on the controller)."""
+"""Documentation of the ``edgeml.fleet.desired_state`` action plugin (the work is done on the controller).
+
+Documentation only, as for ansible.builtin.debug: the action plugin
+``plugins/action/desired_state.py`` runs every task.
+"""
 
 from __future__ import annotations
-
-from ansible_collections.edgeml.fleet.plugins.module_utils.controller_only import fail_not_on_controller
 
 DOCUMENTATION = r"""
 ---
@@ -38,7 +40,7 @@ description:
     those groups by name (its RV(plan.hosts.rollout_group)). Devices in no group of C(models.yaml) get
     no entry in the plan and are left alone.
 author:
-  - edgeml maintainers
+  - edgeml maintainers (@edgeml)
 options:
   path:
     description:
@@ -109,7 +111,7 @@ attributes:
     description: Indicates this has a corresponding action plugin so some parts of the task run on the controller.
     support: full
 notes:
-  - The action plugin never changes anything; RV(changed) is always false.
+  - The action plugin never changes anything; C(changed) is always false.
   - Requires C(pyyaml), C(jsonschema) and the C(edge_runtime) package on the controller.
 """
 
@@ -216,7 +218,7 @@ verified:
   sample: [{source: /srv/fleet/.state/registry/defect-classifier/1.1.0.edgebundle, model: defect-classifier,
             version: 1.1.0, files: 4, hosts: 12, threshold: 1}]
 error:
-  description: Where and what the problem is (on failure); RV(msg) holds the same as one line.
+  description: Where and what the problem is (on failure); C(msg) holds the same as one line.
   returned: failure
   type: dict
   sample:
@@ -226,11 +228,3 @@ error:
     problem: defect-classifier 1.2.0 is not in the catalogue
     hint: "available versions: 1.0.0, 1.1.0"
 """
-
-
-def main() -> None:
-    fail_not_on_controller("desired_state")
-
-
-if __name__ == "__main__":
-    main()

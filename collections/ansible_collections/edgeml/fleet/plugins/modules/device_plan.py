@@ -1,11 +1,13 @@
 #!/usr/bin/python
 # Copyright (c) edgeml maintainers
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
-"""Documentation of the ``edgeml.fleet.device_plan`` action plugin (the work is done on the controller)."""
+"""Documentation of the ``edgeml.fleet.device_plan`` action plugin (the work is done on the controller).
+
+Documentation only, as for ansible.builtin.debug: the action plugin
+``plugins/action/device_plan.py`` runs every task.
+"""
 
 from __future__ import annotations
-
-from ansible_collections.edgeml.fleet.plugins.module_utils.controller_only import fail_not_on_controller
 
 DOCUMENTATION = r"""
 ---
@@ -79,11 +81,3 @@ venv_hosts:
   type: list
   elements: str
 """
-
-
-def main() -> None:
-    fail_not_on_controller("device_plan")
-
-
-if __name__ == "__main__":
-    main()

@@ -264,8 +264,8 @@ def _present(module: AnsibleModule, dev: Any) -> dict[str, Any]:
     if module.check_mode and not (dev.root / "config.json").exists():
         # A device that has never been set up: the plan is "install", and check mode creates nothing.
         return {"changed": True, "previous": None, "active": None,
-                "reason": "would initialise the device and install", "diff": {"before": {"version": None},
-                                                                        "after": {"version": version}}}
+                "reason": "would initialise the device and install",
+                "diff": {"before": {"version": None}, "after": {"version": version}}}
     dev.config  # noqa: B018 - an uninitialised root fails here with a hint, before anything else
     state = dev.store.load(name)  # a corrupt state file fails here, as the decision would (state_corrupt)
     before = {"version": state.active}

@@ -34,6 +34,7 @@ attributes:
     description: The module never changes anything, so it runs normally in check mode.
   diff_mode:
     support: none
+    description: Read-only; there is nothing to show a diff of.
 seealso:
   - module: edgeml.fleet.edge_model
 """

@@ -391,9 +391,10 @@ def main() -> None:
             "root": {"type": "path", "required": True},
             # the action plugin read and checked the files on the controller and passes their keys here
             "trusted_keys": {"type": "list", "elements": "str", "default": [], "no_log": True},
-            "trusted_key_files": {"type": "list", "elements": "path", "default": []},
+            # paths of public key files (read on the controller), not secrets
+            "trusted_key_files": {"type": "list", "elements": "path", "default": [], "no_log": False},
             "trust_roots": {"type": "list", "elements": "str", "default": []},
-            "trust_root_files": {"type": "list", "elements": "path", "default": []},
+            "trust_root_files": {"type": "list", "elements": "path", "default": [], "no_log": False},
             "threshold": {"type": "int", "default": 1},
             "allowed_models": {"type": "list", "elements": "str", "default": []},
             "keep_versions": {"type": "int", "default": 2},

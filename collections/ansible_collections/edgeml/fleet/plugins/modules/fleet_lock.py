@@ -1,11 +1,13 @@
 #!/usr/bin/python
 # Copyright (c) edgeml maintainers
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
-"""Documentation of the ``edgeml.fleet.fleet_lock`` action plugin (the work is done on the controller)."""
+"""Documentation of the ``edgeml.fleet.fleet_lock`` action plugin (the work is done on the controller).
+
+Documentation only, as for ansible.builtin.debug: the action plugin
+``plugins/action/fleet_lock.py`` runs every task.
+"""
 
 from __future__ import annotations
-
-from ansible_collections.edgeml.fleet.plugins.module_utils.controller_only import fail_not_on_controller
 
 DOCUMENTATION = r"""
 ---
@@ -85,7 +87,7 @@ fleet:
 path:
   description: The lock record.
   returned: always
-  type: path
+  type: str
 locked:
   description: Whether this run now holds the lock (false in check mode).
   returned: with O(state=locked)
@@ -103,11 +105,3 @@ released:
   returned: with O(state=released)
   type: bool
 """
-
-
-def main() -> None:
-    fail_not_on_controller("fleet_lock")
-
-
-if __name__ == "__main__":
-    main()

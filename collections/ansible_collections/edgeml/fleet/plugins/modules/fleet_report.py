@@ -1,11 +1,13 @@
 #!/usr/bin/python
 # Copyright (c) edgeml maintainers
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
-"""Documentation of the ``edgeml.fleet.fleet_report`` action plugin (the work is done on the controller)."""
+"""Documentation of the ``edgeml.fleet.fleet_report`` action plugin (the work is done on the controller).
+
+Documentation only, as for ansible.builtin.debug: the action plugin
+``plugins/action/fleet_report.py`` runs every task.
+"""
 
 from __future__ import annotations
-
-from ansible_collections.edgeml.fleet.plugins.module_utils.controller_only import fail_not_on_controller
 
 DOCUMENTATION = r"""
 ---
@@ -27,7 +29,7 @@ description:
     that still pins a version the devices no longer run, with the one-line change that keeps the rollback.
   - This is an action plugin; it runs on the controller only (use it on C(localhost)).
 author:
-  - edgeml maintainers
+  - edgeml maintainers (@edgeml)
 options:
   plan:
     description: The plan returned by M(edgeml.fleet.desired_state).
@@ -68,7 +70,7 @@ attributes:
     description: Runs on the controller.
     support: full
 notes:
-  - RV(changed) is always false; the report files are a record of the run, not a change of the fleet.
+  - C(changed) is always false; the report files are a record of the run, not a change of the fleet.
 """
 
 EXAMPLES = r"""
@@ -135,11 +137,3 @@ files:
   type: list
   elements: path
 """
-
-
-def main() -> None:
-    fail_not_on_controller("fleet_report")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,11 +1,13 @@
 #!/usr/bin/python
 # Copyright (c) edgeml maintainers
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
-"""Documentation of the ``edgeml.fleet.role_arguments`` action plugin (the work is done on the controller)."""
+"""Documentation of the ``edgeml.fleet.role_arguments`` action plugin (the work is done on the controller).
+
+Documentation only, as for ansible.builtin.debug: the action plugin
+``plugins/action/role_arguments.py`` runs every task.
+"""
 
 from __future__ import annotations
-
-from ansible_collections.edgeml.fleet.plugins.module_utils.controller_only import fail_not_on_controller
 
 DOCUMENTATION = r"""
 ---
@@ -22,7 +24,7 @@ description:
     line with the spec).
   - This is an action plugin; it runs on the controller only.
 author:
-  - edgeml maintainers
+  - edgeml maintainers (@edgeml)
 options:
   role:
     description:
@@ -64,7 +66,7 @@ RETURN = r"""
 spec_file:
   description: The argument spec file used.
   returned: always
-  type: path
+  type: str
 hosts_checked:
   description: Number of hosts checked.
   returned: success
@@ -74,11 +76,3 @@ errors:
   returned: success
   type: dict
 """
-
-
-def main() -> None:
-    fail_not_on_controller("role_arguments")
-
-
-if __name__ == "__main__":
-    main()

@@ -20,7 +20,7 @@ class ControllerAction(ActionBase):  # type: ignore[misc]  # ansible-core ships 
     def run(self, tmp: str | None = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         result: dict[str, Any] = super().run(tmp, task_vars)
         del tmp  # unused since Ansible 2.5
-        _, args = self.validate_argument_spec(argument_spec=self.ARGUMENT_SPEC)
+        args = self.validate_argument_spec(argument_spec=self.ARGUMENT_SPEC)[1]
         result.update(changed=False)  # these actions never change a host
         self.act(args, task_vars or {}, result)
         return result

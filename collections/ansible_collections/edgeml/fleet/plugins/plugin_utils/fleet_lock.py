@@ -30,6 +30,7 @@ import fcntl
 import getpass
 import hashlib
 import json
+import math
 import os
 import re
 import secrets
@@ -131,7 +132,7 @@ def playbook_process() -> int:
     to the direct parent.
     """
     pid = os.getppid()
-    for _ in range(6):
+    for _attempt in range(6):
         if any(Path(a).name == "ansible-playbook" for a in _cmdline(pid)[:3]):
             return pid
         try:
@@ -241,7 +242,7 @@ def acquire(
     naming the holder when it is still held after ``wait_s``. The same ``ansible-playbook`` process
     taking it again (its record) is not a conflict.
     """
-    if not (wait_s >= 0):  # also refuses NaN
+    if math.isnan(wait_s) or wait_s < 0:
         raise FleetLockError(f"lock wait {wait_s!r} must be 0 or more seconds", hint="set edge_lock_wait, e.g. 600")
     deadline = clock() + wait_s
     while True:
@@ -252,7 +253,8 @@ def acquire(
                 return current if current is not None and not _same_process(current, me) else None
         remaining = deadline - clock()
         if remaining <= 0:
-            assert current is not None
+            if current is None:  # _held_by_other(None, me) is False: returned above
+                raise AssertionError("unreachable: no lock record while held")
             where = "on another host: it cannot be checked from here" if alive(current) is None else "still running"
             raise FleetLockError(
                 f"fleet {me.fleet} is locked by {current.describe()} ({where}); nothing was changed",

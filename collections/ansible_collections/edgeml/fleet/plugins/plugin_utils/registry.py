@@ -302,7 +302,7 @@ def verify_planned(
         where: YamlPath = ("models", name, "versions", version, "bundle")
         try:
             if is_url(source) or not full:
-                envelope, _ = _read_envelope(source)
+                envelope = _read_envelope(source)[0]
                 manifest: Manifest = verify_envelope(envelope, policy)
                 files = None
             else:

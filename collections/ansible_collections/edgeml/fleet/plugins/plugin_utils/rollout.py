@@ -3,15 +3,15 @@
 """Controller-side rollout logic: classify device results, gate waves, build the deploy report.
 
 Pure functions over plain data (no Ansible objects), so they are unit-testable; the filter plugin
-``edgeml.fleet.rollout`` exposes them to the playbooks.
+``edgeml.fleet.rollout`` exposes them to the playbooks. The install decision comes from the project's
+``edge_runtime`` package (a controller requirement of the collection), imported where it is used: loading the
+filters (``ansible-doc``, any playbook) does not need it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
-
-from edge_runtime.decision import Pin, decide, healthy
 
 #: worst first: the host's status is the worst status of its models. ``unverified``: the pinned version is
 #: active but no passed post-install health check is recorded for it (the device is not counted healthy).
@@ -111,6 +111,8 @@ def plan_subset(plan: Mapping[str, Any], hosts: Any) -> dict[str, Any]:
 
 def plan_pin(name: str, want: Mapping[str, Any], entry: Mapping[str, Any]) -> Any:
     """The runtime's :class:`edge_runtime.decision.Pin` of one model of a device's plan ``entry``."""
+    from edge_runtime.decision import Pin  # the project's runtime package, imported when used (see module doc)
+
     counter = want.get("release_counter")
     return Pin(str(name), str(want.get("version")), str(want.get("digest")),
                counter if isinstance(counter, int) and not isinstance(counter, bool) else None,
@@ -127,6 +129,8 @@ def twin_in_sync(entry: Mapping[str, Any], twin: Mapping[str, Any] | None) -> bo
     digest, a quarantined pin, an unchecked or degraded version) is converged, where the runtime decides.
     ``twin`` must be this run's answer (see ``plugin_utils/hostvars.py``); the caller filters stale ones.
     """
+    from edge_runtime.decision import decide, healthy
+
     models = (twin or {}).get("models")
     if not isinstance(models, Mapping):
         return False

@@ -78,7 +78,8 @@ class PublicKey:
         from cryptography.hazmat.primitives.asymmetric import ec
 
         key = serialization.load_pem_public_key(self.pem.encode("ascii"))
-        assert isinstance(key, ec.EllipticCurvePublicKey)  # checked when this PublicKey was made
+        if not isinstance(key, ec.EllipticCurvePublicKey):  # checked when this PublicKey was made
+            raise AssertionError("not an EC public key")
         return key
 
     @property
@@ -119,7 +120,7 @@ def _kind_of_refused(data: bytes) -> tuple[str, str]:
 
 #: DER SubjectPublicKeyInfo of an ECDSA P-256 key, uncompressed point: this fixed header, then X and Y (32 bytes
 #: each). RFC 5480: SEQUENCE { SEQUENCE { id-ecPublicKey, prime256v1 }, BIT STRING 04 || X || Y }
-_P256_SPKI_HEADER = bytes.fromhex("3059301306072a8648ce3d020106082a8648ce3d030107034200" "04")
+_P256_SPKI_HEADER = bytes.fromhex("3059301306072a8648ce3d020106082a8648ce3d03010703420004")
 # the curve (SEC 2, secp256r1): y^2 = x^3 - 3x + b (mod p)
 _P256_P = 0xFFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF
 _P256_B = 0x5AC635D8AA3A93E7B3EBBD55769886BC651D06B0CC53B0F63BCE3C3E27D2604B
