@@ -91,7 +91,7 @@ sanity: venv
 	scripts/ansible_test.sh sanity $(SANITY_ARGS)
 
 units: venv
-	scripts/ansible_test.sh units
+	scripts/ansible_test.sh units --venv
 
 collection: venv
 	mkdir -p dist
