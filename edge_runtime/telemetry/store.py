@@ -81,7 +81,7 @@ import threading
 import time
 import weakref
 from array import array
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -387,8 +387,13 @@ class TelemetryStore:
             if batch:
                 ok = self._write_with_recovery(batch, n)
             if ok:
-                with contextlib.suppress(Exception):
+                try:
                     self._maintain()
+                except (sqlite3.Error, OSError) as exc:  # reported like a write error; no record is lost
+                    kind = _kind(exc)
+                    if kind not in ("locked", "full"):
+                        self._close_writer()  # the next flush reopens and checks the file
+                    self._count_drop(kind, f"{self.path}: retention or size cap not applied: {exc}", 0)
             self._write_status()
             return ok
 
@@ -459,8 +464,7 @@ class TelemetryStore:
         self._conn = self._conn_ino = None
 
     def _write(self, conn: sqlite3.Connection, batch: list[_Batch]) -> None:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _transaction(conn):
             for key, delta, samples, _, m in batch:
                 row = conn.execute(_SELECT_ONE, key).fetchone()
                 agg = delta
@@ -474,11 +478,6 @@ class TelemetryStore:
                 conn.execute("INSERT OR REPLACE INTO minutes VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", _encode(agg))
                 if samples:
                     self._write_samples(conn, key, samples, m)
-            conn.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            raise
 
     def _write_samples(self, conn: sqlite3.Connection, key: tuple[str, str, int],
                        samples: dict[str, tuple[list[float], int]], m: _Minute) -> None:
@@ -508,10 +507,9 @@ class TelemetryStore:
         if now - self._last_retention >= 60 or now < self._last_retention:
             self._last_retention = now
             cutoff = int(now - self.config.retention_s)
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute("DELETE FROM minutes WHERE minute < ?", (cutoff,))
-            conn.execute("DELETE FROM samples WHERE minute < ?", (cutoff,))
-            conn.execute("COMMIT")
+            with _transaction(conn):
+                conn.execute("DELETE FROM minutes WHERE minute < ?", (cutoff,))
+                conn.execute("DELETE FROM samples WHERE minute < ?", (cutoff,))
         cap = self.config.max_bytes
         if file_bytes(self.path) <= _HIGH * cap:
             return
@@ -523,10 +521,9 @@ class TelemetryStore:
                 break
             # the oldest tenth of the stored minutes (at least one)
             cut = conn.execute(f"{every} ORDER BY minute LIMIT 1 OFFSET ?", (max(0, distinct // 10 - 1),)).fetchone()[0]
-            conn.execute("BEGIN IMMEDIATE")
-            deleted = conn.execute("DELETE FROM minutes WHERE minute <= ?", (cut,)).rowcount
-            deleted += conn.execute("DELETE FROM samples WHERE minute <= ?", (cut,)).rowcount
-            conn.execute("COMMIT")
+            with _transaction(conn):
+                deleted = conn.execute("DELETE FROM minutes WHERE minute <= ?", (cut,)).rowcount
+                deleted += conn.execute("DELETE FROM samples WHERE minute <= ?", (cut,)).rowcount
             self._compact(conn)
             with self._lock:
                 self._status_dirty = True
@@ -738,6 +735,25 @@ class TelemetryStore:
 # ---------------------------------------------------------------------- helpers ----------------------
 
 
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``; rolled back (and the error raised) when anything in it fails, so a
+    failed statement never leaves the connection inside a transaction."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+    try:
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+
+
 def _setup(conn: sqlite3.Connection, config: TelemetryConfig, *, check: bool) -> None:
     """Pragmas and schema of the writer's connection; raises ``_Corrupt`` for a file that is not ours."""
     page = 4096
@@ -759,11 +775,10 @@ def _setup(conn: sqlite3.Connection, config: TelemetryConfig, *, check: bool) ->
     if version not in (0, SCHEMA_VERSION):
         raise _Corrupt(f"unknown schema version {version}")
     if version == 0:
-        conn.execute("BEGIN IMMEDIATE")
-        for stmt in _SCHEMA:
-            conn.execute(stmt)
-        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        conn.execute("COMMIT")
+        with _transaction(conn):
+            for stmt in _SCHEMA:
+                conn.execute(stmt)
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
 
 def _closer(ref: weakref.ReferenceType[TelemetryStore]) -> Callable[[], None]:
