@@ -504,6 +504,9 @@ class Device:
             return []
         manifest = Manifest.from_signed(manifest_signed)  # structure only; trust is decided after the roots
         wanted = {e.path for e in manifest.files if root_member_version(e.path) is not None}
+        if len(wanted) > DEFAULT_LIMITS.root_max_chain:  # refused before any of them is read
+            limit = DEFAULT_LIMITS.root_max_chain
+            raise RootError(f"the bundle carries {len(wanted)} root documents, more than {limit}")
         docs: list[bytes] = []
         with path.open("rb") as fh:
             for entry, member in BundleStream(fh).members(manifest):

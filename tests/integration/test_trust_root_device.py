@@ -143,3 +143,25 @@ def test_a_bundle_signed_for_another_model_is_refused_under_a_root(
     with pytest.raises(errors.ModelNameError, match="was requested"):
         dev.install(str(other), expected_name=MODEL)
     assert not (dev.models_dir / "defect-classifier-int8").exists()
+
+
+def test_a_bundle_carrying_too_many_root_documents_is_refused_before_reading_them(
+    release: Release, chain: list[Path], tmp_path: Path
+) -> None:
+    from edge_runtime.bundle import BundleSpec, build_bundle
+    from tests.support.factory import release_dir
+
+    src = release_dir("1.0.0")
+    files = {"model.tflite": src / "model.tflite", "golden.npz": src / "golden.npz"}
+    files.update({f"trust/{n}.root.json": chain[0] for n in range(1, 66)})
+    spec = BundleSpec(name=MODEL, version="1.0.0", release_counter=1, files=files,
+                      entrypoints={"model": "model.tflite", "golden": "golden.npz"}, input_shape=(1, 32, 32, 1),
+                      input_dtype="float32",
+                      smoke_test={"atol": 0.02, "min_label_agreement": 0.9, "p95_latency_ms": 20.0, "repeats": 3})
+    out = tmp_path / "many-roots.edgebundle"
+    build_bundle(spec, out, [release.keys[0].private])
+    dev = release.device(tmp_path / "dev")
+    before = snapshot(dev.root)
+    with pytest.raises(errors.RootError, match="carries 65 root documents, more than 64"):
+        dev.install(str(out))
+    assert snapshot(dev.root) == before
