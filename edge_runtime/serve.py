@@ -31,6 +31,11 @@ no longer committed); calls already running finish on the old interpreter, which
 of them returns. Each call runs entirely on one interpreter and reports that version: no call fails and
 none is mixed because of a swap. One interpreter per version, calls on it serialised by its own lock.
 
+**Models** with one input and one output tensor (the bundle format's smoke test assumes the same); float32
+or quantized (int8/uint8 inputs are quantized, outputs dequantized, as the smoke test does). An invoke
+cannot be interrupted in-process, so :meth:`~Predictor.predict` has no deadline of its own: a model that
+hangs or crashes never gets this far, because the install's smoke test runs it in a bounded child first.
+
 **Results.** Every failure of a call is an error result (``ok`` False, ``error`` says why, ``label`` and
 ``confidence`` None): an input that does not match the model, an exception in the interpreter, a NaN or
 infinite output (never a confidence), no active or no verifiable version. Nothing is raised from
