@@ -264,3 +264,27 @@ def test_publish_to_an_http_registry_is_create_only(setup: Setup, tmp_path: Path
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_the_release_branch_is_committed_without_a_git_identity_and_leaves_the_work_tree_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CI runner often has no user.email: the branch is still made (author edge-release), HEAD untouched."""
+    from edge_runtime.publish import commit_on_branch
+
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", "/dev/null")
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    repo = tmp_path / "r"
+    repo.mkdir()
+    (repo / "models.yaml").write_text("a: 1\n")
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", ".")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    commit_on_branch(repo, "models.yaml", "a: 2\n", "release/x-1.0.0", "release x 1.0.0\n")
+    assert git(repo, "show", "release/x-1.0.0:models.yaml") == "a: 2\n"
+    author = git(repo, "log", "-1", "--format=%an <%ae>", "release/x-1.0.0").strip()
+    assert author == "edge-release <edge-release@localhost>"
+    assert (repo / "models.yaml").read_text() == "a: 1\n"
+    assert git(repo, "status", "--porcelain") == ""
+    with pytest.raises(errors.PolicyError, match=r"branch release/x-1\.0\.0 already exists"):
+        commit_on_branch(repo, "models.yaml", "a: 3\n", "release/x-1.0.0", "again\n")
