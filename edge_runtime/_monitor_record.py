@@ -74,8 +74,52 @@ def read_last(root: Path, *, full: bool = False) -> dict[str, Any] | None:
                 for f in findings
                 if isinstance(f, dict) and f.get("status") not in ("ok", "off")
             ],
+            "numbers": _numbers(findings),
         }
     with contextlib.suppress(TypeError, ValueError):
         return {"evaluated_at": doc.get("evaluated_at"), "rolled_back": int(doc.get("rolled_back") or 0),
                 "models": models}
     return {"error": f"{path} is not a monitor report of schema {LAST_SCHEMA}"}  # pragma: no cover
+
+
+def _number(v: Any) -> float | int | None:
+    """A finite number from the untrusted report, else None (unknown)."""
+    import math
+
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _numbers(findings: list[Any]) -> dict[str, Any]:
+    """The last run's numbers (the metrics' gauges, :mod:`edge_runtime.metrics`): the newest complete minute's
+    mean confidence (None with fewer than the minimum inferences), the rule thresholds, the error and
+    wrong-answer rates over their windows (None with too few), the drift verdict and each feature's PSI/KS."""
+    ev: dict[str, dict[str, Any]] = {}
+    for f in findings:
+        if isinstance(f, dict) and isinstance(f.get("rule"), str) and isinstance(f.get("evidence"), dict):
+            ev.setdefault(f["rule"], {**f["evidence"], "_status": f.get("status")})
+    conf, err, wrong, drift = (ev.get(k, {}) for k in ("confidence", "errors", "wrong", "drift"))
+    features: dict[str, Any] = {}
+    raw = drift.get("features")
+    for feat in raw if isinstance(raw, list) else []:
+        if isinstance(feat, dict) and isinstance(feat.get("feature"), str):
+            features[feat["feature"][:64]] = {"psi": _number(feat.get("psi")),
+                                              "ks_statistic": _number(feat.get("ks_statistic"))}
+        if len(features) >= 64:
+            break
+    verdict = drift.get("_status")
+    return {
+        "confidence_mean": _number(conf.get("last_mean")),
+        "confidence_n": _number(conf.get("last_n")),
+        "confidence_threshold": _number(conf.get("threshold")),
+        "confidence_low_minutes": _number(conf.get("current_run")),
+        "error_rate": _number(err.get("rate")),
+        "error_n": _number(err.get("n")),
+        "error_rate_max": _number(err.get("max_rate")),
+        "wrong_rate": _number(wrong.get("rate")),
+        "wrong_n": _number(wrong.get("n")),
+        "wrong_rate_max": _number(wrong.get("max_rate")),
+        "drift": verdict if isinstance(verdict, str) else None,
+        "drift_features": features,
+    }

@@ -110,6 +110,15 @@ def _parser() -> argparse.ArgumentParser:
         help="a drift threshold or window stored in config.json, e.g. psi_threshold=0.25 or window_minutes=30 "
         "(repeat; over the bundle's); see 'Drift statistics' in docs/DESIGN.md for the list and defaults",
     )
+    s.add_argument(
+        "--metrics-setting",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Prometheus textfile metrics stored in config.json: textfile_dir=/var/lib/prometheus/node-exporter "
+        "(node_exporter's textfile directory; unset: no metrics) and device=NAME (the device label; default: "
+        "the host name); textfile_dir=null turns them off. See docs/MONITORING.md",
+    )
 
     s = command("install", "install a bundle: fetch, verify, stage, activate, smoke test, commit")
     s.add_argument("source", help="bundle path or http(s) URL")
@@ -369,6 +378,9 @@ def main(argv: list[str] | None = None) -> int:
                                  TelemetryConfig.from_mapping)
             monitor = _section(dev, "monitor", args.monitor_setting, "--monitor-setting", MonitorConfig.from_mapping)
             drift = _section(dev, "drift", args.drift_setting, "--drift-setting", DriftConfig.from_mapping)
+            from .metrics import MetricsConfig
+
+            metrics = _section(dev, "metrics", args.metrics_setting, "--metrics-setting", MetricsConfig.from_mapping)
             cfg = dev.init(
                 args.trusted_key,
                 roots=[_read_root_file(p) for p in args.trust_root] or None,
@@ -381,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
                 telemetry=telemetry,
                 monitor=monitor,
                 drift=drift,
+                metrics=metrics,
             )
             out(
                 {

@@ -75,6 +75,7 @@ if TYPE_CHECKING:
     from ._fetch_config import FetchConfig
     from .bundle import BundleStream
     from .manifest import Manifest
+    from .metrics import MetricsConfig
     from .monitor import MonitorConfig
     from .root import Root
     from .smoke import SmokeResult
@@ -118,6 +119,9 @@ class DeviceConfig:
     #: monitor settings overriding the defaults of :class:`~edge_runtime.monitor.MonitorConfig` (confidence
     #: threshold 0.75, 5 consecutive minutes, min 20 inferences/min, ...); None: the defaults
     monitor: dict[str, Any] | None = None
+    #: Prometheus textfile metrics (:class:`~edge_runtime.metrics.MetricsConfig`: ``textfile_dir``, the
+    #: node_exporter textfile directory, and the ``device`` label); None: no metrics file
+    metrics: dict[str, Any] | None = None
 
     @classmethod
     def load(cls, path: Path) -> DeviceConfig:
@@ -168,6 +172,7 @@ class DeviceConfig:
         self.telemetry_config(f"{what}: telemetry")  # and telemetry settings
         self.drift_config(what=f"{what}: drift")  # the same for the drift settings
         self.monitor_config(f"{what}: monitor")  # and monitor settings
+        self.metrics_config(f"{what}: metrics")  # and the metrics textfile settings
 
     def telemetry_config(self, what: str = "telemetry settings") -> TelemetryConfig:
         """The device's telemetry settings: the defaults with this config's ``telemetry`` overrides."""
@@ -180,6 +185,12 @@ class DeviceConfig:
         from .monitor import MonitorConfig
 
         return MonitorConfig.from_mapping(self.monitor, what)
+
+    def metrics_config(self, what: str = "metrics settings") -> MetricsConfig:
+        """Where this device writes its Prometheus textfile (None: nowhere) and its device label."""
+        from .metrics import MetricsConfig
+
+        return MetricsConfig.from_mapping(self.metrics, what)
 
     def fetch_config(self, what: str = "download settings") -> FetchConfig:
         """The device's download settings: the defaults with this config's ``download`` overrides."""
@@ -278,6 +289,7 @@ class Device:
         telemetry: Mapping[str, Any] | None = None,
         monitor: Mapping[str, Any] | None = None,
         drift: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, Any] | None = None,
     ) -> DeviceConfig:
         """Create or update the device root: trust (a key list or root documents) and config. Idempotent.
 
@@ -286,8 +298,8 @@ class Device:
         list) accepts only the versions that follow it, each signed as rotation requires; a new device takes
         the oldest document given as its anchor (it must be signed by its own root keys). Once a device
         trusts a root document, a key list is refused: keys then change only through a new root.
-        ``download``, ``telemetry``, ``monitor`` and ``drift`` replace the config's sections of those names;
-        None keeps the one already there.
+        ``download``, ``telemetry``, ``monitor``, ``drift`` and ``metrics`` replace the config's sections of those
+        names; None keeps the one already there (``metrics={}`` turns the metrics file off).
         """
         from ._fetch_config import FetchConfig
         from .keys import load_public_key
@@ -312,13 +324,14 @@ class Device:
         if keys:
             TrustPolicy({kid: k for kid, (k, _) in keys.items()}, threshold)  # validates the threshold
         accepted = self.roots_to_accept(roots, threshold) if roots else []
-        if None in (download, telemetry, monitor, drift) and (self.root / CONFIG_NAME).exists():
+        if None in (download, telemetry, monitor, drift, metrics) and (self.root / CONFIG_NAME).exists():
             with contextlib.suppress(ConfigError):
                 current = self.config
                 download = current.download if download is None else download
                 telemetry = current.telemetry if telemetry is None else telemetry
                 monitor = current.monitor if monitor is None else monitor
                 drift = current.drift if drift is None else drift
+                metrics = current.metrics if metrics is None else metrics
         if download is not None:
             FetchConfig.from_mapping(download, "download settings")  # refused before anything is written
         cfg = DeviceConfig(
@@ -331,11 +344,12 @@ class Device:
             telemetry=dict(telemetry) if telemetry else None,
             monitor=dict(monitor) if monitor else None,
             drift=dict(drift) if drift else None,
+            metrics=dict(metrics) if metrics else None,
         )
         del accepted  # checked before anything is written; stored under the lock below
         cfg.validate("init")  # the same check as loading it: init never writes a config it could not read
         doc = asdict(cfg)
-        for optional in ("download", "telemetry", "monitor", "drift"):
+        for optional in ("download", "telemetry", "monitor", "drift", "metrics"):
             if doc[optional] is None:
                 del doc[optional]  # configs without these settings stay byte-identical
         doc["allowed_models"] = list(cfg.allowed_models)
@@ -1497,9 +1511,10 @@ class Device:
 
         facts = collect_facts(self)
         try:
-            extra = self.config.facts_path
+            config: DeviceConfig | None = self.config
         except ConfigError:
-            extra = None
+            config = None
+        extra = config.facts_path if config else None
         targets = [self.facts_file] + ([Path(extra)] if extra else [])
         try:
             data = dumps_strict_bytes(facts, "facts", indent=1, sort_keys=True) + b"\n"
@@ -1512,7 +1527,27 @@ class Device:
                 atomic_write_bytes(target, data)
             except OSError as exc:
                 self._warn(f"facts not written to {target}: {exc.strerror or exc}")
+        if config is not None and config.metrics:
+            self._write_metrics(config, facts)
         return facts
+
+    def _write_metrics(self, config: DeviceConfig, facts: dict[str, Any]) -> None:
+        """The Prometheus textfile rendered from ``facts`` (:mod:`edge_runtime.metrics`, one owner), written
+        atomically; a problem is a warning, like the facts file's."""
+        from .metrics import metrics_file_name, render, write_textfile
+
+        try:
+            mc = config.metrics_config()
+        except ConfigError as exc:
+            self._warn(f"metrics not written: {exc.message}")
+            return
+        if mc.textfile_dir is None:
+            return
+        device = mc.device or str((facts.get("system") or {}).get("hostname") or "unknown")
+        try:
+            write_textfile(Path(mc.textfile_dir), metrics_file_name(device), render(facts, device))
+        except OSError as exc:
+            self._warn(f"metrics not written to {mc.textfile_dir}: {exc.strerror or exc}")
 
     def _warn(self, message: str) -> None:
         import logging

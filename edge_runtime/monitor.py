@@ -533,7 +533,15 @@ def evaluate(
             + (f"{sel.duplicates} duplicate minute row(s) merged" if sel.duplicates else ""),
             {"invalid": sel.invalid[:5], "invalid_rows": len(sel.invalid), "duplicates": sel.duplicates},
         ))
-    findings.append(confidence_rule(sel.rows, cfg, model, version))
+    conf = confidence_rule(sel.rows, cfg, model, version)
+    if conf.status != "off":
+        # the newest complete minute, for a gauge (edge_runtime.metrics): its mean only with enough inferences
+        last = now_minute - MINUTE
+        r = sel.rows.get(last)
+        n = r.conf_n if r is not None else 0
+        conf.evidence.update(last_minute=last, last_n=n,
+                             last_mean=r.conf_sum / n if r is not None and n >= cfg.min_inferences else None)
+    findings.append(conf)
     findings.append(rate_rule(
         sel.rows, now, rule="errors", model=model, version=version, window=cfg.error_window_minutes,
         minimum=cfg.error_min_inferences, maximum=cfg.error_rate_max, action=cfg.error_action,
