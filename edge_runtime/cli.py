@@ -277,6 +277,9 @@ def _human_status(st: dict[str, Any]) -> str:
             )
     if st["busy"]:
         lines.append("an operation is in progress")
+    trust = st.get("trust") or {}
+    if trust.get("root_version"):
+        lines.append(f"trust root version {trust['root_version']}, expires {trust.get('root_expires')}")
     lines += _human_monitor(st.get("monitor"))
     return "\n".join(lines)
 

@@ -1496,8 +1496,10 @@ class Device:
                 "smoke_p95_ms": (info.get("smoke") or {}).get("p95_ms"),
             }
         from ._monitor_record import read_last
+        from .facts import trust_facts
 
-        return {"root": str(self.root), "busy": busy, "models": models, "monitor": read_last(self.root)}
+        return {"root": str(self.root), "busy": busy, "models": models, "monitor": read_last(self.root),
+                "trust": trust_facts(self.trust_dir)}
 
     def write_facts(self) -> dict[str, Any]:
         """Collect the facts and write them to the facts file(s); return them.

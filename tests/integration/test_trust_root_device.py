@@ -3,6 +3,8 @@ and inside bundles; real bundles, real signatures, real smoke tests."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -13,6 +15,7 @@ from edge_runtime import errors
 from edge_runtime.cli import main as runtime_cli
 from edge_runtime.device import Device
 from edge_runtime.manifest import Envelope
+from edge_runtime.release_cli import main as release_cli
 from edge_runtime.root import make_root_signed, sign_root
 from tests.support.factory import MODEL, Release, release_json, snapshot
 from tests.support.keys import KeyPair, make_keypair
@@ -68,11 +71,16 @@ def test_offline_device_catches_up_two_versions_through_a_bundle_and_revoked_key
     assert (r.result, r.active) == ("installed", "1.1.0")
     assert dev.current_root().version == 2
     assert json.loads(dev.facts_file.read_text())["trust"]["root_version"] == 2
+    assert dev.status()["trust"]["root_version"] == 2
+    # the release side checks a bundle against the chain as a device would
+    assert release_json("verify", str(b), *[a for p in chain for a in ("--trust-root", str(p))])["version"] == "1.1.0"
     # a bundle signed by the revoked (removed) key: refused, nothing on the device changes
     before = snapshot(dev.root)
     revoked = release.custom("revoked-1.2.0.edgebundle", "1.2.0", keys=[keys["old"]])
     with pytest.raises(errors.SignatureError, match="signed by unknown key"):
         dev.install(str(revoked))
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert release_cli(["verify", str(revoked), *[a for p in chain for a in ("--trust-root", str(p))]]) == 3
     assert snapshot(dev.root) == before
     # only one of the two required keys: refused too (threshold), the same key twice counts once
     half = release.custom("half-1.2.0.edgebundle", "1.2.0", keys=[keys["ci"], keys["ci"]])
