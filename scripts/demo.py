@@ -1,4 +1,4 @@
-"""The main job on simulated fleets (`make demo`), told in five acts.
+"""The main job on simulated fleets (`make demo`), told in six acts.
 
 The story runs on a fleet of its own (`.state/demo/fleet`, reports in `.state/demo/reports`) with its own
 copies of models.yaml, so the repository's models.yaml and the default fleet are never out of step:
@@ -10,7 +10,12 @@ copies of models.yaml, so the repository's models.yaml and the default fleet are
    the rollout of line_b halts; line_a and lab are untouched.
 4. Operator rollback of line_a (`make rollback GROUP=line_a`): back to 1.0.0; the run names the models.yaml
    line that still pins 1.1.0 and the change that keeps the rollback.
-5. The default fleet (`.state/fleet`, used by `make plan`, `make deploy`, `make rollback`) is converged to
+5. Field telemetry: the workload simulator (edge_runtime.workload) runs real inference on every demo device
+   for 10 simulated minutes (a few seconds), with the device-side monitor after each minute: darker scenes on
+   dev-b1 and a noisy sensor on dev-l1 are reported as drift on exactly those two devices; on dev-a2 the
+   confidence of 1.0.0 collapses and the device rolls itself back to its previous version, with the reason in
+   `edge-runtime status` and its facts; dropped frames on dev-b3 are an error-rate finding.
+6. The default fleet (`.state/fleet`, used by `make plan`, `make deploy`, `make rollback`) is converged to
    the committed models.yaml, so after the demo `make plan` shows no change and a first one-line pull
    request changes only what it says.
 
@@ -121,6 +126,49 @@ class Runner:
         return copy
 
 
+#: act 5: the scenario of each demo device's inputs (every other device sees clean inputs)
+FIELD = {"dev-b1": "winter", "dev-l1": "noise", "dev-a2": "collapse", "dev-b3": "errors"}
+FIELD_MINUTES = 10
+
+
+def field_telemetry(fleet: Path) -> None:
+    """Act 5: the workload simulator on every demo device, the monitor after each simulated minute."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))  # the repository's edge_runtime, as the playbooks' devices use it
+    from edge_runtime.workload import DeviceLoad, simulate
+
+    banner(f"5. Field telemetry: real inference on every demo device for {FIELD_MINUTES} simulated minutes, "
+           "the device-side monitor after each minute")
+    hosts = sorted(p.name for p in fleet.iterdir() if (p / "config.json").exists())
+    print("inputs: " + ", ".join(f"{h} {FIELD[h]}" for h in sorted(FIELD)) + "; every other device clean "
+          "(edge_runtime/workload.py)")
+    loads = [DeviceLoad(fleet / h, FIELD.get(h, "clean"), seed=i + 1) for i, h in enumerate(hosts)]
+    rep = simulate(loads, minutes=FIELD_MINUTES, rate=60)
+    print(f"{'DEVICE':8} {'INPUTS':9} {'VERSIONS':16} {'CONF':6} {'ERR':>4}  {'DRIFT':10} MONITOR")
+    drifted: dict[str, list[str]] = {}
+    for host, s in zip(hosts, rep["devices"], strict=True):
+        last = json.loads((fleet / host / "monitor" / "last.json").read_text())
+        model = next(iter(last["models"].values()))
+        drift = next((f for f in model["findings"] if f["rule"] == "drift"), None)
+        feats = (drift or {}).get("evidence", {}).get("drifted") or []
+        if feats:
+            drifted[host] = feats
+        conf = [c for c in s["mean_confidence"].values() if c is not None]
+        print(f"{host:8} {s['scenario']:9} {' -> '.join(s['versions']):16} {conf[-1] if conf else 0:.3f} "
+              f"{s['errors']:>4}  {','.join(feats) or '-':10} {model['state']}")
+    injected = {h for h, sc in FIELD.items() if sc in ("winter", "noise")}
+    if set(drifted) != injected:
+        raise SystemExit(f"demo: drift was reported on {sorted(drifted)}, injected on {sorted(injected)}")
+    print(f"drift reported on exactly the devices it was injected on: {', '.join(sorted(drifted))}")
+    collapsed = fleet / "dev-a2"
+    print("$ edge-runtime --root .../dev-a2 status", flush=True)
+    subprocess.run([str(BIN / "edge-runtime"), "--root", str(collapsed), "status"], check=True)
+    facts = json.loads((collapsed / "facts" / "edge_runtime.fact").read_text())
+    m = facts["models"]["defect-classifier"]
+    print(f"facts of dev-a2: active_version {m['active_version']}, bad_versions {m['bad_versions']}, "
+          f"last_op {m['last_op']}: {m['last_reason']}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--verbose", action="store_true", help="Ansible's default output instead of the compact one")
@@ -157,7 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     banner("4. Operator rollback of line_a (make rollback GROUP=line_a): from the pinned 1.1.0 back to 1.0.0")
     run.playbook("rollback.yml", "-e", "edge_rollback_targets=line_a", "-e", f"edge_models_file={step3}")
 
-    banner(f"5. The default fleet ({show(state / 'fleet')}; make plan/deploy/rollback) runs models.yaml as committed")
+    field_telemetry(demo / "fleet")
+
+    banner(f"6. The default fleet ({show(state / 'fleet')}; make plan/deploy/rollback) runs models.yaml as committed")
     run.playbook("deploy.yml", demo_fleet=False)
     reports = state / "reports" if run.own_state else REPO / "reports"
     print(f"\nReports: {show(demo / 'reports')}/latest.md (the demo; act 4's rollback), {show(reports)}/latest.md "

@@ -36,8 +36,13 @@ def test_after_the_demo_the_default_fleet_runs_the_committed_pins_and_a_line_b_c
     assert proc.returncode == 0, out[-4000:] + proc.stderr[-2000:]
 
     # the story, compactly: every act, the canary's failure and halt, the rollback's models.yaml warning
-    for act in ("== 1.", "== 2.", "== 2b.", "== 3.", "== 4.", "== 5."):
+    for act in ("== 1.", "== 2.", "== 2b.", "== 3.", "== 4.", "== 5.", "== 6."):
         assert act in out, act
+    # act 5, field telemetry: drift on exactly the two devices it was injected on; dev-a2 rolled itself back
+    assert "drift reported on exactly the devices it was injected on: dev-b1, dev-l1" in out
+    assert "facts of dev-a2: active_version 1.1.0, bad_versions ['1.0.0'], last_op self_rollback: " \
+        "self-rollback: mean confidence 0." in out
+    assert "< 0.75 for 5 consecutive minutes (min 20 inferences/min)" in out
     assert "line_b wave 1: 1/1 failed, max 0%: HALTED" in out
     assert "smoke test failed" in out
     assert "still pins line_a defect-classifier 1.1.0" in out
