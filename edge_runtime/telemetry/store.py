@@ -560,13 +560,14 @@ class TelemetryStore:
     def _write_status(self, *, force: bool = False) -> None:
         """Write the status file when an error, finding or move-aside is new, else at most every
         ``STATUS_EVERY_S`` (counters only: a flash disk is not rewritten every flush)."""
+        size = file_bytes(self.path)
         with self._lock:
             due = time.monotonic() - self._status_written >= STATUS_EVERY_S
             if not (self._status_urgent or (force and self._status_dirty) or (self._status_dirty and due)):
                 return
             self._status_dirty = self._status_urgent = False
             self._status_written = time.monotonic()
-            doc = self._status_locked()
+            doc = self._status_locked(size)
         from .._fsutil import atomic_write_bytes
         from .._json import dumps_strict_bytes
 
@@ -685,13 +686,14 @@ class TelemetryStore:
     def status(self) -> dict[str, Any]:
         """Size, cap, records recorded / committed / dropped, each kind of error once, the last error,
         databases moved aside and findings (the ``telemetry`` section of the facts)."""
+        size = file_bytes(self.path)  # two stat calls, outside the hot path's lock
         with self._lock:
-            return self._status_locked()
+            return self._status_locked(size)
 
-    def _status_locked(self) -> dict[str, Any]:
+    def _status_locked(self, size: int) -> dict[str, Any]:
         return {
             "path": str(self.path),
-            "size_bytes": file_bytes(self.path),
+            "size_bytes": size,
             "max_bytes": self.config.max_bytes,
             "recorded": self._recorded,
             "flushed": self._flushed,
