@@ -37,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import Goal, common_options, log, run_goals
 from telemetry import MODEL, device_with_demo
 
-from edge_runtime._monitor_run import _epoch, run_once
+from edge_runtime._monitor_record import parse_time as _epoch
+from edge_runtime._monitor_run import run_once
 from edge_runtime.device import Device
 from edge_runtime.monitor import MonitorConfig, evaluate, minute_floor
 from edge_runtime.telemetry._status import db_path

@@ -8,12 +8,16 @@ the monitor (no import cycle).
 from __future__ import annotations
 
 import contextlib
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from .errors import EdgeRuntimeError
 
-__all__ = ["LAST_NAME", "LAST_SCHEMA", "MONITOR_DIR", "MONITOR_SERVICE", "MONITOR_TIMER", "read_last", "write_last"]
+__all__ = [
+    "LAST_NAME", "LAST_SCHEMA", "MONITOR_DIR", "MONITOR_SERVICE", "MONITOR_TIMER", "format_time", "parse_time",
+    "read_last", "write_last",
+]
 
 #: the systemd units the edge_runtime role installs to run ``edge-runtime monitor`` periodically
 MONITOR_SERVICE = "edge-runtime-monitor.service"
@@ -22,6 +26,21 @@ MONITOR_DIR = "monitor"
 LAST_NAME = "last.json"
 LAST_SCHEMA = 1
 
+
+
+def format_time(t: float) -> str:
+    """Seconds since the epoch as the runtime's timestamps: ``2026-12-03T05:00:00Z``."""
+    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(iso: Any) -> float | None:
+    """``2026-12-03T05:00:00Z`` (the runtime's timestamps) as seconds since the epoch; None if not one."""
+    if not isinstance(iso, str):
+        return None
+    try:
+        return datetime.strptime(iso, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
+    except ValueError:
+        return None
 
 def write_last(root: Path, report: dict[str, Any]) -> str | None:
     """Replace ``<root>/monitor/last.json`` with ``report`` atomically; a problem is returned, never raised

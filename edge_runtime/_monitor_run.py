@@ -22,11 +22,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ._monitor_record import LAST_SCHEMA, MONITOR_DIR, write_last
+from ._monitor_record import format_time as _iso
+from ._monitor_record import parse_time as _epoch
 from ._state import DeviceLock
 from .errors import EdgeRuntimeError, LockedError, RollbackError
 from .monitor import DriftInput, Evaluation, Finding, MonitorConfig, evaluate, rollback_reason
@@ -49,20 +50,6 @@ class MinuteSource(Protocol):
     def minutes(
         self, model: str, *, version: str | None = None, since: float | None = None, until: float | None = None
     ) -> list[MinuteAggregate]: ...
-
-
-def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _epoch(iso: Any) -> float | None:
-    """``2026-12-03T05:00:00Z`` (the runtime's timestamps) as seconds since the epoch; None if not one."""
-    if not isinstance(iso, str):
-        return None
-    try:
-        return datetime.strptime(iso, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
-    except ValueError:
-        return None
 
 
 @contextmanager

@@ -163,7 +163,7 @@ def _number(v: Any) -> float | None:
 
 def _epoch(iso: Any) -> float | None:
     """The runtime's ``2026-12-03T05:00:00Z`` as Unix time; None if not one (one parser: the monitor's)."""
-    from ._monitor_run import _epoch as parse
+    from ._monitor_record import parse_time as parse
 
     return parse(iso)
 

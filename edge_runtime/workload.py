@@ -110,7 +110,7 @@ def _only_model(root: Path) -> str:
 
 
 def _latest_activation(root: Path, model: str) -> float:
-    from ._monitor_run import _epoch
+    from ._monitor_record import parse_time as _epoch
     from .device import Device
 
     state = Device(root).store.load(model)

@@ -25,7 +25,7 @@ REASON = "self-rollback: mean confidence 0.61 < 0.75 for 5 consecutive minutes (
 
 
 def activated_at(dev: Device, version: str) -> float:
-    from edge_runtime._monitor_run import _epoch
+    from edge_runtime._monitor_record import parse_time as _epoch
 
     t = _epoch(model_state(dev.root)["versions"][version]["activated_at"])
     assert t is not None
