@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -26,6 +27,7 @@ X = np.asarray(np.load(DEMO_MODELS / MODEL / "1.0.0" / "golden.npz")["inputs"][0
 #: predicts in a loop; after every flush it prints "<predictions so far> <records committed>"
 CHILD = """
 import sys
+import threading
 import numpy as np
 from edge_runtime.serve import Predictor
 x = np.load(sys.argv[2])["inputs"][0]
@@ -149,3 +151,30 @@ def test_a_damaged_database_is_moved_aside_and_predictions_go_on(
         assert sum(r.count for r in p.store.minutes(MODEL)) == 5
         assert p.store.status()["errors"]["corrupt"]["count"] == 1
     assert len(list(db.parent.glob("telemetry.db.corrupt-*"))) == 1
+
+
+def test_a_writer_blocked_on_a_lock_never_stalls_inference(release: Release, tmp_path: Path) -> None:
+    dev = release.device(tmp_path / "dev", telemetry={"flush_interval_s": 3600, "busy_timeout_ms": 20_000})
+    dev.install(str(release.bundle("1.0.0")))
+    with Predictor(dev.root, MODEL) as p:
+        store = p.store
+        assert store is not None
+        assert p.predict(X).ok
+        assert store.flush()
+        other = sqlite3.connect(db_path(dev.root), isolation_level=None)
+        other.execute("BEGIN EXCLUSIVE")
+        assert p.predict(X).ok
+        flusher = threading.Thread(target=store.flush)
+        flusher.start()  # waits up to 20 s for the lock
+        try:
+            time.sleep(0.2)
+            assert flusher.is_alive()
+            results = [p.predict(X) for _ in range(50)]  # while the writer waits
+            assert flusher.is_alive()  # none of them waited for it
+            assert all(r.ok for r in results)
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+            flusher.join(timeout=30)
+        assert store.flush()
+        assert sum(r.count for r in store.minutes(MODEL)) == 52
