@@ -358,3 +358,16 @@ def test_a_database_of_another_schema_is_refused_by_readers_and_moved_aside_by_t
         assert store.flush()
         assert store.minutes("m")[0].count == 1
         assert "unknown schema version 99" in store.status()["moved_aside"][0]
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"[1, 2]", b"{" + b'"a":' * 40_000 + b"1}", b"\xff\xfe"])
+def test_a_damaged_status_file_is_unknown_in_the_facts_never_healthy(tmp_path: Path, content: bytes) -> None:
+    with make(tmp_path) as store:
+        store.record("m", "1.0.0", T0, 1.0, True, "good", 0.8, {"pixel_mean": 0.5})
+    status = tmp_path / "telemetry" / "status.json"
+    status.write_bytes(content)
+    facts = telemetry_facts(tmp_path)
+    assert facts["state"] == "unknown"
+    assert facts["size_bytes"] > 0
+    status.unlink()
+    assert telemetry_facts(tmp_path)["state"] == "unknown"  # a database without its status is not "none"
