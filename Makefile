@@ -11,6 +11,10 @@ PIP_FLAGS := --disable-pip-version-check --no-input -q
 # runtime's tools are found there): no `source .venv/bin/activate` needed.
 ANSIBLE_ENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" ANSIBLE_CONFIG="$(CURDIR)/ansible.cfg"
 PLAYBOOK := $(ANSIBLE_ENV) $(CURDIR)/$(VENV)/bin/ansible-playbook
+# The fleet that validate, plan and deploy act on: make plan INVENTORY=inventory/production (default: the
+# simulated fleet). REPORTS: where reports, plan.md and plan.json go (AWX and CI set their own).
+INVENTORY ?= inventory/local
+REPORTS ?= reports
 
 .PHONY: help system-deps venv venv-tflite lint sanity units collection validate plan deploy rollback lock-status unlock test test-unit test-integration test-tflite-runtime crash demo demo-device bench bench-drift bench-fleet bench-telemetry bench-monitor models release clean
 
@@ -18,7 +22,8 @@ help:
 	@echo "make demo      - run the main job on a simulated fleet of its own, then converge the default fleet"
 	@echo "make test      - lint + all tests (both TFLite backends, crash harness)"
 	@echo "make validate  - check models.yaml (schema, inventory, registry, signatures), as CI does"
-	@echo "make plan      - validate + what a deploy would change on every device (check mode; changes nothing)"
+	@echo "make plan      - validate + what a deploy would change on every device: reports/plan.md, plan.json (check mode)"
+	@echo "               INVENTORY=inventory/... for validate, plan and deploy (default: inventory/local)"
 	@echo "make deploy    - validate + roll models.yaml out in canary waves (reports/latest.md)"
 	@echo "make rollback GROUP=line_a [MODEL=name] [TO=version] [CHECK=1]  - operator rollback (reports/latest.md)"
 	@echo "make lock-status / make unlock LOCK=.state/locks/<fleet>.lock  - the fleet locks (one rollout at a time)"
@@ -56,13 +61,15 @@ lint: venv
 	$(VENV)/bin/yamllint -s .
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/ansible-lint --offline -q
 
-# What a pull request would change: every device's version from -> to and its wave; changes nothing.
+# What a pull request would change: per group and device from -> to, wave, bytes to move and every check
+# (reports/plan.md, plan.json); the same check-mode run as a deploy; changes nothing on any device.
 plan: validate
-	$(PLAYBOOK) playbooks/deploy.yml --check --diff $(ARGS)
+	$(PLAYBOOK) -i $(INVENTORY) playbooks/deploy.yml --check --diff -e '{"edge_reports_dir": "$(abspath $(REPORTS))"}' $(ARGS)
+	@echo "plan: $(REPORTS)/plan.md (and plan.json)"
 
 # Merge done: roll models.yaml out to the fleet of the inventory (default: the simulated one in inventory/local).
 deploy: validate
-	$(PLAYBOOK) playbooks/deploy.yml $(ARGS)
+	$(PLAYBOOK) -i $(INVENTORY) playbooks/deploy.yml -e '{"edge_reports_dir": "$(abspath $(REPORTS))"}' $(ARGS)
 
 # Operator rollback of a group, hosts or pattern: from the version models.yaml pins (or to TO=version);
 # a second run changes nothing. The run and reports/latest.md name the models.yaml line to change.
@@ -82,7 +89,7 @@ unlock: venv
 # models.yaml against its schema, the inventory and the (demo) registry: the same check CI runs before merge.
 validate: venv
 	$(PY) scripts/build_registry.py >/dev/null
-	$(PY) scripts/validate_models.py models.yaml --inventory inventory/local
+	$(PY) scripts/validate_models.py models.yaml --inventory $(INVENTORY) --reports $(REPORTS)
 
 # ansible-test on the collection, offline: scripts/ansible_test.sh provides the pip bootstrap that ansible-test
 # would download (docs/PUBLISHING.md). The first run sets up its environments (minutes); later runs ~20-30 s.

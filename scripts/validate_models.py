@@ -95,16 +95,49 @@ def read_inventory(
     return groups, trust
 
 
-def summary(plan: dict[str, Any]) -> str:
-    """The plan as a table: one row per group, host, model (hosts in wave order)."""
-    rows = [("GROUP", "HOST", "WAVE", "MODEL", "VERSION")]
+#: the last deploy or rollback report is read for "from" only up to this size (a hostile or huge file is ignored)
+MAX_REPORT_BYTES = 16 * 1024 * 1024
+
+
+def last_reported(reports_dir: Path) -> tuple[dict[tuple[str, str], str | None], str]:
+    """(device, model) -> the version the last report (``reports/latest.json``) says it runs, and a note.
+
+    Validation contacts no device; "from" is what the devices last reported to a deploy or rollback. A missing,
+    unreadable or oversized report gives no "from" (shown as ``?``), with the reason in the note.
+    """
+    path = reports_dir / "latest.json"
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(MAX_REPORT_BYTES + 1)
+    except FileNotFoundError:
+        return {}, f"from: no report yet ({path}); run a deploy, or `make plan` for the devices' current state"
+    except OSError as exc:
+        return {}, f"from: {path} cannot be read ({exc.strerror})"
+    if len(data) > MAX_REPORT_BYTES:
+        return {}, f"from: {path} is larger than {MAX_REPORT_BYTES} bytes; ignored"
+    try:
+        report = json.loads(data)
+        rows = report["rows"]
+        out = {(str(r["device"]), str(r["model"])): (None if r.get("reported") is None else str(r["reported"]))
+               for r in rows}
+    except (ValueError, KeyError, TypeError):
+        return {}, f"from: {path} is not a deploy report; ignored"
+    return out, f"from: as last reported in {path} ({report.get('generated_at', 'time unknown')})"
+
+
+def summary(plan: dict[str, Any], reported: dict[tuple[str, str], str | None] | None = None, note: str = "") -> str:
+    """The plan as a table: one row per group, host, model (hosts in wave order), from -> to."""
+    reported = reported or {}
+    rows = [("GROUP", "HOST", "WAVE", "MODEL", "FROM", "", "TO")]
     for gname, group in plan["groups"].items():
         if not group["waves"]:
-            rows.append((gname, "-", "-", "-", "-"))
+            rows.append((gname, "-", "-", "-", "-", "", "-"))
         for number, wave in enumerate(group["waves"], start=1):
             for host in wave:
                 for model, entry in plan["hosts"][host]["models"].items():
-                    rows.append((gname, host, str(number), model, entry["version"]))
+                    was = reported.get((host, model), "?")
+                    rows.append((gname, host, str(number), model, was or "-",
+                                 "=" if was == entry["version"] else "->", entry["version"]))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines.append(
@@ -112,6 +145,8 @@ def summary(plan: dict[str, Any]) -> str:
         f"registry {plan['registry']}; {len(plan.get('verified', []))} bundle verification(s) with the devices' "
         "trusted keys"
     )
+    if note:
+        lines.append(note + " (- = nothing installed, ? = unknown)")
     return "\n".join(lines)
 
 
@@ -123,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         "--no-registry", action="store_true", help="do not read the registry (no digest or signature checks)"
     )
     parser.add_argument("--json", action="store_true", help="print the plan as JSON instead of the summary")
+    parser.add_argument("--reports", type=Path, default=REPO / "reports",
+                        help="where the last deploy report is, for 'from' (default: reports)")
     parser.add_argument(
         "--trusted-key", action="append", default=[], metavar="PEM",
         help=f"public key file trusted by devices without their own {KEYS_VAR} (repeatable)",
@@ -152,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         json.dump(plan, sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")
     else:
-        print(summary(plan))
+        print(summary(plan, *last_reported(args.reports)))
     return 0
 
 

@@ -163,7 +163,8 @@ def test_check_mode_on_a_new_fleet_plans_the_install_and_creates_nothing(fleet: 
     out = r.stdout.read()
     assert r.rc == 0, out
     assert not fleet.root.exists(), "check mode created device state"
-    assert not fleet.reports.exists(), "check mode wrote a report"
+    # check mode writes no deploy report or history: its only output is the plan (make plan, test_plan.py)
+    assert sorted(p.name for p in fleet.reports.iterdir()) == ["plan.json", "plan.md"], "check mode wrote a report"
     assert set(changed_hosts(r)) == set(DEVICES)
     assert re.search(r"dev-a1 \| defect-classifier \| - \| 1\.0\.0 \| \d \| would_change", out), out[-3000:]
 

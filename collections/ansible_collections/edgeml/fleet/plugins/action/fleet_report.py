@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ansible.module_utils.common.text.converters import to_text
-from ansible_collections.edgeml.fleet.plugins.plugin_utils import rollback, rollout
+from ansible_collections.edgeml.fleet.plugins.plugin_utils import plan_report, rollback, rollout
 from ansible_collections.edgeml.fleet.plugins.plugin_utils.controller_action import ControllerAction
 from ansible_collections.edgeml.fleet.plugins.plugin_utils.hostvars import results_and_twins
 
@@ -23,8 +23,10 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "halted": {"type": "dict", "default": {}},
     "gates": {"type": "list", "elements": "dict", "default": []},
     "dest": {"type": "path", "required": True},
-    "kind": {"type": "str", "default": "deploy", "choices": ["deploy", "rollback"]},
+    "kind": {"type": "str", "default": "deploy", "choices": ["deploy", "rollback", "plan"]},
     "write": {"type": "bool", "default": True},
+    # kind=plan: desired_state's verified bundles (which devices' trusted keys verified which bundle)
+    "verified": {"type": "list", "elements": "dict", "default": []},
 }
 
 
@@ -52,6 +54,9 @@ class ActionModule(ControllerAction):
     def act(self, args: dict[str, Any], task_vars: dict[str, Any], result: dict[str, Any]) -> None:
         plan = args["plan"]
         results, facts = results_and_twins(plan, task_vars.get("hostvars", {}))
+        if args["kind"] == "plan":
+            self._plan(args, plan, facts, result)
+            return
         report = rollout.fleet_report(plan, results, facts, args["halted"])
         if args["kind"] == "rollback":
             report = rollback.finish_report(report, plan, facts)
@@ -86,3 +91,32 @@ class ActionModule(ControllerAction):
                 return
         # Writing the report is not a change of the fleet: a no-op deploy shows changed=0 everywhere.
         result.update(report=report, files=files, summary="\n".join(rollback.summary_lines(report, args["kind"])))
+
+    def _plan(self, args: dict[str, Any], plan: dict[str, Any], facts: dict[str, Any], result: dict[str, Any]) -> None:
+        """kind=plan: the pull-request plan of a check-mode deploy, written as plan.json and plan.md in ``dest``.
+
+        Only in check mode (a plan of a real run would describe what already happened). Writing these two files
+        is the point of ``make plan``: they are the run's output on the controller, not a change of the fleet.
+        """
+        if not self._task.check_mode:
+            result.update(failed=True, msg="fleet_report kind=plan describes a check-mode run; run with --check")
+            return
+        report = plan_report.plan_report(plan, facts, frozenset(facts), args["verified"])
+        dest = Path(args["dest"])
+        files: list[str] = []
+        if args["write"]:
+            try:
+                dest.mkdir(parents=True, exist_ok=True)
+                for name, text in (("plan.json", json.dumps(report, indent=2, sort_keys=True, default=to_text) + "\n"),
+                                   ("plan.md", plan_report.plan_markdown(report))):
+                    _atomic_write(dest / name, text)
+                    files.append(str(dest / name))
+            except OSError as exc:
+                result.update(failed=True, msg=f"cannot write the plan into {dest}: {exc} "
+                              "(hint: set edge_reports_dir to a writable directory)")
+                return
+        t = report["totals"]
+        summary = (f"plan: {t['install']} install, {t['noop']} at the pin, {t['refuse']} refused, "
+                   f"{t['unknown']} unknown; {t['bytes']} bytes to move; gates not evaluated"
+                   + (f"; written to {', '.join(files)}" if files else ""))
+        result.update(report=report, files=files, summary=summary)

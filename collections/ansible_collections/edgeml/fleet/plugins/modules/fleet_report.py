@@ -51,17 +51,29 @@ options:
     type: path
     required: true
   kind:
-    description: File name prefix and title of the report.
+    description:
+      - File name prefix and title of the report.
+      - C(plan) is the pull-request plan of a check-mode deploy (C(make plan)), and runs in check mode only. Per
+        group and device it gives from -> to (the runtime's install decision on the twin of this run), wave, bytes
+        to move and each check (schema, bundle present, signature and digest with the device's trusted keys,
+        expiry, compatibility, downgrade, quarantined; health gates are always C(not evaluated)). It writes
+        C(plan.json) and C(plan.md) into O(dest), even in check mode (they are the output of the check).
     type: str
-    choices: [deploy, rollback]
+    choices: [deploy, rollback, plan]
     default: deploy
   write:
-    description: Write the files. In check mode nothing is written whatever this says.
+    description: Write the files. In check mode nothing is written whatever this says (except O(kind=plan)).
     type: bool
     default: true
+  verified:
+    description:
+      - For O(kind=plan) the bundles that C(edgeml.fleet.desired_state) verified (its C(verified) result).
+    type: list
+    elements: dict
+    default: []
 attributes:
   check_mode:
-    description: Builds the report and writes nothing.
+    description: Builds the report and writes nothing (O(kind=plan) writes the plan).
     support: full
   diff_mode:
     description: Not applicable.

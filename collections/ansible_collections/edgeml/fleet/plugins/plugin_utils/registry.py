@@ -328,7 +328,12 @@ def verify_planned(
                 "the one you reviewed",
             )
         verified.append({"source": source, "model": name, "version": version, "files": files,
-                         "hosts": len(hosts), "threshold": trust.threshold})
+                         "hosts": len(hosts), "threshold": trust.threshold,
+                         # for the pull-request plan (plugin_utils/plan_report.py): who this verification
+                         # covers and what the signed manifest says about expiry and compatibility
+                         "devices": sorted(hosts), "keys": len(trust.key_files), "trust_roots": len(trust.root_files),
+                         "expires": manifest.expires.isoformat(), "architectures": list(manifest.architectures),
+                         "backends": list(manifest.backends)})
     return verified
 
 
