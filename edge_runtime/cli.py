@@ -163,7 +163,8 @@ def _parser() -> argparse.ArgumentParser:
         "monitor",
         "evaluate the monitor rules over the recorded telemetry (confidence, errors, drift), roll a model back "
         "by itself when a rule says so, and record the findings in the facts; once (for a timer) or every "
-        "SECONDS. Exit 8 when a model was rolled back, 75 when another monitor runs on this root",
+        "SECONDS (one JSON line per evaluation with --json; SIGTERM stops the loop, exit 0). Once: exit 8 when a "
+        "model was rolled back; 75 when another monitor runs on this root",
     )
     s.add_argument("--every", type=float, metavar="SECONDS", help="evaluate in a loop, every SECONDS (>= 1)")
     s.add_argument("--count", type=int, metavar="N", help="with --every: stop after N evaluations")
@@ -312,7 +313,6 @@ def _monitor(dev: Device, args: argparse.Namespace) -> int:
     if count is not None and (every is None or count < 1):
         raise ConfigError("--count N needs --every and N >= 1")
     dev.config.monitor_config()  # a bad monitor section is refused before anything runs
-    rolled_back = 0
     with monitor_lock(dev.root):
         if every is None:
             report = run_once(dev)
@@ -323,7 +323,6 @@ def _monitor(dev: Device, args: argparse.Namespace) -> int:
         start, n = time.monotonic(), 0
         while not stop.is_set():
             report = run_once(dev)
-            rolled_back += report["rolled_back"]
             if args.json:  # one JSON document per line and evaluation
                 sys.stdout.write(dumps_strict({"ok": True, **report}, "--json output", sort_keys=True) + "\n")
             else:
