@@ -361,3 +361,24 @@ def test_a_monitor_loop_holds_the_lock_refuses_a_second_one_and_stops_on_sigterm
         if loop.poll() is None:
             loop.kill()
             loop.wait()
+
+
+def test_a_clock_stepped_back_neither_rolls_back_on_future_minutes_nor_loses_them(device: Device) -> None:
+    """Five low minutes were recorded while the clock ran an hour ahead; NTP stepped it back. At the corrected
+    time they are in the future: ignored and reported, nothing rolls back. Once the clock reaches them they
+    count (once), and the rule acts."""
+    ahead = minute_floor(activated_at(device, "1.1.0")) + 3600
+    end = write_minutes(device, "1.1.0", ahead, [0.5] * 5)
+    report = run_once(device, now=ahead - 3000)  # the corrected clock: 50 minutes before those rows
+    m = report["models"][MODEL]
+    clock = [f for f in m["findings"] if f["rule"] == "clock"]
+    assert len(clock) == 1
+    assert clock[0]["evidence"]["future_rows"] == 5
+    assert m["state"] == "insufficient_data"
+    assert active_version(device) == "1.1.0"
+    facts = json.loads(device.facts_file.read_text())
+    assert any(f["rule"] == "clock" for f in facts["monitor"]["models"][MODEL]["findings"])
+    report = run_once(device, now=end)
+    assert report["models"][MODEL]["state"] == "rolled_back"
+    conf = next(f for f in report["models"][MODEL]["findings"] if f["rule"] == "confidence")
+    assert conf["evidence"]["minutes_low"] == 5
