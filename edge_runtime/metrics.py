@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -226,8 +226,12 @@ def render(facts: Mapping[str, Any], device: str | None = None) -> str:
                     from_version=m.get("last_version"))
     out.add("edge_monitor_last_run_timestamp_seconds", _epoch(monitor.get("evaluated_at")))
     out.add("edge_monitor_rolled_back", monitor.get("rolled_back"))
+    models = _d(facts.get("models"))
     for model, mm in sorted(mon_models.items()):
-        _monitor_model(out, str(model), _d(mm))
+        # fresh facts only: numbers about a version that is no longer active (a rollback since the monitor
+        # ran) are left out until the monitor evaluates the active one
+        active = _d(models.get(model)).get("active_version")
+        _monitor_model(out, str(model), _d(mm), numbers=_d(mm).get("version") == active)
     tel = _d(facts.get("telemetry"))
     out.add("edge_telemetry_store_size_bytes", tel.get("size_bytes"))
     out.add("edge_telemetry_store_max_bytes", tel.get("max_bytes"))
@@ -245,15 +249,15 @@ def render(facts: Mapping[str, Any], device: str | None = None) -> str:
     return out.text()
 
 
-def _monitor_model(out: _Out, model: str, mm: Mapping[str, Any]) -> None:
-    """One model's monitor section: its non-ok findings and the numbers (``numbers``) of the last run."""
+def _monitor_model(out: _Out, model: str, mm: Mapping[str, Any], *, numbers: bool) -> None:
+    """One model's monitor section: its non-ok findings and, when ``numbers``, the numbers of the last run."""
     version = mm.get("version") if isinstance(mm.get("version"), str) else ""
     findings = mm.get("findings")
     for f in findings if isinstance(findings, list) else []:
         f = _d(f)
         if isinstance(f.get("rule"), str) and isinstance(f.get("status"), str):
             out.add("edge_monitor_finding", 1, model=model, version=version, rule=f["rule"], status=f["status"])
-    n = _d(mm.get("numbers"))
+    n = _d(mm.get("numbers")) if numbers else {}
     labels = {"model": model, "version": version}
     out.add("edge_model_confidence_mean_ratio", n.get("confidence_mean"), **labels)
     out.add("edge_model_confidence_threshold_ratio", n.get("confidence_threshold"), **labels)
@@ -272,21 +276,20 @@ def _monitor_model(out: _Out, model: str, mm: Mapping[str, Any]) -> None:
         out.add("edge_model_drift_ks_statistic", fv.get("ks_statistic"), feature=feature, **labels)
 
 
-def render_desired(hosts: Mapping[str, Any], groups: Mapping[str, Iterable[str]] | None = None) -> str:
+def render_desired(hosts: Mapping[str, Any]) -> str:
     """``edge_desired_model_info{device, group, model, version} 1`` for every device and pinned model.
 
-    ``hosts``: the ``hosts`` of the deploy plan (``desired_state``): device -> ``{"group", "models": {model:
-    {"version"}}}``. The controller writes this file next to its own node_exporter's textfiles, so the
+    ``hosts``: the ``hosts`` of the deploy plan (``desired_state``): device -> ``{"rollout_group", "models":
+    {model: {"version"}}}``. The controller writes this file next to its own node_exporter's textfiles, so the
     out-of-sync rule compares what ``models.yaml`` pins with what each device reports.
     """
     out = _Out({})
-    del groups  # the plan already names each device's group
     for device, entry in sorted(hosts.items()):
         e = _d(entry)
         for model, pin in sorted(_d(e.get("models")).items()):
             version = _d(pin).get("version")
             if isinstance(version, str):
-                out.add("edge_desired_model_info", 1, device=device, group=e.get("group"), model=model,
+                out.add("edge_desired_model_info", 1, device=device, group=e.get("rollout_group"), model=model,
                         version=version)
     return out.text()
 

@@ -97,6 +97,11 @@ def test_a_monitor_run_writes_metrics_that_say_what_the_facts_say(device: Device
     written = samples(text, "edge_metrics_written_timestamp_seconds")['device="dev-a1"']
     assert abs(written - device.facts_file.stat().st_mtime) < 5
     assert not list(device.facts_file.parent.parent.parent.rglob(".tmp-*")), "a temp file was left"
+    # a rollback since: the numbers were about 1.1.0, which is no longer active (fresh facts only)
+    device.rollback(MODEL)
+    text = prom(device)
+    assert samples(text, "edge_model_confidence_mean_ratio") == {}
+    assert samples(text, "edge_model_info") == {f'device="dev-a1",model="{MODEL}",version="1.0.0",state="committed"': 1}
 
 
 def test_a_minute_below_the_minimum_has_no_confidence_sample_and_at_the_minimum_has_one(device: Device) -> None:
@@ -133,7 +138,8 @@ def test_hostile_fact_values_are_escaped_and_unknowns_are_absent() -> None:
     facts = {
         "collected_at": "2026-12-03T05:00:00Z", "runtime_version": 'x"\\\ny',
         "models": {'m"\\\n': {"active_version": None, "state": "corrupt", "release_counter": "7",
-                               "smoke_p95_ms": float("nan"), "bad_versions": ["1", "2"], "degraded_reason": "r"}},
+                               "smoke_p95_ms": float("nan"), "bad_versions": ["1", "2"], "degraded_reason": "r"},
+                   "m": {"active_version": "1"}},
         "monitor": {"models": {"m": {"version": "1", "findings": [{"rule": "confidence", "status": "breach"}],
                                      "numbers": {"confidence_mean": True, "error_rate": 0.06,
                                                  "drift": "drift", "drift_features": {"f\n": {"psi": 0.3}}}}}},
@@ -157,8 +163,8 @@ def test_hostile_fact_values_are_escaped_and_unknowns_are_absent() -> None:
 
 @needs_promtool
 def test_the_controllers_desired_versions_render_and_lint() -> None:
-    text = render_desired({"dev-a1": {"group": "line_a", "models": {MODEL: {"version": "1.1.0"}}},
-                           "dev-x": {"group": "lab", "models": {"m": {"version": None}}}})
+    text = render_desired({"dev-a1": {"rollout_group": "line_a", "models": {MODEL: {"version": "1.1.0"}}},
+                           "dev-x": {"rollout_group": "lab", "models": {"m": {"version": None}}}})
     promtool_check(text)
     assert samples(text, "edge_desired_model_info") == {
         f'device="dev-a1",group="line_a",model="{MODEL}",version="1.1.0"': 1}

@@ -157,3 +157,19 @@ def test_rollback_report_counts_rolled_back_and_unchanged_as_success() -> None:
     assert out["failed"] is True
     assert len(out["pin_warnings"]) == 1
     assert "## models.yaml still pins" in rollback.markdown_tail(out)
+
+
+def test_why_is_kept_in_the_plan_and_the_report_bounded_and_absent_when_not_given() -> None:
+    why = "alert EdgeModelErrorRateHigh firing on a1 (dc 1.1.0): inference error rate 0.3000"
+    out = rollback.rollback_plan(plan(), ["a1", "a2"], why=f"  {why}\n")
+    assert out["plan"]["why"] == why
+    report = rollback.finish_report({"rows": []}, out["plan"], {})
+    assert report["why"] == why
+    assert rollback.markdown_tail(report).startswith(f"## Why\n\n{why}\n")
+    assert rollback.summary_lines(report, "rollback")[0] == f"why: {why}"
+    long = rollback.rollback_plan(plan(), ["a1"], why="x" * 10_000)["plan"]["why"]
+    assert len(long) == rollback.MAX_WHY_CHARS
+    plain = rollback.rollback_plan(plan(), ["a1"])["plan"]
+    assert "why" not in plain
+    assert "why" not in rollback.finish_report({"rows": []}, plain, {})
+    assert rollback.markdown_tail({"rows": []}) == ""

@@ -27,6 +27,8 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "write": {"type": "bool", "default": True},
     # kind=plan: desired_state's verified bundles (which devices' trusted keys verified which bundle)
     "verified": {"type": "list", "elements": "dict", "default": []},
+    "desired_metrics": {"type": "dict", "options": {"dir": {"type": "path", "required": True},
+                                                    "plan": {"type": "dict", "required": True}}},
 }
 
 
@@ -89,6 +91,19 @@ class ActionModule(ControllerAction):
                 msg = f"cannot write the report into {dest}: {exc} (hint: set edge_reports_dir to a writable directory)"
                 result.update(failed=True, msg=msg)
                 return
+            if args.get("desired_metrics"):
+                # the pins of models.yaml for Prometheus (edge_desired_model_info; the out-of-sync rule), from
+                # the whole plan, not this run's --limit: edge_runtime.metrics renders it, the one owner
+                from edge_runtime.metrics import DESIRED_FILE, render_desired, write_textfile
+
+                where = Path(args["desired_metrics"]["dir"])
+                try:
+                    text = render_desired(args["desired_metrics"]["plan"].get("hosts") or {})
+                    files.append(str(write_textfile(where, DESIRED_FILE, text)))
+                except OSError as exc:
+                    result.update(failed=True, msg=f"cannot write {DESIRED_FILE} into {where}: {exc} (hint: set "
+                                  "edge_metrics_controller_textfile_dir to node_exporter's textfile directory)")
+                    return
         # Writing the report is not a change of the fleet: a no-op deploy shows changed=0 everywhere.
         result.update(report=report, files=files, summary="\n".join(rollback.summary_lines(report, args["kind"])))
 

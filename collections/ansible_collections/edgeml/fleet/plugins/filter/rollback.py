@@ -11,12 +11,12 @@ from ansible_collections.edgeml.fleet.plugins.plugin_utils import rollback
 
 
 def edge_rollback_plan(plan: Mapping[str, Any], groups: Mapping[str, Any], pattern: Any, limit: Any = None,
-                       models: Any = None, to: Any = None, run_id: Any = None) -> Any:
-    """``{{ plan | edgeml.fleet.edge_rollback_plan(groups, targets, ansible_limit, models, to, run_id) }}``."""
+                       models: Any = None, to: Any = None, run_id: Any = None, why: Any = None) -> Any:
+    """``{{ plan | edgeml.fleet.edge_rollback_plan(groups, targets, ansible_limit, models, to, run_id, why) }}``."""
     return rollback.rollback_request(
         plan, {str(g): [str(h) for h in hs] for g, hs in groups.items()}, str(pattern),
         None if limit is None else str(limit), [str(m) for m in models or []],
-        None if to is None else str(to), None if run_id is None else str(run_id))
+        None if to is None else str(to), None if run_id is None else str(run_id), None if why is None else str(why))
 
 
 def edge_rollback_result(registered: Mapping[str, Any], entry: Mapping[str, Any], check_mode: bool = False) -> Any:

@@ -71,6 +71,21 @@ options:
     type: list
     elements: dict
     default: []
+  desired_metrics:
+    description:
+      - Also write C(edge_desired.prom) (Prometheus text format, C(edge_desired_model_info{device, group, model,
+        version})) into O(desired_metrics.dir) from the whole plan O(desired_metrics.plan) (not this run's
+        C(--limit)), for the out-of-sync alert rule (docs/MONITORING.md). Written atomically, normal runs only.
+    type: dict
+    suboptions:
+      dir:
+        description: node_exporter's textfile directory on the controller.
+        type: path
+        required: true
+      plan:
+        description: The whole plan of M(edgeml.fleet.desired_state).
+        type: dict
+        required: true
 attributes:
   check_mode:
     description: Builds the report and writes nothing (O(kind=plan) writes the plan).

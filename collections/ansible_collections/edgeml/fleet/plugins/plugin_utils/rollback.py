@@ -33,9 +33,13 @@ from ansible_collections.edgeml.fleet.plugins.plugin_utils.device_plan import Pl
 OK_RESULTS = ("rolled_back", "unchanged", "would_change")
 
 
+#: the longest reason (``edge_rollback_why``) a report keeps
+MAX_WHY_CHARS = 4000
+
+
 def rollback_plan(
     plan: Mapping[str, Any], targets: Iterable[str], models: Iterable[str] | None = None, to: str | None = None,
-    run_id: str | None = None,
+    run_id: str | None = None, why: str | None = None,
 ) -> dict[str, Any]:
     """Resolve a rollback request once, on the controller.
 
@@ -48,7 +52,8 @@ def rollback_plan(
 
     ``run_id`` (the fleet lock's id of this run) is stamped on the plan and each device entry: the devices
     echo it, and the report counts only answers that carry it (``plugin_utils/hostvars.py``). Without one
-    (no lock taken), a fresh id is made here.
+    (no lock taken), a fresh id is made here. ``why`` (``edge_rollback_why``: e.g. the alert receiver's alert
+    name and values) is kept in the plan and the report, at most :data:`MAX_WHY_CHARS` characters.
     """
     hosts: Mapping[str, Any] = plan.get("hosts") or {}
     wanted = sorted(set(targets))
@@ -77,6 +82,9 @@ def rollback_plan(
     subset = rollout.plan_subset(plan, [h for h in planned if steps[h]])
     run_id = run_id or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(4)
     subset["run_id"] = run_id
+    why = str(why).strip() if why not in (None, "") else None
+    if why:
+        subset["why"] = why[:MAX_WHY_CHARS]
     subset["hosts"] = {h: {**e, "run_id": run_id,
                            "models": {m: p for m, p in (e.get("models") or {}).items() if m in chosen}}
                        for h, e in subset["hosts"].items()}
@@ -86,7 +94,7 @@ def rollback_plan(
 
 def rollback_request(
     plan: Mapping[str, Any], groups: Mapping[str, list[str]], pattern: str, limit: str | None = None,
-    models: Iterable[str] | None = None, to: str | None = None, run_id: str | None = None,
+    models: Iterable[str] | None = None, to: str | None = None, run_id: str | None = None, why: str | None = None,
 ) -> dict[str, Any]:
     """:func:`rollback_plan` of the devices that ``pattern`` (``edge_rollback_targets``) names under ``--limit``.
 
@@ -97,11 +105,11 @@ def rollback_request(
     try:
         hosts = run_hosts(groups, pattern, limit)
     except PlanError as exc:
-        out = rollback_plan(plan, [], models, to, run_id)
+        out = rollback_plan(plan, [], models, to, run_id, why)
         out["problems"] = [f"edge_rollback_targets {pattern!r}: {exc}"]
         return out
     devices = set(groups.get("edge_devices") or [])
-    return rollback_plan(plan, [h for h in hosts if h in devices], models, to, run_id)
+    return rollback_plan(plan, [h for h in hosts if h in devices], models, to, run_id, why)
 
 
 def _step(item: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -231,15 +239,18 @@ def finish_report(report: dict[str, Any], plan: Mapping[str, Any], facts: Mappin
     rows = report.get("rows") or []
     problems = [r for r in rows if r.get("result") not in OK_RESULTS]
     report.update(problems=problems, failed=bool(problems), pin_warnings=pin_warnings(plan, rows, facts))
+    if plan.get("why"):
+        report["why"] = str(plan["why"])
     return report
 
 
 def markdown_tail(report: Mapping[str, Any]) -> str:
     """The rollback report's extra section (after ``rollout.report_markdown``)."""
     warnings = report.get("pin_warnings") or []
+    lines = ["## Why", "", str(report["why"]), ""] if report.get("why") else []
     if not warnings:
-        return ""
-    lines = ["## models.yaml still pins the versions rolled back from", ""]
+        return "\n".join(lines) + "\n" if lines else ""
+    lines += ["## models.yaml still pins the versions rolled back from", ""]
     lines += [f"- {w['message']}" for w in warnings]
     return "\n".join(lines) + "\n"
 
@@ -250,6 +261,8 @@ def summary_lines(report: Mapping[str, Any], kind: str) -> list[str]:
     if kind == "rollback":
         lines = [f"{r['device']} | {r['model']} | now {r['reported'] or '-'} | models.yaml {r['desired']} | "
                  f"{r['result']} | {r['reason']}" for r in rows]
+        if report.get("why"):
+            lines.insert(0, f"why: {report['why']}")
     else:
         lines = [f"{r['device']} | {r['model']} | {r['reported'] or '-'} | {r['desired']} | {r['wave']} | "
                  f"{r['result']}" for r in rows]

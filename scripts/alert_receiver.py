@@ -1,0 +1,352 @@
+#!/usr/bin/env python3
+"""Alertmanager webhook receiver: a firing rollback alert rolls the device's group back with playbooks/rollback.yml.
+
+    .venv/bin/python scripts/alert_receiver.py --token-file /etc/edge/alert-token \\
+        --inventory inventory/production --models models.yaml [--listen 127.0.0.1:9095] [--extra-vars-file ev.json]
+
+Alertmanager (``webhook_configs`` with ``http_config.authorization.credentials_file`` holding the same token, see
+docs/MONITORING.md) POSTs its JSON (version 4) to ``/alerts``. The receiver treats every request as hostile:
+
+* only ``POST /alerts`` (and ``GET /status``), only with ``Authorization: Bearer <token>`` (compared in constant
+  time; the token file must not be readable by group or others, at least 16 characters);
+* a body of at most 256 KiB with a Content-Length, read with a deadline, strict JSON (no NaN), at most 100
+  alerts of at most 32 labels/annotations of at most 1024 characters each;
+* only alert names of prometheus/rules/edge.rules.yml (:data:`ALERT_ACTIONS`); the ``device`` label must be a
+  host of the inventory's ``edge_devices`` and a ``group`` label, if any, an inventory group holding it.
+
+Anything else is refused (401, 404, 405, 411, 413, 415, 400 or 422 with a JSON reason) and nothing runs: one bad
+alert refuses the whole request. A valid ``firing`` alert whose action is ``rollback`` starts, in one worker
+thread, ``ansible-playbook playbooks/rollback.yml -e edge_rollback_targets=<group>`` through ansible-runner's
+Python API, with ``edge_rollback_why`` naming the alert, the device, model, version and the alert's summary (its
+value), which the rollback report keeps. The group is the device's rollout group: the first group of
+``models.yaml`` (by name) that holds the device, as ``desired_state`` decides. A group is rolled back at most
+once per ``--cooldown`` seconds (Alertmanager repeats notifications, and several devices of a group alert at
+once); ``report`` alerts and ``resolved`` notifications are acknowledged and logged only. The fleet lock of the
+playbook keeps the rollback from racing a deploy (``edge_lock_wait`` seconds of waiting).
+
+Logs are JSON lines on stderr. Binds 127.0.0.1 unless told otherwise (put a TLS proxy in front for any other
+address).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hmac
+import json
+import os
+import queue
+import stat
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+
+#: every alert of prometheus/rules/edge.rules.yml and what the receiver does with it (a test holds them equal)
+ALERT_ACTIONS = {
+    "EdgeModelLowConfidence": "rollback",
+    "EdgeModelErrorRateHigh": "rollback",
+    "EdgeModelWrongRateHigh": "rollback",
+    "EdgeModelDataDrift": "report",
+    "EdgeDeviceOutOfSync": "report",
+    "EdgeDeviceStale": "report",
+}
+MAX_BODY = 256 * 1024
+MAX_ALERTS = 100
+MAX_PAIRS = 32
+MAX_TEXT = 1024
+READ_DEADLINE_S = 10.0
+MIN_TOKEN = 16
+
+
+class Refused(Exception):
+    """A request that is refused: HTTP status and the reason (sent back as JSON)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def log(event: str, **fields: Any) -> None:
+    sys.stderr.write(json.dumps({"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "event": event,
+                                 **fields}, sort_keys=True) + "\n")
+    sys.stderr.flush()
+
+
+def read_token(path: Path) -> str:
+    """The shared secret, from a file only its owner can read (refused otherwise, naming the fix)."""
+    st = path.stat()
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise SystemExit(f"alert_receiver: {path} is readable by group or others; chmod 600 {path}")
+    token = path.read_text(encoding="utf-8").strip()
+    if len(token) < MIN_TOKEN or not token.isprintable() or " " in token:
+        raise SystemExit(f"alert_receiver: the token in {path} must be at least {MIN_TOKEN} printable characters "
+                         "without spaces (e.g. `openssl rand -hex 32`)")
+    return token
+
+
+def load_inventory(inventory: Path) -> dict[str, set[str]]:
+    """Group -> hosts of the inventory, as Ansible itself reads it (every inventory format)."""
+    from ansible.inventory.manager import InventoryManager
+    from ansible.parsing.dataloader import DataLoader
+
+    inv = InventoryManager(loader=DataLoader(), sources=[str(inventory)])
+    return {name: {h.name for h in g.get_hosts()} for name, g in inv.groups.items()}
+
+
+def load_groups(models: Path) -> list[str]:
+    """The rollout groups ``models.yaml`` pins, by name (the receiver's only use of the file)."""
+    import yaml
+
+    doc = yaml.safe_load(models.read_text(encoding="utf-8"))
+    groups = doc.get("groups") if isinstance(doc, dict) else None
+    if not isinstance(groups, dict) or not groups:
+        raise SystemExit(f"alert_receiver: {models} has no groups")
+    return sorted(str(g) for g in groups)
+
+
+def _text(value: Any, what: str) -> str:
+    if not isinstance(value, str) or len(value) > MAX_TEXT:
+        raise Refused(400, f"{what} must be a string of at most {MAX_TEXT} characters")
+    return value
+
+
+def _pairs(value: Any, what: str) -> dict[str, str]:
+    if not isinstance(value, dict) or len(value) > MAX_PAIRS:
+        raise Refused(400, f"{what} must be an object of at most {MAX_PAIRS} strings")
+    return {_text(k, f"a key of {what}"): _text(v, f"{what}[{k!r}]") for k, v in value.items()}
+
+
+class Receiver:
+    """The decisions (validation, group, cooldown) apart from HTTP, and the worker that runs the playbook."""
+
+    def __init__(self, *, token: str, inventory: Path, models: Path, extravars: Mapping[str, Any],
+                 data_dir: Path, cooldown_s: float, playbook_timeout_s: int, lock_wait_s: int) -> None:
+        self.token = token
+        self.inventory = inventory
+        self.models = models
+        self.groups = load_inventory(inventory)
+        self.devices = self.groups.get("edge_devices", set())
+        self.rollout_groups = [g for g in load_groups(models) if g in self.groups]
+        self.extravars = dict(extravars)
+        self.data_dir = data_dir
+        self.cooldown_s = cooldown_s
+        self.playbook_timeout_s = playbook_timeout_s
+        self.lock_wait_s = lock_wait_s
+        self.lock = threading.Lock()
+        self.last_started: dict[str, float] = {}
+        self.runs: list[dict[str, Any]] = []
+        self.jobs: queue.Queue[tuple[str, str] | None] = queue.Queue()
+        self.worker = threading.Thread(target=self._work, name="rollback-worker", daemon=True)
+        self.worker.start()
+
+    def authorised(self, header: str | None) -> bool:
+        want = f"Bearer {self.token}".encode()
+        return header is not None and hmac.compare_digest(header.encode("utf-8", "replace"), want)
+
+    def group_of(self, device: str) -> str | None:
+        return next((g for g in self.rollout_groups if device in self.groups[g]), None)
+
+    def check(self, doc: Any) -> list[dict[str, str]]:
+        """The alerts of a webhook payload, each checked; a :class:`Refused` names the first problem."""
+        if not isinstance(doc, dict) or doc.get("version") != "4":
+            raise Refused(400, "not an Alertmanager webhook payload (version 4)")
+        alerts = doc.get("alerts")
+        if not isinstance(alerts, list) or not 1 <= len(alerts) <= MAX_ALERTS:
+            raise Refused(400, f"alerts must be a list of 1 to {MAX_ALERTS} alerts")
+        out = []
+        for i, a in enumerate(alerts):
+            if not isinstance(a, dict):
+                raise Refused(400, f"alert {i} is not an object")
+            labels = _pairs(a.get("labels"), f"alert {i} labels")
+            annotations = _pairs(a.get("annotations", {}), f"alert {i} annotations")
+            status = a.get("status")
+            if status not in ("firing", "resolved"):
+                raise Refused(400, f"alert {i}: status must be firing or resolved")
+            name = labels.get("alertname", "")
+            if name not in ALERT_ACTIONS:
+                raise Refused(422, f"alert {i}: unknown alert name {name[:80]!r} (known: {', '.join(ALERT_ACTIONS)})")
+            device = labels.get("device", "")
+            if device not in self.devices:
+                raise Refused(422, f"alert {i} ({name}): device {device[:80]!r} is not a host of the inventory's "
+                              "edge_devices")
+            group = self.group_of(device)
+            if "group" in labels and (labels["group"] not in self.groups or device not in self.groups[labels["group"]]):
+                raise Refused(422, f"alert {i} ({name}): group {labels['group'][:80]!r} does not hold {device}")
+            out.append({"alertname": name, "status": str(status), "device": device, "group": group or "",
+                        "model": labels.get("model", ""), "version": labels.get("version", ""),
+                        "summary": " ".join(annotations.get("summary", "").split()),
+                        "starts_at": _text(a.get("startsAt", ""), f"alert {i} startsAt")[:40]})
+        return out
+
+    def act(self, alerts: list[dict[str, str]]) -> dict[str, Any]:
+        """Start one rollback per group with a firing rollback alert (outside its cooldown)."""
+        started, skipped, logged = [], [], []
+        why: dict[str, list[str]] = {}
+        for a in alerts:
+            if a["status"] != "firing" or ALERT_ACTIONS[a["alertname"]] != "rollback":
+                logged.append(f"{a['alertname']} {a['status']} {a['device']}")
+                continue
+            if not a["group"]:
+                skipped.append(f"{a['device']}: no models.yaml group holds it")
+                continue
+            why.setdefault(a["group"], []).append(
+                f"alert {a['alertname']} firing on {a['device']} ({a['model']} {a['version']}) since "
+                f"{a['starts_at']}: {a['summary']}")
+        now = time.monotonic()
+        with self.lock:
+            for group, reasons in sorted(why.items()):
+                last = self.last_started.get(group)
+                if last is not None and now - last < self.cooldown_s:
+                    skipped.append(f"{group}: a rollback started {now - last:.0f} s ago "
+                                   f"(cooldown {self.cooldown_s:g} s)")
+                    continue
+                self.last_started[group] = now
+                self.jobs.put((group, "; ".join(reasons)))
+                started.append(group)
+        log("alerts", started=started, skipped=skipped, logged=logged)
+        return {"started": started, "skipped": skipped, "logged": logged}
+
+    def _work(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            group, why = job
+            run: dict[str, Any] = {"group": group, "why": why, "status": "running", "rc": None}
+            with self.lock:
+                self.runs.append(run)
+            log("rollback_start", group=group, why=why)
+            try:
+                run["rc"], run["status"] = self._rollback(group, why)
+            except Exception as exc:
+                run["status"] = f"error: {type(exc).__name__}: {exc}"
+            log("rollback_end", group=group, rc=run["rc"], status=run["status"])
+
+    def _rollback(self, group: str, why: str) -> tuple[int | None, str]:
+        import ansible_runner  # type: ignore[import-untyped]
+
+        pdd = self.data_dir / f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{group}"
+        pdd.mkdir(parents=True, exist_ok=False)
+        r = ansible_runner.run(
+            private_data_dir=str(pdd),
+            playbook=str(REPO / "playbooks" / "rollback.yml"),
+            inventory=str(self.inventory),
+            extravars={**self.extravars, "edge_models_file": str(self.models), "edge_rollback_targets": group,
+                       "edge_rollback_why": why, "edge_lock_wait": self.lock_wait_s},
+            envvars={"ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
+                     "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"},
+            quiet=True,
+            timeout=self.playbook_timeout_s,
+        )
+        return r.rc, str(r.status)
+
+
+class Handler(BaseHTTPRequestHandler):
+    server_version = "edge-alert-receiver"
+    sys_version = ""
+    receiver: Receiver
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log("http", client=self.client_address[0], line=format % args)
+
+    def _send(self, status: int, body: Mapping[str, Any]) -> None:
+        data = json.dumps(body, sort_keys=True).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _guard(self, path: str) -> None:
+        if self.path != path:
+            raise Refused(404, "not found")
+        if not self.receiver.authorised(self.headers.get("Authorization")):
+            raise Refused(401, "missing or wrong bearer token")
+
+    def do_GET(self) -> None:
+        try:
+            self._guard("/status")
+        except Refused as exc:
+            self._send(exc.status, {"error": exc.reason})
+            return
+        with self.receiver.lock:
+            runs = [dict(r) for r in self.receiver.runs]
+        self._send(200, {"runs": runs})
+
+    def do_POST(self) -> None:
+        try:
+            self._guard("/alerts")
+            if self.headers.get("Content-Type", "").split(";")[0].strip().lower() != "application/json":
+                raise Refused(415, "Content-Type must be application/json")
+            length = self.headers.get("Content-Length")
+            if length is None or not length.isdigit():
+                raise Refused(411, "a Content-Length is required")
+            if int(length) > MAX_BODY:
+                raise Refused(413, f"body larger than {MAX_BODY} bytes")
+            self.connection.settimeout(READ_DEADLINE_S)
+            body = self.rfile.read(int(length))
+            if len(body) != int(length):
+                raise Refused(400, "body shorter than its Content-Length")
+            try:
+                doc = json.loads(body, parse_constant=_no_constant)
+            except (ValueError, RecursionError) as exc:
+                raise Refused(400, f"not strict JSON: {str(exc)[:100]}") from None
+            alerts = self.receiver.check(doc)
+        except Refused as exc:
+            log("refused", client=self.client_address[0], status=exc.status, reason=exc.reason)
+            self._send(exc.status, {"error": exc.reason})
+            return
+        except OSError:  # a client that stalls past the deadline or hangs up
+            self.close_connection = True
+            return
+        self._send(202, self.receiver.act(alerts))
+
+    def do_PUT(self) -> None:
+        self._send(405, {"error": "only POST /alerts and GET /status"})
+
+    do_DELETE = do_PATCH = do_PUT
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--listen", default="127.0.0.1:9095", help="HOST:PORT to bind (default 127.0.0.1:9095)")
+    ap.add_argument("--token-file", type=Path, required=True, help="the shared bearer token (mode 600)")
+    ap.add_argument("--inventory", type=Path, default=REPO / "inventory" / "local")
+    ap.add_argument("--models", type=Path, default=REPO / "models.yaml")
+    ap.add_argument("--extra-vars-file", type=Path, help="JSON object of extra variables for rollback.yml")
+    ap.add_argument("--data-dir", type=Path, default=REPO / ".state" / "alert-receiver",
+                    help="ansible-runner's private data directories, one per run")
+    ap.add_argument("--cooldown", type=float, default=600.0, help="seconds between two rollbacks of one group")
+    ap.add_argument("--playbook-timeout", type=int, default=900, help="seconds one rollback run may take")
+    ap.add_argument("--lock-wait", type=int, default=120, help="seconds to wait for the fleet lock")
+    a = ap.parse_args(argv)
+    host, _, port = a.listen.rpartition(":")
+    extravars = json.loads(a.extra_vars_file.read_text()) if a.extra_vars_file else {}
+    if not isinstance(extravars, dict):
+        raise SystemExit(f"alert_receiver: {a.extra_vars_file} must hold a JSON object")
+    receiver = Receiver(token=read_token(a.token_file), inventory=a.inventory, models=a.models,
+                        extravars=extravars, data_dir=a.data_dir, cooldown_s=a.cooldown,
+                        playbook_timeout_s=a.playbook_timeout, lock_wait_s=a.lock_wait)
+    Handler.receiver = receiver
+    server = ThreadingHTTPServer((host, int(port)), Handler)
+    log("listening", address=f"{host}:{server.server_address[1]}", devices=len(receiver.devices),
+        groups=receiver.rollout_groups)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        receiver.jobs.put(None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
