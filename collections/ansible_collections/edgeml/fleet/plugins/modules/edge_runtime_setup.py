@@ -101,8 +101,10 @@ options:
         (C(edge-runtime-monitor.service), C(edge-runtime-monitor.timer)), as the role renders them.
       - With O(monitor_units.state=present) the module installs both in O(monitor_units.dir) where they differ
         and enables the timer (a link in C(timers.target.wants)); where systemd runs it then runs
-        C(systemctl daemon-reload) and C(systemctl restart) of the timer (60 s deadline each). With
-        O(monitor_units.state=absent) it stops the timer (where systemd runs) and removes both units and the link.
+        C(systemctl daemon-reload) and, when O(monitor_units.dir) is one systemd reads units from
+        (C(/etc/systemd/system), C(/run/systemd/system), C(/lib/systemd/system), C(/usr/lib/systemd/system)),
+        C(systemctl restart) of the timer (60 s deadline each). With O(monitor_units.state=absent) it stops the
+        timer (likewise) and removes both units and the link.
       - Nothing is written, reloaded or restarted when the device already matches, so a no-op deploy stays one
         module run per device. Omitted, the module leaves any monitor unit alone.
     type: dict
@@ -197,6 +199,8 @@ from ansible_collections.edgeml.fleet.plugins.module_utils.edge_device import (
 CONFIG_KEYS = ("architecture", "threshold", "allowed_models", "keep_versions", "facts_path")
 SYSTEMD_RUNNING = Path("/run/systemd/system")  # what sd_booted() checks
 RELOAD_TIMEOUT_S = 60
+#: where systemd reads units from (a unit elsewhere is installed for an image and read at its next boot)
+SYSTEMD_UNIT_DIRS = ("/etc/systemd/system", "/run/systemd/system", "/lib/systemd/system", "/usr/lib/systemd/system")
 MAX_UNIT_BYTES = 64 * 1024  # read at most this much of an existing unit (a real one is < 1 KiB)
 
 
@@ -317,7 +321,9 @@ def ensure_monitor_units(
         (MONITOR_TIMER, spec["timer"].encode("utf-8") if present else None, "timers.target"),
     ]
     unit_dir = Path(spec["dir"])
-    if not present and not module.check_mode and (unit_dir / MONITOR_TIMER).exists():
+    # start/stop the timer only where the running systemd reads the units (not in an image or a test directory)
+    live = unit_dir.resolve() in {Path(d).resolve() for d in SYSTEMD_UNIT_DIRS}
+    if live and not present and not module.check_mode and (unit_dir / MONITOR_TIMER).exists():
         _systemctl(module, ["stop", MONITOR_TIMER], "the monitor timer is to be removed")
     changed, before, after = ensure_units(
         module, unit_dir, units, "monitor units",
@@ -325,7 +331,7 @@ def ensure_monitor_units(
     )
     if changed and not module.check_mode:
         _systemctl(module, ["daemon-reload"], "the monitor units are installed")
-        if present:
+        if present and live:
             _systemctl(module, ["restart", MONITOR_TIMER], "the monitor units are installed")
     return changed, before, after
 
