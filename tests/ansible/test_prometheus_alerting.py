@@ -127,9 +127,9 @@ def processes(base: Path) -> Iterator[Callable[[str, list[str]], None]]:
                 os.killpg(p.pid, signal.SIGKILL)  # anything the group left behind (ansible-playbook)
 
 
-def make_device(fleet: Fleet, name: str, versions: list[str], textfiles: Path) -> Device:
+def make_device(fleet: Fleet, name: str, versions: list[str]) -> Device:
     dev = Device(fleet.root / name)
-    dev.init([fleet.keys / "demo-NOT-FOR-PRODUCTION.pub"], metrics={"textfile_dir": str(textfiles), "device": name})
+    dev.init([fleet.keys / "demo-NOT-FOR-PRODUCTION.pub"])
     for v in versions:
         r = dev.install(str(fleet.registry / MODEL / f"{v}.edgebundle"))
         assert r.ok, r
@@ -145,11 +145,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     inventory.write_text(yaml.safe_dump(INVENTORY))
     textfiles = base / "textfiles"
     for name in LINE_A:
-        make_device(fleet, name, ["1.0.0", "1.1.0"], textfiles)
-    make_device(fleet, "dev-b1", ["1.0.0"], textfiles)
-    # a deploy (a no-op but for dev-l1, which gets its first model) writes the pins for Prometheus
-    r = fleet.run("deploy.yml", inventory=inventory, extravars={"edge_metrics_controller_textfile_dir": str(textfiles)})
+        make_device(fleet, name, ["1.0.0", "1.1.0"])
+    make_device(fleet, "dev-b1", ["1.0.0"])
+    # a deploy (a no-op but for dev-l1, which gets its first model): the role turns the devices' metrics on
+    # (edge_runtime_metrics_textfile_dir, device label = inventory name) and the controller writes the pins
+    r = fleet.run("deploy.yml", inventory=inventory, extravars={
+        "edge_metrics_controller_textfile_dir": str(textfiles), "edge_runtime_metrics_textfile_dir": str(textfiles)})
     assert r.rc == 0, r.stdout.read()
+    assert Device(fleet.root / "dev-a1").config.metrics == {"textfile_dir": str(textfiles), "device": "dev-a1"}
+    assert (textfiles / "edge_runtime-dev-l1.prom").exists()
     desired = (textfiles / "edge_desired.prom").read_text()
     assert f'edge_desired_model_info{{device="dev-a1",group="line_a",model="{MODEL}",version="1.1.0"}} 1' in desired
     token_file = base / "token"

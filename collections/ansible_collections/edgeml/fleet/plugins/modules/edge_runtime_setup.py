@@ -71,6 +71,19 @@ options:
   facts_path:
     description: Also write the local facts here, e.g. C(/etc/ansible/facts.d/edge_runtime.fact).
     type: path
+  metrics:
+    description:
+      - Prometheus textfile metrics rendered from the facts (C(edge_runtime.metrics), docs/MONITORING.md),
+        C(config.json) C(metrics). Omitted, the device's setting is left as it is; without O(metrics.textfile_dir)
+        the device writes no metrics file.
+    type: dict
+    suboptions:
+      textfile_dir:
+        description: node_exporter's textfile directory, e.g. C(/var/lib/prometheus/node-exporter).
+        type: path
+      device:
+        description: The C(device) label of every sample (the role passes the inventory name).
+        type: str
   run_id:
     description:
       - The controller's id of this run, echoed in the returned twin (C(ansible_facts.edge_runtime.run_id)).
@@ -340,12 +353,18 @@ def _current(dev: Any) -> dict[str, Any]:
     from edge_runtime.facts import trust_facts
 
     ids = sorted(p.name.split(".")[0] for p in dev.trust_dir.glob("*.pub.pem")) if dev.trust_dir.is_dir() else []
+    doc = _config_doc(dev)
+    return {"trusted_key_ids": ids, "trust_root_version": trust_facts(dev.trust_dir)["root_version"],
+            "config": {k: doc.get(k) for k in CONFIG_KEYS if k in doc}}
+
+
+def _config_doc(dev: Any) -> dict[str, Any]:
+    """The device's config.json as written (an unreadable one: empty, and the setup rewrites it)."""
     try:
         doc = json.loads((dev.root / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        doc = {}
-    return {"trusted_key_ids": ids, "trust_root_version": trust_facts(dev.trust_dir)["root_version"],
-            "config": {k: doc.get(k) for k in CONFIG_KEYS if k in doc}}
+        return {}
+    return doc if isinstance(doc, dict) else {}
 
 
 def _root_version(doc: str) -> int:
@@ -406,6 +425,7 @@ def main() -> None:
             "keep_versions": {"type": "int", "default": 2},
             "architecture": {"type": "str"},
             "facts_path": {"type": "path"},
+            "metrics": {"type": "dict", "options": {"textfile_dir": {"type": "path"}, "device": {"type": "str"}}},
             "run_id": {"type": "str"},  # echoed in the twin: the controller acts only on this run's answers
             "boot_unit": {"type": "dict", "options": {"dir": {"type": "path", "required": True},
                                                       "content": {"type": "str", "required": True}}},
@@ -429,6 +449,14 @@ def main() -> None:
     require_runtime(module)
     dev = Device(p["root"])
     before = _current(dev)
+    # metrics: managed only when given; {} (no textfile_dir) turns the metrics file off
+    m = p["metrics"]
+    metrics = ({"textfile_dir": m["textfile_dir"], "device": m.get("device") or None}
+               if m is not None and m.get("textfile_dir") else None)
+    if metrics is not None and metrics["device"] is None:
+        del metrics["device"]
+    if m is not None:
+        before["config"]["metrics"] = _config_doc(dev).get("metrics")
     pems = [(pem.strip() + "\n").encode() for pem in p["trusted_keys"]]
     try:
         roots = [doc.encode("utf-8") for doc in p["trust_roots"]]
@@ -468,6 +496,7 @@ def main() -> None:
                 "allowed_models": list(p["allowed_models"]),
                 "keep_versions": p["keep_versions"],
                 "facts_path": p["facts_path"],
+                **({"metrics": metrics} if m is not None else {}),
             },
         }
         changed = before != after or pem_differs
@@ -481,6 +510,7 @@ def main() -> None:
                     architecture=p["architecture"],
                     keep_versions=p["keep_versions"],
                     facts_path=p["facts_path"],
+                    metrics=(metrics or {}) if m is not None else None,
                 )
         if p["boot_unit"]:
             unit_changed, before["boot_unit"], after["boot_unit"] = ensure_boot_unit(module, p["boot_unit"])
