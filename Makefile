@@ -40,7 +40,7 @@ help:
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install $(PIP_FLAGS) --upgrade pip
-	$(PY) -m pip install $(PIP_FLAGS) -e '.[litert,monitor,control,dev]'
+	$(PY) -m pip install $(PIP_FLAGS) -e '.[litert,monitor,control,reports,dev]'
 	touch $@
 
 venv: $(VENV)/.installed

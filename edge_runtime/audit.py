@@ -17,8 +17,9 @@ History format (``HISTORY_SCHEMA`` 1), one line per event::
 Why JSON lines and not SQLite: the history is written by a few tools a few times a day and read by people and
 CI, so it must be appendable without a schema migration, readable with ``grep``/``jq``, diffable, and safe as a
 CI artifact; an append under ``flock`` with ``O_APPEND`` + ``fsync`` is atomic per line on a local file system.
-A reader tolerates a torn last line (a crash mid-append) and reports it instead of failing. Whoever needs
-queries (the health/telemetry side keeps its own SQLite) can load these lines into a database of its own.
+A reader tolerates a torn last line (a crash mid-append) and reports it instead of failing. Queries:
+``history/history.db`` (:mod:`edge_runtime.history`) mirrors every line into SQLite, as an index of this
+journal (rebuildable from it), beside the per-device rows of the health runs.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-__all__ = ["HISTORY_SCHEMA", "append_event", "fleet_event", "gates_markdown", "history_path", "read_events",
-           "release_markdown", "write_release_report"]
+__all__ = ["HISTORY_SCHEMA", "append_event", "fleet_event", "gates_markdown", "history_path", "parse_event",
+           "read_events", "release_markdown", "write_release_report"]
 
 HISTORY_SCHEMA = 1
 #: an event line longer than this is refused (a report belongs in its own file; the history only points to it)
@@ -75,15 +76,18 @@ def read_events(reports_dir: Path, kind: str | None = None) -> Iterator[dict[str
         return
     with path.open("rb") as fh:
         for n, raw in enumerate(fh, 1):
-            try:
-                event = json.loads(raw)
-                ok = isinstance(event, dict) and event.get("schema") == HISTORY_SCHEMA
-            except ValueError:
-                ok = False
-            if not ok:
-                event = {"kind": "unreadable", "line": n}
+            event = parse_event(raw) or {"kind": "unreadable", "line": n}
             if kind is None or event.get("kind") == kind:
                 yield event
+
+
+def parse_event(raw: bytes) -> dict[str, Any] | None:
+    """One history line as an event, or None when it is not a schema-1 event (torn, edited, foreign)."""
+    try:
+        event = json.loads(raw)
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) and event.get("schema") == HISTORY_SCHEMA else None
 
 
 def release_markdown(r: Mapping[str, Any]) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -87,6 +88,14 @@ class ActionModule(ControllerAction):
 
                 summary, data = fleet_event(args["kind"], report, plan)
                 append_event(dest, args["kind"], f"{args['kind']} {stamp}", summary, data, files[:2])
+                # ... and its queryable index (history/history.db, edge_runtime.history), which the health dashboard
+                # reads for the last deploy's gate decisions; a problem there is a warning, the journal has the event
+                from edge_runtime.history import HistoryError, sync_events
+
+                try:
+                    sync_events(dest)
+                except (HistoryError, sqlite3.Error) as exc:
+                    result.setdefault("warnings", []).append(f"history index not updated: {exc}")
             except OSError as exc:
                 msg = f"cannot write the report into {dest}: {exc} (hint: set edge_reports_dir to a writable directory)"
                 result.update(failed=True, msg=msg)

@@ -356,6 +356,8 @@ def validate(
         "max_wave": max((len(g["waves"]) for g in plan_groups.values()), default=0),
         # every catalogued version's digest, so a rollback can name the exact pin that keeps it
         "catalogue": {m: {v: e["digest"] for v, e in spec["versions"].items()} for m, spec in models.items()},
+        # health.yml's settings as written (schema-checked); plugin_utils/health.py policy() adds the defaults
+        "health": dict(data.get("health") or {}),
     }
     _check_wave_count(plan, smap, max_waves)
     plan["verified"] = []

@@ -1,0 +1,227 @@
+# Copyright (c) edgeml maintainers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""The fleet's health: each device's status, decided once here, and whether the fleet is within its limits.
+
+Status of a device, the first rule that applies decides (every finding is kept in ``reasons`` anyway):
+
+1. ``unknown``      no snapshot of THIS run (unreachable, failed, a fact cache or an earlier run's answer); or
+                    telemetry required (``health.require_telemetry``, default true) and none within the look-back,
+                    or its newest minute older than ``health.telemetry_ttl_s`` (default 900 s; exactly the TTL
+                    old is fresh, one second more is stale), or dated more than 60 s after the device's clock,
+                    or the store could not be read. Never healthy: what a device did not say is not known.
+2. ``rolled_back``  a pinned version was rolled back on the device (its last operation rolled it back, e.g. the
+                    monitor's self-rollback, with the reason and numbers) or is quarantined there.
+3. ``degraded``     a model's state is corrupt or degraded; the monitor's last evaluation of the active version
+                    has a breach, a drift or a ``cannot_roll_back`` finding; the monitor record or the telemetry
+                    store reports an error.
+4. ``out_of_sync``  the runtime's own install decision (``edge_runtime.decision.decide``) on the twin is not a
+                    no-op, or the version has no passed post-install check (``decision.healthy``): exactly the
+                    deploy's notion (``rollout.twin_in_sync``), the one owner of "in sync".
+5. ``in_sync``      otherwise.
+
+Limits (``models.yaml`` ``health``): the run fails when more devices than ``max_unknown`` / ``max_degraded`` /
+``max_rolled_back`` / ``max_out_of_sync`` have that status (a count, or a percentage of the devices checked,
+rounded down); defaults 0, 0, 0 and ``100%``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from ansible_collections.edgeml.fleet.plugins.plugin_utils.rollout import plan_pin
+
+from edge_runtime.decision import decide, healthy
+
+__all__ = ["DEFAULTS", "STATUSES", "device_status", "exceeded", "fleet_health", "policy"]
+
+STATUSES = ("in_sync", "out_of_sync", "degraded", "rolled_back", "unknown")
+DEFAULTS: dict[str, Any] = {
+    "telemetry_ttl_s": 900,
+    "require_telemetry": True,
+    "telemetry_window_s": 3600,
+    "max_unknown": 0,
+    "max_degraded": 0,
+    "max_rolled_back": 0,
+    "max_out_of_sync": "100%",
+}
+#: telemetry dated further than this after the device's own clock is not believed (a clock that jumped back)
+FUTURE_SLACK_S = 60
+#: monitor finding statuses that make a device degraded (``rolled_back`` is its own status)
+DEGRADING = frozenset({"breach", "drift", "cannot_roll_back"})
+
+
+def policy(plan: Mapping[str, Any]) -> dict[str, Any]:
+    """The health settings of ``models.yaml`` (the plan's ``health``, schema-validated) over the defaults."""
+    out = dict(DEFAULTS)
+    out.update({k: v for k, v in (plan.get("health") or {}).items() if k in DEFAULTS})
+    return out
+
+
+def limit_count(limit: int | str, total: int) -> int:
+    """A limit as a device count: ``5`` or ``"10%"`` of ``total`` (rounded down)."""
+    if isinstance(limit, str) and limit.endswith("%"):
+        return math.floor(int(limit[:-1]) * total / 100)
+    return int(limit)
+
+
+def _num(x: Any) -> float | None:
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
+
+
+def _m(x: Any) -> Mapping[str, Any]:
+    """``x`` when it is a mapping, else an empty one (snapshots are untrusted input)."""
+    return x if isinstance(x, Mapping) else {}
+
+
+def _telemetry_problem(snap: Mapping[str, Any], pol: Mapping[str, Any]) -> str | None:
+    tel = _m(snap.get("telemetry"))
+    now = _num(snap.get("collected_at_s"))
+    if tel.get("error"):
+        return f"telemetry unreadable: {str(tel['error'])[:300]}"
+    newest = _num(tel.get("newest_minute"))
+    if newest is None:
+        return "no telemetry recorded (no inference seen)" if pol["require_telemetry"] else None
+    if now is None:
+        return "the snapshot carries no collection time"
+    age = now - newest
+    if age < -FUTURE_SLACK_S:
+        return f"newest telemetry is dated {-age:.0f} s after the device's clock (clock went back?)"
+    if age > pol["telemetry_ttl_s"]:
+        return f"newest telemetry is {age:.0f} s old (TTL {pol['telemetry_ttl_s']} s)"
+    return None
+
+
+def device_status(entry: Mapping[str, Any], snap: Mapping[str, Any] | None, pol: Mapping[str, Any]) -> dict[str, Any]:
+    """``{status, reasons: [...]}`` of one planned device from its snapshot of this run (None: no answer)."""
+    if not isinstance(snap, Mapping) or not isinstance(snap.get("facts"), Mapping):
+        return {"status": "unknown", "reasons": ["no answer from this device in this run"]}
+    facts = snap["facts"]
+    models = facts.get("models") if isinstance(facts.get("models"), Mapping) else {}
+    found: dict[str, list[str]] = {s: [] for s in STATUSES}
+    problem = _telemetry_problem(snap, pol)
+    if problem:
+        found["unknown"].append(problem)
+    for name, want in (entry.get("models") or {}).items():
+        pin = str(want.get("version"))
+        got = models.get(name)
+        got = got if isinstance(got, Mapping) else None
+        if got is not None:
+            if got.get("last_result") == "rolled_back" and got.get("last_version") == pin:
+                found["rolled_back"].append(f"{name} {pin} rolled back ({got.get('last_op')}): "
+                                            f"{str(got.get('last_reason') or 'no reason recorded')[:300]}")
+            elif pin in (got.get("bad_versions") or ()):
+                why = ((snap.get("quarantine") or {}).get(name) or {}).get(pin) or "no reason recorded"
+                found["rolled_back"].append(f"{name} {pin} is quarantined on the device: {str(why)[:300]}")
+            if got.get("state") in ("corrupt", "degraded"):
+                found["degraded"].append(f"{name}: state {got.get('state')}: "
+                                         f"{str(got.get('degraded_reason') or got.get('error') or '')[:300]}")
+        decision = decide(got, plan_pin(name, want, entry))
+        if decision.action != "noop":
+            found["out_of_sync"].append(f"{name}: {decision.reason}")
+        elif not healthy(got, pin):
+            found["out_of_sync"].append(f"{name} {pin}: no passed post-install check recorded")
+    monitor = facts.get("monitor")
+    if isinstance(monitor, Mapping):
+        if monitor.get("error"):
+            found["degraded"].append(f"monitor: {str(monitor['error'])[:300]}")
+        for name, m in (monitor.get("models") or {}).items():
+            active = (models.get(name) or {}).get("active_version") if isinstance(models.get(name), Mapping) else None
+            if not isinstance(m, Mapping) or m.get("version") != active:
+                continue  # a finding about a version no longer active is history, not health
+            for f in m.get("findings") or ():
+                if isinstance(f, Mapping) and f.get("status") in DEGRADING:
+                    what = f.get("rule") if f.get("rule") == f.get("status") else f"{f.get('rule')} {f.get('status')}"
+                    found["degraded"].append(f"{name} {active}: {what}: "
+                                             f"{str(f.get('message') or '')[:300]}")
+    tstat = facts.get("telemetry")
+    if isinstance(tstat, Mapping) and tstat.get("state") == "error":
+        err = tstat.get("last_error")
+        msg = err.get("message") if isinstance(err, Mapping) else err
+        found["degraded"].append(f"telemetry store: {str(msg or 'error')[:300]}")
+    status = next((s for s in ("unknown", "rolled_back", "degraded", "out_of_sync") if found[s]), "in_sync")
+    return {"status": status, "reasons": [r for s in ("unknown", "rolled_back", "degraded", "out_of_sync")
+                                          for r in found[s]]}
+
+
+def _device_row(host: str, entry: Mapping[str, Any], snap: Mapping[str, Any] | None,
+                pol: Mapping[str, Any]) -> dict[str, Any]:
+    verdict = device_status(entry, snap, pol)
+    sm = _m(snap)
+    facts = _m(sm.get("facts"))
+    twin_models = _m(facts.get("models"))
+    tel = _m(sm.get("telemetry"))
+    models = []
+    for name, want in sorted((entry.get("models") or {}).items()):
+        got = _m(twin_models.get(name))
+        reported = got.get("active_version")
+        summary = _m(_m(tel.get("models")).get(name)).get(reported) if reported else None
+        models.append({
+            "model": name, "desired": want.get("version"), "reported": reported,
+            "previous": got.get("previous_version"), "state": got.get("state"),
+            "last_op": got.get("last_op"), "last_result": got.get("last_result"),
+            "last_version": got.get("last_version"), "last_reason": got.get("last_reason"),
+            "telemetry": _summary(summary),
+        })
+    system = _m(facts.get("system"))
+    drift = [{"model": str(name), **{k: d.get(k) for k in ("version", "verdict", "features")}}
+             for name, d in sorted(_m(sm.get("drift")).items()) if isinstance(d, Mapping)]
+    now = _num(sm.get("collected_at_s"))
+    newest = _num(tel.get("newest_minute"))
+    return {
+        "device": host, "group": entry.get("rollout_group"), "status": verdict["status"],
+        "reasons": verdict["reasons"], "answered": isinstance(snap, Mapping),
+        "collected_at_s": now,
+        "telemetry_age_s": None if now is None or newest is None else round(now - newest, 1),
+        "models": models,
+        "host": {k: system.get(k) for k in ("uptime_s", "load_avg", "cpu_count", "cpu_busy_percent_since_boot",
+                                             "memory", "disk", "temperature_c")},
+        "drift": drift,
+    }
+
+
+def _summary(s: Any) -> dict[str, Any] | None:
+    if not isinstance(s, Mapping):
+        return None
+    keys = ("inferences", "errors", "error_rate", "truth_error_rate", "mean_confidence", "p95_latency_ms",
+            "last_minute", "series")
+    return {k: s.get(k) for k in keys}
+
+
+def exceeded(counts: Mapping[str, int], total: int, pol: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The limits this fleet breaks: ``[{status, count, limit, allowed, message}]`` (empty: within limits)."""
+    out = []
+    for status in ("unknown", "rolled_back", "degraded", "out_of_sync"):
+        limit = pol[f"max_{status}"]
+        allowed = limit_count(limit, total)
+        n = int(counts.get(status, 0))
+        if n > allowed:
+            out.append({"status": status, "count": n, "limit": limit, "allowed": allowed,
+                        "message": f"{n} of {total} devices {status.replace('_', ' ')}, more than "
+                                   f"max_{status} {limit!s} allows ({allowed})"})
+    return out
+
+
+def fleet_health(plan: Mapping[str, Any], snaps: Mapping[str, Any], run_id: str) -> dict[str, Any]:
+    """The health report of the planned devices from their snapshots of this run (``snaps``: host -> snapshot,
+    already filtered to this run's id by the caller)."""
+    pol = policy(plan)
+    hosts = plan.get("hosts") or {}
+    rows = [_device_row(h, hosts[h], snaps.get(h), pol) for h in sorted(hosts)]
+    counts = dict.fromkeys(STATUSES, 0)
+    for r in rows:
+        counts[r["status"]] += 1
+    breaches = exceeded(counts, len(rows), pol)
+    versions: dict[str, dict[str, dict[str, int]]] = {}
+    for r in rows:
+        for m in r["models"]:
+            g = versions.setdefault(str(r["group"]), {}).setdefault(m["model"], {})
+            key = m["reported"] or ("none" if r["answered"] else "unknown")
+            g[key] = g.get(key, 0) + 1
+    return {
+        "schema": 1, "kind": "health", "run_id": run_id, "policy": pol, "total": len(rows), "counts": counts,
+        "failed": bool(breaches), "breaches": breaches,
+        "unreachable": [r["device"] for r in rows if not r["answered"]],
+        "versions": versions, "devices": rows,
+    }

@@ -1,0 +1,185 @@
+"""The fleet health decision (plugin_utils/health.py): each status from its rule, thresholds exactly at the limit
+and one step beyond, the limits of models.yaml, and the report against its JSON Schema."""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "collections"))
+
+from ansible_collections.edgeml.fleet.plugins.plugin_utils import health
+
+from tests.support.health_fleet import (
+    NOW,
+    RUN_ID,
+    plan_entry,
+    snapshot,
+    summary,
+    synthetic_fleet,
+    twin_model,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+POL = health.policy({})
+ENTRY = plan_entry("line_a", "1.1.0")
+
+
+def status(snap: dict[str, Any] | None, pol: dict[str, Any] | None = None,
+           entry: dict[str, Any] | None = None) -> dict[str, Any]:
+    return health.device_status(entry or ENTRY, snap, pol or POL)
+
+
+def good(**kw: Any) -> dict[str, Any]:
+    return snapshot({"defect-classifier": twin_model("1.1.0")},
+                    tel={"defect-classifier": summary("1.1.0", NOW - 60)}, **kw)
+
+
+def test_a_fresh_device_at_its_pin_is_in_sync() -> None:
+    assert status(good()) == {"status": "in_sync", "reasons": []}
+
+
+def test_no_answer_is_unknown_never_healthy() -> None:
+    assert status(None) == {"status": "unknown", "reasons": ["no answer from this device in this run"]}
+    assert status({"run_id": RUN_ID})["status"] == "unknown"  # no facts: not an answer
+
+
+@pytest.mark.parametrize(("age", "expected"), [(900, "in_sync"), (901, "unknown"), (0, "in_sync"),
+                                               (-60, "in_sync"), (-61, "unknown")])
+def test_telemetry_ttl_exactly_and_one_second_beyond(age: int, expected: str) -> None:
+    assert POL["telemetry_ttl_s"] == 900
+    got = status(good(newest=NOW - age))
+    assert got["status"] == expected, got
+
+
+def test_no_telemetry_is_unknown_unless_the_fleet_says_telemetry_is_not_required() -> None:
+    snap = good(newest=None)
+    assert status(snap)["reasons"] == ["no telemetry recorded (no inference seen)"]
+    assert status(snap, {**POL, "require_telemetry": False})["status"] == "in_sync"
+    # stale telemetry is still unknown when telemetry is optional: a device that stopped recording
+    assert status(good(newest=NOW - 5000), {**POL, "require_telemetry": False})["status"] == "unknown"
+
+
+def test_an_unreadable_store_is_unknown() -> None:
+    snap = good()
+    snap["telemetry"]["error"] = "telemetry database x cannot be read (corrupt)"
+    assert status(snap)["status"] == "unknown"
+
+
+def test_self_rollback_is_rolled_back_with_its_reason() -> None:
+    snap = snapshot({"defect-classifier": twin_model(
+        "1.0.0", bad_versions=["1.1.0"], last_op="self_rollback", last_version="1.1.0", last_result="rolled_back",
+        last_reason="mean confidence 0.52 < 0.75 for 5 consecutive minutes")})
+    got = status(snap)
+    assert got["status"] == "rolled_back"
+    assert got["reasons"][0] == ("defect-classifier 1.1.0 rolled back (self_rollback): mean confidence 0.52 < 0.75 "
+                                 "for 5 consecutive minutes")
+    # the deploy's notion agrees it is not in sync: listed too
+    assert any("quarantined" in r for r in got["reasons"][1:])
+
+
+def test_a_quarantined_pin_without_a_rollback_record_is_rolled_back_with_the_quarantine_reason() -> None:
+    snap = snapshot({"defect-classifier": twin_model("1.0.0", bad_versions=["1.1.0"])},
+                    quarantine={"defect-classifier": {"1.1.0": "smoke test failed: label agreement 0.5"}})
+    assert status(snap)["reasons"][0] == ("defect-classifier 1.1.0 is quarantined on the device: smoke test failed: "
+                                          "label agreement 0.5")
+
+
+@pytest.mark.parametrize("finding", ["breach", "drift", "cannot_roll_back"])
+def test_monitor_findings_of_the_active_version_degrade(finding: str) -> None:
+    mon = {"models": {"defect-classifier": {"version": "1.1.0", "findings": [
+        {"rule": "confidence", "status": finding, "action": "report", "message": "numbers"}]}}}
+    assert status(good(monitor=mon))["status"] == "degraded"
+    mon["models"]["defect-classifier"]["version"] = "1.0.0"  # about a version no longer active: history
+    assert status(good(monitor=mon))["status"] == "in_sync"
+    ok = {"models": {"defect-classifier": {"version": "1.1.0", "findings": [
+        {"rule": "confidence", "status": "insufficient_data", "action": "none", "message": "too few"}]}}}
+    assert status(good(monitor=ok))["status"] == "in_sync"
+
+
+def test_degraded_or_corrupt_state_and_store_errors_degrade() -> None:
+    snap = good()
+    snap["facts"]["models"]["defect-classifier"]["state"] = "degraded"
+    snap["facts"]["models"]["defect-classifier"]["degraded_reason"] = "kept 1.0.0 no longer verifies"
+    assert status(snap)["status"] == "degraded"
+    snap = good(telemetry_state="error")
+    assert status(snap)["status"] == "degraded"
+
+
+def test_out_of_sync_is_the_deploys_own_decision() -> None:
+    old = snapshot({"defect-classifier": twin_model("1.0.0")})
+    assert status(old) == {"status": "out_of_sync",
+                           "reasons": [status(old)["reasons"][0]]}
+    unchecked = snapshot({"defect-classifier": twin_model("1.1.0", checked=False)})
+    assert status(unchecked)["reasons"] == ["defect-classifier 1.1.0: no passed post-install check recorded"]
+    other_build = good()
+    other_build["facts"]["models"]["defect-classifier"]["digest"] = "sha256:" + "c" * 64
+    assert status(other_build)["status"] == "out_of_sync"
+
+
+def test_precedence_unknown_before_rolled_back_before_degraded_and_every_reason_kept() -> None:
+    snap = snapshot({"defect-classifier": twin_model("1.0.0", bad_versions=["1.1.0"])}, newest=NOW - 5000,
+                    telemetry_state="error")
+    got = status(snap)
+    assert got["status"] == "unknown"
+    assert len(got["reasons"]) == 4  # stale, quarantined, store error, not in sync
+
+
+@pytest.mark.parametrize(("limit", "total", "allowed"), [(0, 7, 0), (2, 7, 2), ("0%", 7, 0), ("15%", 7, 1),
+                                                         ("14%", 7, 0), ("100%", 7, 7), ("50%", 10, 5)])
+def test_limit_counts(limit: int | str, total: int, allowed: int) -> None:
+    assert health.limit_count(limit, total) == allowed
+
+
+def test_limits_are_exceeded_strictly_above() -> None:
+    pol = {**POL, "max_unknown": 2}
+    counts = {"unknown": 2, "rolled_back": 0, "degraded": 0, "out_of_sync": 0}
+    assert health.exceeded(counts, 10, pol) == []
+    [b] = health.exceeded({**counts, "unknown": 3}, 10, pol)
+    assert b["message"] == "3 of 10 devices unknown, more than max_unknown 2 allows (2)"
+    assert health.exceeded({**counts, "unknown": 0, "out_of_sync": 10}, 10, POL) == []  # default 100%: a rollout
+
+
+def test_policy_takes_models_yaml_over_defaults() -> None:
+    pol = health.policy({"health": {"telemetry_ttl_s": 120, "max_degraded": "5%"}})
+    assert (pol["telemetry_ttl_s"], pol["max_degraded"], pol["max_unknown"]) == (120, "5%", 0)
+
+
+def test_fleet_report_of_a_mixed_fleet_is_valid_against_its_schema() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    plan, snaps = synthetic_fleet(300, seed=3)
+    report = health.fleet_health(plan, snaps, RUN_ID)
+    report.update(generated_at="2026-12-03T06:00:00Z", check_mode=False)
+    schema = json.loads((REPO / "schemas" / "health-report.schema.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.Draft202012Validator(schema).validate(json.loads(json.dumps(report)))
+    assert set(report["counts"]) == set(health.STATUSES)
+    assert all(report["counts"][s] > 0 for s in health.STATUSES), report["counts"]
+    assert sum(report["counts"].values()) == report["total"] == 300
+    assert report["unreachable"] == [d["device"] for d in report["devices"] if not d["answered"]]
+    assert report["failed"]
+    broken = copy.deepcopy(report)
+    broken["devices"][0]["status"] = "healthy"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft202012Validator(schema).validate(broken)
+
+
+def test_markdown_puts_what_is_wrong_first_and_stays_comment_sized() -> None:
+    from edge_runtime.health_report import MD_MAX_BYTES, markdown
+
+    plan, snaps = synthetic_fleet(3000, seed=4)
+    report = health.fleet_health(plan, snaps, RUN_ID)
+    md = markdown(report)
+    assert len(md.encode()) <= MD_MAX_BYTES
+    lines = md.splitlines()
+    assert lines[0] == f"# Fleet health {RUN_ID}: FAILED"
+    assert lines[4].startswith("- **limit exceeded**: ")
+    first_unknown = next(i for i, line in enumerate(lines) if "**unknown**" in line)
+    first_degraded = next(i for i, line in enumerate(lines) if "**degraded**" in line)
+    assert first_unknown < first_degraded < lines.index("## Versions per group")
+    assert "cut at 60 kB" in md
