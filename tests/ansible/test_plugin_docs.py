@@ -56,7 +56,7 @@ def test_every_filter_is_documented_by_a_sidecar() -> None:
     ("plugin", "kind"),
     [("edge_model", "module"), ("edge_model_info", "module"), ("edge_runtime_setup", "module"),
      ("desired_state", "module"), ("fleet_report", "module"), ("role_arguments", "module"),
-     ("fleet_lock", "module"), ("device_plan", "module")],
+     ("fleet_lock", "module"), ("device_plan", "module"), ("edge_health_info", "module"), ("fleet_health", "module")],
 )
 def test_ansible_doc_renders(plugin: str, kind: str) -> None:
     proc = ansible_doc("-t", kind, f"edgeml.fleet.{plugin}")
