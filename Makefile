@@ -16,7 +16,7 @@ PLAYBOOK := $(ANSIBLE_ENV) $(CURDIR)/$(VENV)/bin/ansible-playbook
 INVENTORY ?= inventory/local
 REPORTS ?= reports
 
-.PHONY: help system-deps venv venv-tflite lint sanity units collection validate plan deploy rollback lock-status unlock test test-unit test-integration test-tflite-runtime crash demo demo-device bench bench-drift bench-fleet bench-telemetry bench-monitor models release clean
+.PHONY: help system-deps venv venv-tflite lint sanity units collection validate plan deploy rollback lock-status unlock test test-unit test-integration test-tflite-runtime crash demo demo-device bench bench-drift bench-fleet bench-telemetry bench-monitor bench-reports models release clean
 
 help:
 	@echo "make demo      - run the main job on a simulated fleet of its own, then converge the default fleet"
@@ -31,6 +31,8 @@ help:
 	@echo "               - evaluate against the gate, bundle, sign, publish, models.yaml change on a new branch"
 	@echo "make sanity   - ansible-test sanity of the edgeml.fleet collection, offline (make units: its ansible-test units)"
 	@echo "make collection - build the collection tarball into dist/ (ansible-galaxy collection build)"
+	@echo "make health    - the fleet's health, read-only: status per device, reports/health-latest.{json,md,html}, history"
+	@echo "make bench-reports - health reports for 10,000 devices and health.yml vs ansible ping (bench/reports.py)"
 	@echo "make bench     - runtime benchmarks, printed as a table (make bench-drift: drift statistics only; make bench-fleet: fleet benchmark)"
 	@echo "make bench-telemetry - recording overhead per inference and store size after 1M inferences (~1 min)"
 	@echo "make bench-monitor - monitor evaluation over 24 h of per-minute aggregates (~15 s)"
@@ -70,6 +72,11 @@ plan: validate
 # Merge done: roll models.yaml out to the fleet of the inventory (default: the simulated one in inventory/local).
 deploy: validate
 	$(PLAYBOOK) -i $(INVENTORY) playbooks/deploy.yml -e '{"edge_reports_dir": "$(abspath $(REPORTS))"}' $(ARGS)
+
+# The fleet's health, read-only (no lock): status per device, reports/health-latest.{json,md,html}, the history;
+# fails beyond the `health` limits of models.yaml (docs/HEALTH.md).
+health: venv
+	$(PLAYBOOK) playbooks/health.yml $(ARGS)
 
 # Operator rollback of a group, hosts or pattern: from the version models.yaml pins (or to TO=version);
 # a second run changes nothing. The run and reports/latest.md name the models.yaml line to change.
@@ -152,6 +159,10 @@ bench-telemetry: venv
 # Monitor evaluation over 24 h of per-minute aggregates (issue 9, goal 3; ~15 s).
 bench-monitor: venv
 	$(PY) bench/monitor.py
+
+# Health reports for 10,000 devices (< 10 s, HTML < 5 MB) and health.yml vs ansible ping at 10/50/200 devices.
+bench-reports: venv
+	$(PY) bench/reports.py $(ARGS)
 
 # SSH test fleet (root, Debian's openssh-server): N devices in network namespaces, each with its own sshd;
 # inventory in .state/ssh-fleet/inventory (docs/SSH_FLEET.md). The demo registry and key come first: the

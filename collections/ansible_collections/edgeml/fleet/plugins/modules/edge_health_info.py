@@ -32,7 +32,7 @@ options:
     type: int
     default: 86400
   run_id:
-    description: The controller's id of this run, echoed in RV(health.run_id); the controller ignores a
+    description: The controller's id of this run, echoed in the snapshot (C(health.run_id)); the controller ignores a
       snapshot carrying another id (a fact cache, an earlier run).
     type: str
 attributes:
@@ -41,6 +41,7 @@ attributes:
     description: The module never changes anything, so it runs normally in check mode.
   diff_mode:
     support: none
+    description: Read-only; there is nothing to show a diff of.
 seealso:
   - module: edgeml.fleet.edge_model_info
   - module: edgeml.fleet.fleet_health

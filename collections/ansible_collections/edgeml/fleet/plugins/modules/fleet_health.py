@@ -1,11 +1,13 @@
 #!/usr/bin/python
 # Copyright (c) edgeml maintainers
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
-"""Documentation of the ``edgeml.fleet.fleet_health`` action plugin (the work is done on the controller)."""
+"""Documentation of the ``edgeml.fleet.fleet_health`` action plugin (the work is done on the controller).
+
+Documentation only, as for ansible.builtin.debug: the action plugin
+``plugins/action/fleet_health.py`` runs every task.
+"""
 
 from __future__ import annotations
-
-from ansible_collections.edgeml.fleet.plugins.module_utils.controller_only import fail_not_on_controller
 
 DOCUMENTATION = r"""
 ---
@@ -24,7 +26,7 @@ description:
     says so.
   - This is an action plugin; it runs on the controller only (use it on C(localhost)).
 author:
-  - edgeml maintainers
+  - edgeml maintainers (@edgeml)
 options:
   plan:
     description: The plan returned by M(edgeml.fleet.desired_state) (its C(health) key carries the settings).
@@ -63,7 +65,7 @@ attributes:
     description: Runs on the controller.
     support: full
 notes:
-  - RV(changed) is always false.
+  - C(changed) is always false.
 """
 
 EXAMPLES = r"""
@@ -92,10 +94,3 @@ files:
   elements: path
 """
 
-
-def main() -> None:
-    fail_not_on_controller("fleet_health")
-
-
-if __name__ == "__main__":
-    main()

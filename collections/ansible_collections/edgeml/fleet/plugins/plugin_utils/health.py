@@ -32,8 +32,6 @@ from typing import Any
 
 from ansible_collections.edgeml.fleet.plugins.plugin_utils.rollout import plan_pin
 
-from edge_runtime.decision import decide, healthy
-
 __all__ = ["DEFAULTS", "STATUSES", "device_status", "exceeded", "fleet_health", "policy"]
 
 STATUSES = ("in_sync", "out_of_sync", "degraded", "rolled_back", "unknown")
@@ -95,6 +93,9 @@ def _telemetry_problem(snap: Mapping[str, Any], pol: Mapping[str, Any]) -> str |
 
 def device_status(entry: Mapping[str, Any], snap: Mapping[str, Any] | None, pol: Mapping[str, Any]) -> dict[str, Any]:
     """``{status, reasons: [...]}`` of one planned device from its snapshot of this run (None: no answer)."""
+    # imported here, where the decision is made: loading the plugins needs no edge_runtime package
+    from edge_runtime.decision import decide, healthy
+
     if not isinstance(snap, Mapping) or not isinstance(snap.get("facts"), Mapping):
         return {"status": "unknown", "reasons": ["no answer from this device in this run"]}
     facts = snap["facts"]
