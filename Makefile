@@ -16,7 +16,7 @@ PLAYBOOK := $(ANSIBLE_ENV) $(CURDIR)/$(VENV)/bin/ansible-playbook
 INVENTORY ?= inventory/local
 REPORTS ?= reports
 
-.PHONY: help system-deps venv venv-tflite lint sanity units collection validate plan deploy rollback lock-status unlock test test-unit test-integration test-tflite-runtime crash demo demo-device bench bench-drift bench-fleet bench-telemetry bench-monitor bench-reports models release clean
+.PHONY: help system-deps venv venv-tflite lint sanity units collection validate plan deploy health rollback lock-status unlock test test-unit test-integration test-tflite-runtime crash demo demo-device bench bench-drift bench-fleet bench-telemetry bench-monitor bench-reports models release clean
 
 help:
 	@echo "make demo      - run the main job on a simulated fleet of its own, then converge the default fleet"
@@ -76,7 +76,8 @@ deploy: validate
 # The fleet's health, read-only (no lock): status per device, reports/health-latest.{json,md,html}, the history;
 # fails beyond the `health` limits of models.yaml (docs/HEALTH.md).
 health: venv
-	$(PLAYBOOK) playbooks/health.yml $(ARGS)
+	$(PLAYBOOK) -i $(INVENTORY) playbooks/health.yml -e '{"edge_reports_dir": "$(abspath $(REPORTS))"}' $(ARGS)
+	@echo "health: $(REPORTS)/health-latest.md (.json, .html)"
 
 # Operator rollback of a group, hosts or pattern: from the version models.yaml pins (or to TO=version);
 # a second run changes nothing. The run and reports/latest.md name the models.yaml line to change.
