@@ -102,3 +102,21 @@ def test_an_install_without_a_passed_post_install_check_fails_the_gate_and_is_ro
     assert eff["a"]["status"] == "installed"  # so the gate of a failed wave rolls it back
     checked = rollout.mark_checked(res, {"results": [{"item": {"key": "m"}, "smoke": {"passed": True}}]})
     assert rollout.effective_results(plan(), {"a": checked}, {})["a"]["ok"] is True
+
+
+def test_a_bundle_is_pushed_unless_this_runs_twin_shows_the_pinned_build_active() -> None:
+    want = {**PIN, "push_src": "/registry/m/1.1.0.edgebundle", "source": "/device/downloads/m-1.1.0.edgebundle"}
+    entry = {"run_id": "run-2", "models": {"m": want}}
+
+    def pushed(t: Any, e: dict[str, Any] = entry) -> list[str]:
+        return [item["key"] for item in rollout.bundles_to_push(e, t)]
+
+    assert pushed(twin("run-2")) == []  # the pinned build is active: the runtime does not read the bundle
+    assert pushed(twin("run-2", checked=False)) == []  # unchecked: re-checked from its installed files
+    assert pushed(twin("run-2", version="1.0.0")) == ["m"]  # another version active: it needs the bundle
+    assert pushed({"run_id": "run-2", "models": {}}) == ["m"]  # not installed
+    assert pushed(twin("run-1")) == ["m"]  # another run's twin (a fact cache) is not an answer
+    assert pushed(None) == ["m"]
+    assert pushed(twin(None), {**entry, "run_id": None}) == ["m"]  # no run id: nothing is fresh
+    assert rollout.bundles_to_push(entry, twin("run-2", version="1.0.0"))[0]["value"] == want
+    assert pushed(None, {"run_id": "run-2", "models": {"m": {**want, "push_src": None}}}) == []  # a pull model

@@ -37,6 +37,12 @@ def edge_converge_targets(plan: Mapping[str, Any], hostvars: Mapping[str, Any]) 
     return rollout.converge_targets(plan, twins(plan, hostvars))
 
 
+def edge_bundles_to_push(plan_entry: Mapping[str, Any], twin: Any = None) -> Any:
+    """``{{ edge_model_plan | edgeml.fleet.edge_bundles_to_push(ansible_facts.edge_runtime) }}``: the models
+    to copy to the device (``push_src`` set, the pinned build not already active by this run's twin)."""
+    return rollout.bundles_to_push(plan_entry, twin)
+
+
 def edge_converge_waves(plan: Mapping[str, Any], hostvars: Mapping[str, Any]) -> Any:
     """``{{ edge_plan | edgeml.fleet.edge_converge_waves(hostvars) }}``: ``{wave: [hosts]}`` not in sync."""
     return rollout.converge_waves(plan, twins(plan, hostvars))
@@ -60,6 +66,7 @@ class FilterModule:
             "edge_device_result": edge_device_result,
             "edge_wave_gate": edge_wave_gate,
             "edge_converge_targets": edge_converge_targets,
+            "edge_bundles_to_push": edge_bundles_to_push,
             "edge_converge_waves": edge_converge_waves,
             "edge_plan_subset": edge_plan_subset,
             "edge_mark_rolled_back": edge_mark_rolled_back,

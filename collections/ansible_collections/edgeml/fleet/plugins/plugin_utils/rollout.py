@@ -141,6 +141,27 @@ def twin_in_sync(entry: Mapping[str, Any], twin: Mapping[str, Any] | None) -> bo
     return True
 
 
+def bundles_to_push(entry: Mapping[str, Any], twin: Any) -> list[dict[str, Any]]:
+    """The models of one device's plan ``entry`` whose file-registry bundle must be copied to the device.
+
+    Every model with a ``push_src``, except those for which this run's twin (its ``run_id`` is the plan's)
+    says the runtime's install decision is a no-op: the pinned build is already active, so the runtime will
+    not read the bundle (an unchecked version is re-checked from its installed files). A twin from another
+    run, or none, pushes everything: the device decides on what it has. ``[{key, value}]`` as ``dict2items``.
+    """
+    run_id = entry.get("run_id")
+    fresh = isinstance(twin, Mapping) and bool(run_id) and twin.get("run_id") == run_id
+    models = twin.get("models") if fresh and isinstance(twin, Mapping) else None
+    out = []
+    for name, want in (entry.get("models") or {}).items():
+        if not isinstance(want, Mapping) or not want.get("push_src"):
+            continue
+        if isinstance(models, Mapping) and decide(models.get(name), plan_pin(name, want, entry)).action == "noop":
+            continue
+        out.append({"key": name, "value": dict(want)})
+    return out
+
+
 def converge_targets(plan: Mapping[str, Any], facts: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Planned devices that must run the converge step, with their wave: all but those in sync.
 
