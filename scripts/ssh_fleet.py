@@ -64,6 +64,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_STATE = REPO / ".state" / "ssh-fleet"
 DEFAULT_IMAGE_CACHE = REPO / ".state" / "ssh-fleet-image"
 DEFAULT_TRUSTED_KEY = REPO / ".state" / "demo-keys" / "demo-NOT-FOR-PRODUCTION.pub"  # made by make validate
+ROLE_DEFAULTS = REPO / "collections/ansible_collections/edgeml/fleet/roles/edge_runtime/defaults/main.yml"
 DEVICE_ROOT = "/var/lib/edge-runtime"  # edge_runtime_root on every device
 DEVICE_OPT = "/opt/edge-runtime"
 DEVICE_VENV = f"{DEVICE_OPT}/venv"
@@ -144,16 +145,25 @@ def _tree_key(paths: list[Path]) -> str:
 def image_key() -> str:
     """What the shared runtime image is built from: pyproject.toml and the runtime's sources."""
     sources = sorted(p for p in (REPO / "edge_runtime").rglob("*") if p.is_file() and "__pycache__" not in p.parts)
-    files = [REPO / "pyproject.toml", *sources]
+    files = [REPO / "pyproject.toml", *([ROLE_DEFAULTS] if ROLE_DEFAULTS.exists() else []), *sources]
     return _tree_key(files)
 
 
+def runtime_extras() -> list[str]:
+    """The extras the edge_runtime role installs (its default ``edge_runtime_extras``): the image gets the same."""
+    import yaml
+
+    defaults = yaml.safe_load(ROLE_DEFAULTS.read_text()) if ROLE_DEFAULTS.exists() else {}
+    extras = defaults.get("edge_runtime_extras") or ["litert"]
+    return [str(e) for e in extras]
+
+
 def build_wheelhouse(dest: Path, python: str = sys.executable) -> Path:
-    """``pip wheel`` of this project with the litert extra into ``dest`` (registry or pip's cache), once."""
+    """``pip wheel`` of this project with the role's extras into ``dest`` (registry or pip's cache), once."""
     if not any(dest.glob("edge_runtime-*.whl")):
         dest.mkdir(parents=True, exist_ok=True)
         run([python, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check", "--wheel-dir", str(dest),
-             f"{REPO}[litert]"], timeout=900)
+             f"{REPO}[{','.join(runtime_extras())}]"], timeout=900)
     return dest
 
 
@@ -174,6 +184,7 @@ def build_image(cache: Path = DEFAULT_IMAGE_CACHE, log: Callable[[str], None] = 
     if venv.exists():
         shutil.rmtree(venv)
     venv.mkdir(parents=True)
+    extras = ",".join(runtime_extras())
     script = (
         "set -e\n"
         "mount -t tmpfs -o size=1m,mode=0755 edge-opt /opt\n"
@@ -181,13 +192,28 @@ def build_image(cache: Path = DEFAULT_IMAGE_CACHE, log: Callable[[str], None] = 
         f'mount --bind "$1" {DEVICE_VENV}\n'
         f"{SYSTEM_PYTHON} -m venv {DEVICE_VENV}\n"
         f'PIP_CONFIG_FILE=/dev/null {DEVICE_VENV}/bin/python -m pip install --quiet --isolated --no-index '
-        f'--disable-pip-version-check --find-links "$2" "edge-runtime[litert]"\n'
+        f'--disable-pip-version-check --find-links "$2" "edge-runtime[{extras}]"\n'
         f"{DEVICE_VENV}/bin/python -m compileall -q {DEVICE_VENV}/lib >/dev/null\n"
     )
     run(["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", script, "sh", str(venv),
          str(wheelhouse)], timeout=900)
     (image / ".complete").write_text(key + "\n")
+    prune_images(cache, keep={key})
     return venv
+
+
+def prune_images(cache: Path, keep: set[str], newest: int = 2) -> None:
+    """Remove the images (and wheelhouses) of older runtime sources: all but ``keep`` and the newest ones.
+
+    An image is ~200-350 MB; a fleet still running on a removed image would lose its runtime, so the newest
+    ``newest`` stay (a test session and a benchmark built moments apart).
+    """
+    images = sorted((p for p in cache.iterdir() if p.is_dir() and not p.name.startswith("wheelhouse-")),
+                    key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in images[newest:]:
+        if old.name not in keep:
+            shutil.rmtree(old, ignore_errors=True)
+            shutil.rmtree(cache / f"wheelhouse-{old.name}", ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------------- state
@@ -282,6 +308,10 @@ class Fleet:
         reason = prerequisites()
         if reason:
             raise FleetError(reason)
+        for private in ("/root", "/var/lib", "/opt"):  # each device mounts its own over these
+            if self.state == Path(private) or Path(private) in self.state.parents:
+                raise FleetError(f"the fleet's state directory {self.state} is under {private}, which every device "
+                                 "replaces with its own: its sshd could not read its keys; pick another --state")
         if not prefix.isalnum() or len(prefix) > 6:
             raise FleetError(f"--name must be 1-6 letters or digits (it prefixes interface names), got {prefix!r}")
         net = ipaddress.ip_network(subnet)
@@ -296,6 +326,8 @@ class Fleet:
         self.state.mkdir(parents=True, exist_ok=True)
         self._save()
         venv_image = image or (build_image(log=log) if venv_hosts < n else None)
+        # the wheelhouse the role copies to venv-method devices: the one the image is built from
+        wheelhouse = build_wheelhouse(DEFAULT_IMAGE_CACHE / f"wheelhouse-{image_key()}") if venv_hosts else None
         base = int(net.network_address)
         ctl_ip = str(ipaddress.ip_address(base + 1))
         devices = [
@@ -304,6 +336,7 @@ class Fleet:
             for i, (h, g) in enumerate(hosts)
         ]
         self.record.update(controller_ip=ctl_ip, image=str(venv_image) if venv_image else None,
+                           wheelhouse=str(wheelhouse) if wheelhouse else None,
                            devices=[d.as_dict() for d in devices], disk_mb=disk_mb,
                            trusted_key=str(trusted_key or DEFAULT_TRUSTED_KEY),
                            control_persist=control_persist)
@@ -516,7 +549,7 @@ ansible_python_interpreter: {DEVICE_VENV}/bin/python
 edge_runtime_install_method: preinstalled
 edge_runtime_venv: {DEVICE_VENV}
 edge_runtime_device_wheelhouse: {DEVICE_OPT}/wheelhouse
-edge_runtime_wheelhouse: "{{{{ playbook_dir }}}}/../.state/wheelhouse"
+edge_runtime_wheelhouse: {self.record.get('wheelhouse') or '"{{ playbook_dir }}/../.state/wheelhouse"'}
 edge_runtime_system_python: {SYSTEM_PYTHON}
 edge_runtime_root: {DEVICE_ROOT}
 edge_runtime_boot_recovery: none  # the simulator runs `edge-runtime recover` itself when a device restarts
