@@ -149,6 +149,8 @@ def bundles_to_push(entry: Mapping[str, Any], twin: Any) -> list[dict[str, Any]]
     not read the bundle (an unchecked version is re-checked from its installed files). A twin from another
     run, or none, pushes everything: the device decides on what it has. ``[{key, value}]`` as ``dict2items``.
     """
+    from edge_runtime.decision import decide
+
     run_id = entry.get("run_id")
     fresh = isinstance(twin, Mapping) and bool(run_id) and twin.get("run_id") == run_id
     models = twin.get("models") if fresh and isinstance(twin, Mapping) else None
