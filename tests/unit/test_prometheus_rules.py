@@ -71,3 +71,22 @@ def test_a_rule_that_compares_at_the_threshold_fails_the_unit_tests(tmp_path: Pa
     p = promtool("test", "rules", *[t.name for t in TESTS], cwd=tmp_path / "tests")
     assert p.returncode != 0
     assert 'device="at"' in p.stdout + p.stderr
+
+
+def test_the_example_configs_pass_promtool_and_amtool() -> None:
+    p = promtool("check", "config", str(REPO / "prometheus" / "prometheus.example.yml"))
+    assert p.returncode == 0, p.stdout + p.stderr
+    amtool = shutil.which("amtool")
+    if amtool is None:
+        pytest.skip("amtool missing: install Debian's prometheus-alertmanager (`make system-deps` as root)")
+    a = subprocess.run([amtool, "check-config", str(REPO / "prometheus" / "alertmanager.example.yml")],
+                       capture_output=True, text=True, timeout=60, check=False)
+    assert a.returncode == 0, a.stdout + a.stderr
+    # rollback alerts reach the receiver and people; report alerts reach people only
+    for alertname, action, receivers in (("EdgeModelLowConfidence", "rollback", "edge-rollback,people"),
+                                         ("EdgeDeviceStale", "report", "people")):
+        routes = subprocess.run(
+            [amtool, "config", "routes", "test", "--config.file",
+             str(REPO / "prometheus" / "alertmanager.example.yml"), f"alertname={alertname}", f"action={action}"],
+            capture_output=True, text=True, timeout=60, check=False)
+        assert routes.stdout.split() == [receivers], routes.stdout + routes.stderr

@@ -1,0 +1,117 @@
+"""The alert receiver's decisions (scripts/alert_receiver.py) without HTTP: which group a firing alert rolls back,
+once per cooldown, what is only logged, what is refused, and the token file rules. The playbook run itself is
+replaced by a recorder here (the real run through ansible-runner is in tests/ansible/test_prometheus_alerting.py).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from scripts.alert_receiver import Receiver, Refused, read_token
+
+REPO = Path(__file__).resolve().parents[2]
+INVENTORY = {"edge_devices": {"children": {
+    "line_a": {"hosts": {"dev-a1": None, "dev-a2": None, "dev-x": None}},
+    "line_b": {"hosts": {"dev-b1": None}},
+    "lab": {"hosts": {"dev-l1": None, "dev-x": None}},
+}}}
+
+
+class Recording(Receiver):
+    def __init__(self, **kw: Any) -> None:
+        self.calls: list[tuple[str, str]] = []
+        super().__init__(**kw)
+
+    def _rollback(self, group: str, why: str) -> tuple[int | None, str]:
+        self.calls.append((group, why))
+        return 0, "successful"
+
+
+@pytest.fixture
+def receiver(tmp_path: Path) -> Recording:
+    inv = tmp_path / "inventory.yml"
+    inv.write_text(yaml.safe_dump(INVENTORY))
+    return Recording(token="t" * 32, inventory=inv, models=REPO / "models.yaml", extravars={}, data_dir=tmp_path,
+                     cooldown_s=600, playbook_timeout_s=60, lock_wait_s=0)
+
+
+def alert(name: str = "EdgeModelLowConfidence", device: str = "dev-a1", status: str = "firing",
+          **labels: Any) -> dict[str, Any]:
+    return {"status": status, "labels": {"alertname": name, "device": device, "model": "m", "version": "1.1.0",
+                                         **labels},
+            "annotations": {"summary": f"{device}: m 1.1.0 mean confidence 0.6000 below\n the threshold"},
+            "startsAt": "2026-12-03T06:00:00Z"}
+
+
+def settle(r: Recording, n: int) -> None:
+    end = time.monotonic() + 10
+    while (len(r.runs) < n or any(x["status"] == "running" for x in r.runs)) and time.monotonic() < end:
+        time.sleep(0.01)
+    assert len(r.runs) == n
+
+
+def test_alerts_of_one_group_start_one_rollback_naming_every_alert_then_the_cooldown_holds(receiver: Recording) -> None:
+    out = receiver.act(receiver.check({"version": "4", "alerts": [alert(), alert(device="dev-a2")]}))
+    assert out["started"] == ["line_a"]
+    settle(receiver, 1)
+    [(group, why)] = receiver.calls
+    assert group == "line_a"
+    assert why == ("alert EdgeModelLowConfidence firing on dev-a1 (m 1.1.0) since 2026-12-03T06:00:00Z: dev-a1: m "
+                   "1.1.0 mean confidence 0.6000 below the threshold; alert EdgeModelLowConfidence firing on dev-a2 "
+                   "(m 1.1.0) since 2026-12-03T06:00:00Z: dev-a2: m 1.1.0 mean confidence 0.6000 below the threshold")
+    again = receiver.act(receiver.check({"version": "4", "alerts": [alert()]}))
+    assert again["started"] == []
+    assert "cooldown 600 s" in again["skipped"][0]
+    receiver.cooldown_s = 0
+    assert receiver.act(receiver.check({"version": "4", "alerts": [alert()]}))["started"] == ["line_a"]
+    settle(receiver, 2)
+
+
+def test_report_alerts_and_resolved_notifications_start_nothing(receiver: Recording) -> None:
+    out = receiver.act(receiver.check({"version": "4", "alerts": [
+        alert("EdgeModelDataDrift"), alert("EdgeDeviceStale", device="dev-b1"), alert(status="resolved")]}))
+    assert out["started"] == []
+    assert len(out["logged"]) == 3
+    time.sleep(0.1)
+    assert receiver.calls == []
+
+
+def test_the_group_is_the_first_models_yaml_group_holding_the_device_never_the_requests(receiver: Recording) -> None:
+    assert receiver.group_of("dev-x") == "lab"  # in lab and line_a: lab comes first by name
+    receiver.act(receiver.check({"version": "4", "alerts": [alert(device="dev-x", group="line_a")]}))
+    settle(receiver, 1)
+    assert receiver.calls[0][0] == "lab"
+
+
+@pytest.mark.parametrize(("doc", "status", "problem"), [
+    ({"version": "4", "alerts": []}, 400, "1 to 100 alerts"),
+    ({"version": "4", "alerts": [{**alert(), "labels": {"alertname": 5}}]}, 400, "must be a string"),
+    ({"version": "4", "alerts": [{**alert(), "annotations": {str(i): "x" for i in range(33)}}]}, 400, "at most 32"),
+    ({"version": "4", "alerts": [alert(status="pending")]}, 400, "firing or resolved"),
+    ({"version": "4", "alerts": [alert(device="edge_devices")]}, 422, "not a host"),
+    ({"version": "4", "alerts": [alert(group="no_such_group")]}, 422, "does not hold"),
+    ({"version": 4, "alerts": [alert()]}, 400, "version 4"),
+])
+def test_malformed_alerts_are_refused_naming_the_problem(receiver: Recording, doc: Any, status: int,
+                                                          problem: str) -> None:
+    with pytest.raises(Refused, match=problem) as exc:
+        receiver.check(doc)
+    assert exc.value.status == status
+
+
+def test_the_token_file_must_be_private_and_long_enough(tmp_path: Path) -> None:
+    f = tmp_path / "token"
+    f.write_text("s" * 32 + "\n")
+    f.chmod(0o640)
+    with pytest.raises(SystemExit, match="chmod 600"):
+        read_token(f)
+    f.chmod(0o600)
+    assert read_token(f) == "s" * 32
+    f.write_text("short")
+    with pytest.raises(SystemExit, match="at least 16"):
+        read_token(f)
