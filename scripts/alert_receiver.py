@@ -247,6 +247,8 @@ class Receiver:
 class Handler(BaseHTTPRequestHandler):
     server_version = "edge-alert-receiver"
     sys_version = ""
+    #: socket deadline for the request line, headers and body (a client that drips bytes is cut off)
+    timeout = READ_DEADLINE_S
     receiver: Receiver
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -286,7 +288,6 @@ class Handler(BaseHTTPRequestHandler):
                 raise Refused(411, "a Content-Length is required")
             if int(length) > MAX_BODY:
                 raise Refused(413, f"body larger than {MAX_BODY} bytes")
-            self.connection.settimeout(READ_DEADLINE_S)
             body = self.rfile.read(int(length))
             if len(body) != int(length):
                 raise Refused(400, "body shorter than its Content-Length")
@@ -326,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cooldown", type=float, default=600.0, help="seconds between two rollbacks of one group")
     ap.add_argument("--playbook-timeout", type=int, default=900, help="seconds one rollback run may take")
     ap.add_argument("--lock-wait", type=int, default=120, help="seconds to wait for the fleet lock")
+    ap.add_argument("--read-timeout", type=float, default=READ_DEADLINE_S,
+                    help="seconds a client may take to send its request (line, headers, body)")
     a = ap.parse_args(argv)
     host, _, port = a.listen.rpartition(":")
     extravars = json.loads(a.extra_vars_file.read_text()) if a.extra_vars_file else {}
@@ -335,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
                         extravars=extravars, data_dir=a.data_dir, cooldown_s=a.cooldown,
                         playbook_timeout_s=a.playbook_timeout, lock_wait_s=a.lock_wait)
     Handler.receiver = receiver
+    Handler.timeout = a.read_timeout
     server = ThreadingHTTPServer((host, int(port)), Handler)
     log("listening", address=f"{host}:{server.server_address[1]}", devices=len(receiver.devices),
         groups=receiver.rollout_groups)

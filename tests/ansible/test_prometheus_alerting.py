@@ -172,7 +172,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                            "--listen", f"127.0.0.1:{ports['receiver']}", "--token-file", str(token_file),
                            "--inventory", str(inventory), "--models", str(fleet.models),
                            "--extra-vars-file", str(extra), "--data-dir", str(base / "receiver-runs"),
-                           "--lock-wait", "30", "--playbook-timeout", "120"])
+                           "--lock-wait", "30", "--playbook-timeout", "120", "--read-timeout", "1"])
         start("node", ["prometheus-node-exporter", f"--web.listen-address=127.0.0.1:{ports['node']}",
                        "--collector.disable-defaults", "--collector.textfile",
                        f"--collector.textfile.directory={textfiles}"])
@@ -223,6 +223,12 @@ def test_the_receiver_refuses_hostile_requests_and_runs_nothing(stack: dict[str,
     assert body["started"] == []
     assert http(url + "/status", TOKEN)[1] == {"runs": []}
     assert http(url + "/status")[0] == 401
+    # a client that sends half a request is cut off at the read deadline (1 s here), not waited for
+    with socket.create_connection(("127.0.0.1", stack["ports"]["receiver"]), timeout=10) as s:
+        s.sendall(b"POST /alerts HTTP/1.1\r\nContent-Length: 10")
+        t0 = time.monotonic()
+        assert s.recv(1024) == b""
+        assert time.monotonic() - t0 < 5
 
 
 def test_a_firing_alert_rolls_the_devices_group_back_and_the_report_says_why(stack: dict[str, Any]) -> None:
