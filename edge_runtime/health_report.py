@@ -18,6 +18,7 @@ from __future__ import annotations
 import html
 import io
 import json
+import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -89,9 +90,6 @@ def _fmt(x: Any) -> str:
 def _svg(fig: Any) -> str:
     buf = io.StringIO()
     fig.savefig(buf, format="svg", bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
     text = buf.getvalue()
     text = text[text.index("<svg"):]
     start, end = text.find("<metadata>"), text.find("</metadata>")
@@ -111,15 +109,20 @@ def _worst(report: Mapping[str, Any], key: str, reverse: bool) -> list[Mapping[s
 def _charts(report: Mapping[str, Any], trend: Mapping[str, Any], deploy: Mapping[str, Any] | None) -> dict[str, str]:
     import matplotlib
 
-    matplotlib.use("Agg")
     matplotlib.rcParams.update({"svg.fonttype": "none", "font.size": 9, "svg.hashsalt": "edgeml"})
     from datetime import datetime, timezone
 
-    import matplotlib.pyplot as plt
+    # Figure objects without pyplot: no backend machinery, no global figure registry (cheaper to import, and
+    # nothing to close); savefig(format="svg") uses the SVG backend
+    from matplotlib.figure import Figure
+
+    def subplots(*shape: int, figsize: tuple[float, float]) -> tuple[Any, Any]:
+        fig = Figure(figsize=figsize)
+        return fig, fig.subplots(*shape)
 
     charts: dict[str, str] = {}
     # 1. versions per group
-    fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * max(1, sum(len(m) for m in report["versions"].values()))))
+    fig, ax = subplots(figsize=(7, 0.5 + 0.45 * max(1, sum(len(m) for m in report["versions"].values()))))
     y = 0
     ticks = []
     for g, models in sorted(report["versions"].items()):
@@ -137,7 +140,7 @@ def _charts(report: Mapping[str, Any], trend: Mapping[str, Any], deploy: Mapping
     ax.set_title("Versions per group (reported)")
     charts["versions"] = _svg(fig)
     # 2. sync status: this run and the trend across runs
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3))
+    fig, (a1, a2) = subplots(1, 2, figsize=(10, 3))
     sts = list(reversed(STATUS_ORDER))
     a1.bar([_label(s) for s in sts], [report["counts"][s] for s in sts], color=[COLORS[s] for s in sts])
     a1.set_title(f"Status now ({report['total']} devices)")
@@ -155,7 +158,7 @@ def _charts(report: Mapping[str, Any], trend: Mapping[str, Any], deploy: Mapping
     # 3 + 4. latency and confidence per device over time (worst devices, per minute of this run's window)
     for key, title, reverse, idx in (("p95_latency_ms", "p95 latency (ms)", True, 3),
                                      ("mean_confidence", "mean top-1 confidence", False, 2)):
-        fig, ax = plt.subplots(figsize=(10, 3.2))
+        fig, ax = subplots(figsize=(10, 3.2))
         for d in _worst(report, key, reverse):
             for m in d["models"]:
                 series = (m.get("telemetry") or {}).get("series") or []
@@ -185,7 +188,7 @@ def _charts(report: Mapping[str, Any], trend: Mapping[str, Any], deploy: Mapping
                 if isinstance(f.get("psi"), (int, float)):
                     per.setdefault(name, []).append(float(f["psi"]))
                 drifting[name] = drifting.get(name, 0) + (f.get("verdict") == "drift")
-    fig, ax = plt.subplots(figsize=(10, 3))
+    fig, ax = subplots(figsize=(10, 3))
     names = sorted(set(per) | set(drifting))
     if names:
         ax.bar(names, [drifting.get(n, 0) for n in names], color="#ef6c00", label="devices with drift")
@@ -199,7 +202,7 @@ def _charts(report: Mapping[str, Any], trend: Mapping[str, Any], deploy: Mapping
     ax.set_title("Data drift per feature")
     charts["drift"] = _svg(fig)
     # 6. gate decisions of the last deploy
-    fig, ax = plt.subplots(figsize=(10, 3))
+    fig, ax = subplots(figsize=(10, 3))
     if deploy:
         data = deploy.get("data") or {}
         counts = data.get("counts") or {}
@@ -282,9 +285,10 @@ def write_reports(dest: Path | str, report: Mapping[str, Any], *, history: bool 
             trend = hist.health_trend(dest, devices=sorted(worst))
             last = hist.deploy_events(dest)
             deploy = last[0] if last else None
-        except (OSError, ValueError, hist.HistoryError) as exc:
+        except (OSError, ValueError, sqlite3.Error, hist.HistoryError) as exc:
             warnings.append(f"history not updated: {exc}")
-    as_json = json.dumps(report, indent=1, sort_keys=True, allow_nan=False) + "\n"
+    # compact: the JSON is for machines (10,000 devices: ~14 MB instead of ~19 MB indented); jq pretty-prints it
+    as_json = json.dumps(report, separators=(",", ":"), sort_keys=True, allow_nan=False) + "\n"
     texts = {"json": as_json, "md": markdown(report), "html": html_report(report, trend, deploy)}
     for ext, text in texts.items():
         _atomic(dest / f"{base}.{ext}", text)

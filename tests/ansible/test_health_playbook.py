@@ -93,7 +93,8 @@ def test_health_reports_each_device_and_fails_beyond_the_limits(fleet: Fleet) ->
     rows = {d["device"]: d for d in report["devices"]}
     assert "mean confidence 0.52 < 0.75" in rows["dev-a1"]["reasons"][0]
     assert "TTL 900 s" in rows["dev-a3"]["reasons"][0]
-    assert rows["dev-b2"]["reasons"] == ["no answer from this device in this run"]
+    [why] = rows["dev-b2"]["reasons"]
+    assert why.startswith("no answer from this device in this run (unreachable: "), why
     assert [b["status"] for b in report["breaches"]] == ["unknown", "rolled_back", "degraded"]
     assert "2 of 7 devices unknown, more than max_unknown 0 allows (0)" in out
     md = (fleet.reports / "health-latest.md").read_text()

@@ -28,18 +28,25 @@ ARGUMENT_SPEC: dict[str, Any] = {
 }
 
 
-def snapshots(hostvars: Mapping[str, Any], hosts: Any, var: str, run_id: str) -> dict[str, Any]:
-    """Host -> the snapshot it answered IN THIS RUN (a registered ``var`` whose ``health.run_id`` is ours)."""
+def snapshots(hostvars: Mapping[str, Any], hosts: Any, var: str,
+              run_id: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """Host -> the snapshot it answered IN THIS RUN (a registered ``var`` whose ``health.run_id`` is ours), and
+    host -> why there is none, where this run's task said (unreachable, the module failed)."""
     out: dict[str, Any] = {}
+    why: dict[str, str] = {}
     for h in hosts:
         try:
             reg = hostvars[h].get(var)
         except KeyError:
             continue
-        snap = reg.get("health") if isinstance(reg, Mapping) and not reg.get("failed") else None
+        if not isinstance(reg, Mapping):
+            continue
+        snap = reg.get("health") if not reg.get("failed") else None
         if isinstance(snap, Mapping) and snap.get("run_id") == run_id:
             out[h] = snap
-    return out
+        elif reg.get("unreachable") or reg.get("failed"):
+            why[h] = ("unreachable: " if reg.get("unreachable") else "failed: ") + str(reg.get("msg") or "")[:300]
+    return out, why
 
 
 class ActionModule(ControllerAction):
@@ -50,8 +57,8 @@ class ActionModule(ControllerAction):
 
     def act(self, args: dict[str, Any], task_vars: dict[str, Any], result: dict[str, Any]) -> None:
         plan = args["plan"]
-        snaps = snapshots(task_vars.get("hostvars", {}), plan.get("hosts", {}), args["var"], args["run_id"])
-        report = fleet_health(plan, snaps, args["run_id"])
+        snaps, why = snapshots(task_vars.get("hostvars", {}), plan.get("hosts", {}), args["var"], args["run_id"])
+        report = fleet_health(plan, snaps, args["run_id"], why)
         report["generated_at"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         report["check_mode"] = bool(self._task.check_mode)
         # health never takes the fleet lock (read-only; it must not wait for a rollout); it says when one runs

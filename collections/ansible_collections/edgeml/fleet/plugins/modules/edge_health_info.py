@@ -69,6 +69,7 @@ from typing import Any
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.edgeml.fleet.plugins.module_utils.edge_device import (
     RUN_ID_OPTION,
+    RUNTIME_VERSION,
     Device,
     EdgeRuntimeError,
     fail_runtime_error,
@@ -89,7 +90,12 @@ def main() -> None:
     require_runtime(module)
     if module.params["window_s"] < 60 or module.params["lookback_s"] < module.params["window_s"]:
         module.fail_json(msg="window_s must be >= 60 and lookback_s >= window_s")
-    from edge_runtime.health import health_snapshot
+    try:
+        from edge_runtime.health import health_snapshot
+    except ImportError:
+        module.fail_json(msg=f"the edge runtime on this device ({RUNTIME_VERSION}) has no health snapshot "
+                         "(edge_runtime.health): update it with the edge_runtime role (deploy.yml)",
+                         error="runtime_too_old")
 
     try:
         snap: dict[str, Any] = health_snapshot(Device(module.params["root"]), window_s=module.params["window_s"],

@@ -204,12 +204,16 @@ def exceeded(counts: Mapping[str, int], total: int, pol: Mapping[str, Any]) -> l
     return out
 
 
-def fleet_health(plan: Mapping[str, Any], snaps: Mapping[str, Any], run_id: str) -> dict[str, Any]:
+def fleet_health(plan: Mapping[str, Any], snaps: Mapping[str, Any], run_id: str,
+                 no_answer: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The health report of the planned devices from their snapshots of this run (``snaps``: host -> snapshot,
-    already filtered to this run's id by the caller)."""
+    already filtered to this run's id by the caller; ``no_answer``: host -> why it gave none, when known)."""
     pol = policy(plan)
     hosts = plan.get("hosts") or {}
     rows = [_device_row(h, hosts[h], snaps.get(h), pol) for h in sorted(hosts)]
+    for r in rows:
+        if not r["answered"] and (no_answer or {}).get(r["device"]):
+            r["reasons"] = [f"{r['reasons'][0]} ({(no_answer or {})[r['device']]})"]
     counts = dict.fromkeys(STATUSES, 0)
     for r in rows:
         counts[r["status"]] += 1
