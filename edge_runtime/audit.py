@@ -174,6 +174,22 @@ def fleet_event(kind: str, report: Mapping[str, Any], plan: Mapping[str, Any]) -
     return summary[:2000], data
 
 
+def _live_cell(host: str, v: Mapping[str, Any]) -> str:
+    """One device of a live gate decision for the Markdown table (the JSON has every number)."""
+    parts = []
+    for model, m in sorted((v.get("models") or {}).items()):
+        n = m.get("numbers") or {}
+        text = f"{host} {model} {m.get('verdict')}"
+        if n.get("error_rate") is not None:
+            text += (f" (error rate {n.get('basis')} {100 * n['baseline_error_rate']:.2f}% -> "
+                     f"{100 * n['error_rate']:.2f}%, n={n.get('inferences')}/{n.get('baseline_inferences')}")
+            if n.get("mean_confidence") is not None and n.get("baseline_mean_confidence") is not None:
+                text += f", confidence {n['baseline_mean_confidence']:.3f} -> {n['mean_confidence']:.3f}"
+            text += f", p95 {n.get('baseline_p95_ms')} -> {n.get('p95_ms')} ms)"
+        parts.append(text.replace("|", "/"))
+    return "; ".join(parts) or f"{host} -"
+
+
 def gates_markdown(gates: list[Mapping[str, Any]]) -> str:
     """The run's wave gate decisions as a Markdown section (empty without any)."""
     if not gates:
@@ -182,6 +198,8 @@ def gates_markdown(gates: list[Mapping[str, Any]]) -> str:
              "|---|---|---|---|---|---|"]
     for g in gates:
         rule = ", ".join(f"{k} {v}" for k, v in sorted((g.get("health_gate") or {}).items())) or "-"
+        if g.get("kind") == "live":  # the live canary gate: each baked device's verdict with its numbers
+            rule = "live: " + "; ".join(_live_cell(h, v) for h, v in sorted((g.get("verdicts") or {}).items()))
         lines.append(f"| {g.get('group')} | {g.get('wave')} | {g.get('failed')}/{g.get('devices')} "
                      f"({g.get('fail_percent')}%) | {g.get('max_fail_percent')}% | "
                      f"{'passed' if g.get('passed') else 'HALTED'} | {rule} |")

@@ -1031,3 +1031,40 @@ def test_a_private_key_is_refused_before_the_registry_is_read(tmp_path: Path, re
     text = render(registry, registry=str(tmp_path / "no-such-registry"))
     err = _validate_error(tmp_path, text, INVENTORY, trust=ds.Trust((registry["key"],)))
     assert "holds a private key" in err.problem
+
+
+# ------------------------------------------------------------------------------------------------
+# rollout.live_gate (the live canary gate; defaults and verdict in plugin_utils/live_gate.py)
+
+
+def test_live_gate_block_reaches_the_plan_with_its_defaults(tmp_path: Path, registry: dict[str, Any]) -> None:
+    from ansible_collections.edgeml.fleet.plugins.plugin_utils.live_gate import DEFAULT_LIVE_GATE
+
+    text = render(registry).replace(
+        "      health_gate: {require_smoke_pass: true, max_p95_latency_ms: 20.0}\n",
+        "      health_gate: {require_smoke_pass: true, max_p95_latency_ms: 20.0}\n"
+        "      live_gate:\n        bake_seconds: 120\n        halt_at_error_rate_increase: 0.03\n", 1)
+    plan = ds.build_plan(write(tmp_path, text), INVENTORY)
+    live = plan["groups"]["line_a"]["policy"]["live_gate"]
+    assert live == {**DEFAULT_LIVE_GATE, "bake_seconds": 120, "halt_at_error_rate_increase": 0.03,
+                    "extend_seconds": 120}
+    assert "live_gate" not in plan["groups"]["line_b"]["policy"]  # no block: no bake, the plan as before
+
+
+@pytest.mark.parametrize(("entry", "problem"), [
+    ("bake_seconds: -1", "groups.line_a.rollout.live_gate.bake_seconds must be >= 0, not -1"),
+    ("min_samples: 2.5", "groups.line_a.rollout.live_gate.min_samples must be an integer, not a number (2.5)"),
+    ("min_samples: 0", "groups.line_a.rollout.live_gate.min_samples must be >= 1, not 0"),
+    ("halt_at_error_rate_increase: 1.5", "halt_at_error_rate_increase must be <= 1, not 1.5"),
+    ("poll_seconds: 0", "groups.line_a.rollout.live_gate.poll_seconds must be > 0, not 0"),
+    ("on_insufficient_data: pass", "on_insufficient_data must be one of 'halt', 'extend', not 'pass'"),
+    ("halt_at_p95_ratio: 2", "unknown key 'halt_at_p95_ratio' in groups.line_a.rollout.live_gate"),
+])
+def test_live_gate_errors_are_located(tmp_path: Path, registry: dict[str, Any], entry: str, problem: str) -> None:
+    text = render(registry).replace(
+        "      health_gate: {require_smoke_pass: true, max_p95_latency_ms: 20.0}\n",
+        "      health_gate: {require_smoke_pass: true, max_p95_latency_ms: 20.0}\n"
+        f"      live_gate:\n        min_feedback: 10\n        {entry}\n", 1)
+    err = fails(tmp_path, text)
+    assert err.line == line_of(text, entry), err
+    assert problem in err.problem, err

@@ -24,6 +24,41 @@ def edge_wave_gate(
     return rollout.wave_gate(plan, int(wave), results, halted, list(decisions or []))
 
 
+def edge_bake_plan(plan: Mapping[str, Any], wave: int, hostvars: Mapping[str, Any], halted: Any = None) -> Any:
+    """``{{ edge_plan | edgeml.fleet.edge_bake_plan(1, hostvars, edge_gate.halted) }}``: the devices of wave 1
+    that bake and how (``plugin_utils/live_gate.py``)."""
+    from ansible_collections.edgeml.fleet.plugins.plugin_utils.live_gate import bake_plan
+
+    results = results_and_twins(plan, hostvars)[0]
+    return bake_plan(plan, int(wave), results, dict(halted or {}))
+
+
+def edge_bake_ready(read: Mapping[str, Any], spec: Mapping[str, Any]) -> bool:
+    """``until: __edge_bake | edgeml.fleet.edge_bake_ready(edge_bake_spec)``: enough live samples to judge."""
+    from ansible_collections.edgeml.fleet.plugins.plugin_utils.live_gate import bake_ready
+
+    return bake_ready(read, spec)
+
+
+def edge_live_gate(plan: Mapping[str, Any], wave: int, hostvars: Mapping[str, Any], gate: Mapping[str, Any],
+                   bake: Mapping[str, Any]) -> Any:
+    """``{{ edge_plan | edgeml.fleet.edge_live_gate(1, hostvars, edge_gate, edge_bake) }}``: the live gate of
+    wave 1 over the bake reads of this run (``plugin_utils/live_gate.py``)."""
+    from ansible_collections.edgeml.fleet.plugins.plugin_utils.live_gate import live_wave_gate
+
+    run_id = plan.get("run_id")
+    reads = {}
+    for h in bake.get("hosts") or []:
+        try:
+            read = hostvars[h].get("__edge_bake")
+        except KeyError:
+            continue
+        # fresh only: the read of this run (its twin echoes the run id)
+        if isinstance(read, Mapping) and run_id and (read.get("facts") or {}).get("run_id") == run_id:
+            reads[h] = read
+    return live_wave_gate(plan, int(wave), reads, gate, bake)
+
+
 def edge_plan_subset(plan: Mapping[str, Any], hosts: Any) -> Any:
     """The plan of a ``--limit`` run.
 
@@ -65,6 +100,9 @@ class FilterModule:
         return {
             "edge_device_result": edge_device_result,
             "edge_wave_gate": edge_wave_gate,
+            "edge_bake_plan": edge_bake_plan,
+            "edge_bake_ready": edge_bake_ready,
+            "edge_live_gate": edge_live_gate,
             "edge_converge_targets": edge_converge_targets,
             "edge_bundles_to_push": edge_bundles_to_push,
             "edge_converge_waves": edge_converge_waves,

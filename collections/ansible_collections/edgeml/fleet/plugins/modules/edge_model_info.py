@@ -28,6 +28,19 @@ options:
   run_id:
     description: The controller's id of this run, echoed in C(facts.run_id) (see M(edgeml.fleet.edge_model)).
     type: str
+  telemetry:
+    description:
+      - Also summarise the live telemetry of these models (read-only, one read of the device's telemetry store)
+        since their active version's activation, and of the version it replaced over O(baseline_minutes)
+        before it (see C(edge_runtime.telemetry.live)). Returned in RV(telemetry). The live canary gate of
+        C(playbooks/_wave.yml) polls with it.
+    type: list
+    elements: str
+    default: []
+  baseline_minutes:
+    description: Minutes before the activation that the previous version's baseline covers.
+    type: int
+    default: 60
 attributes:
   check_mode:
     support: full
@@ -66,6 +79,14 @@ models:
   returned: always
   type: dict
   sample: {"defect-classifier": {"active_version": "1.1.0", "previous_version": "1.0.0", "bad": {}}}
+telemetry:
+  description:
+    - Per model named in O(telemetry), the live summary (C(version), C(previous_version), C(activated_at),
+      C(new) and C(baseline) counts, errors, feedback, mean confidence, merged latency counts and p95), or
+      C(problem) when the store could not be read.
+  returned: when O(telemetry) is given
+  type: dict
+  sample: {"defect-classifier": {"version": "1.1.0", "new": {"inferences": 600, "errors": 0}}}
 facts:
   description: The full device twin (schema, runtime version, models, system).
   returned: always
@@ -87,12 +108,40 @@ from ansible_collections.edgeml.fleet.plugins.module_utils.edge_device import (
 )
 
 
+def _live(dev: Device, names: list[str], baseline_minutes: int) -> dict[str, Any]:
+    """The live summary of each named model (edge_runtime.telemetry.live), from one read of the store."""
+    from edge_runtime._monitor_run import _epoch
+    from edge_runtime.telemetry._status import db_path
+    from edge_runtime.telemetry.live import summarise
+    from edge_runtime.telemetry.store import TelemetryStore
+
+    out: dict[str, Any] = {}
+    store = TelemetryStore(db_path(dev.root), dev.config.telemetry_config())
+    try:
+        for name in sorted(set(names)):
+            try:
+                state = dev.store.load(name)
+                info = state.versions.get(state.active or "") or {}
+                activated = _epoch(info.get("activated_at")) or _epoch(info.get("committed_at"))
+                since = None if activated is None else activated - (baseline_minutes + 1) * 60
+                rows = store.minutes(name, since=since) if activated is not None else []
+                out[name] = summarise(rows, name, state.active, state.previous_committed(), activated,
+                                      baseline_minutes)
+            except EdgeRuntimeError as exc:
+                out[name] = {"model": name, "problem": f"telemetry of {name} cannot be read: {exc}"}
+    finally:
+        store.close()
+    return out
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
             "root": {"type": "path", "required": True},
             "name": {"type": "list", "elements": "str", "default": []},
             "run_id": RUN_ID_OPTION,
+            "telemetry": {"type": "list", "elements": "str", "default": []},
+            "baseline_minutes": {"type": "int", "default": 60},
         },
         supports_check_mode=True,
     )
@@ -113,6 +162,10 @@ def main() -> None:
             bad = {} if info.get("state") == "corrupt" else dev.store.load(name).bad
             models[name] = {**info, "bad": bad}
         result.update(models=models, facts={**facts, "run_id": module.params["run_id"]})
+        if module.params["telemetry"]:
+            if module.params["baseline_minutes"] < 1:
+                module.fail_json(msg=f"baseline_minutes must be >= 1, not {module.params['baseline_minutes']}")
+            result["telemetry"] = _live(dev, module.params["telemetry"], module.params["baseline_minutes"])
     except EdgeRuntimeError as exc:
         fail_runtime_error(module, exc)
     module.exit_json(**result)

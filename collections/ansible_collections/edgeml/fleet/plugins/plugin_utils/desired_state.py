@@ -56,6 +56,7 @@ import os
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
+from ansible_collections.edgeml.fleet.plugins.plugin_utils.live_gate import live_gate_policy
 from ansible_collections.edgeml.fleet.plugins.plugin_utils.models_schema import find_schema, validate_schema
 from ansible_collections.edgeml.fleet.plugins.plugin_utils.models_yaml import (
     DEFAULT_MODELS_LIMITS,
@@ -158,11 +159,14 @@ def _check_catalogue(data: Mapping[str, Any], smap: SourceMap) -> None:
 def _policy(rollout: Mapping[str, Any]) -> dict[str, Any]:
     gate = dict(DEFAULT_HEALTH_GATE)
     gate.update(rollout.get("health_gate", {}))
-    return {
+    policy = {
         "waves": list(rollout.get("waves", DEFAULT_WAVES)),
         "max_fail_percent": rollout.get("max_fail_percent", DEFAULT_MAX_FAIL_PERCENT),
         "health_gate": gate,
     }
+    if "live_gate" in rollout:  # the live canary gate, with its defaults (plugin_utils/live_gate.py owns them)
+        policy["live_gate"] = live_gate_policy(rollout["live_gate"])
+    return policy
 
 
 def _close(name: str, choices: Sequence[str]) -> str:

@@ -131,6 +131,9 @@ def _describe(err: Any, schema: Mapping[str, Any], smap: SourceMap) -> DesiredSt
     if validator == "pattern":
         hint = hints.get(err.validator_value) or err.schema.get("description")
         return smap.error(path, f"{where}: {inst!r} is not valid", hint)
+    if validator == "enum":
+        choices = ", ".join(repr(c) for c in err.validator_value)
+        return smap.error(path, f"{where} must be one of {choices}, not {inst!r}", err.schema.get("description"))
     if validator == "const":
         return smap.error(path, f"{where} must be {err.validator_value!r}, not {inst!r}")
     if validator in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
