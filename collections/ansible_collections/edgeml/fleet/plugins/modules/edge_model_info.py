@@ -110,7 +110,7 @@ from ansible_collections.edgeml.fleet.plugins.module_utils.edge_device import (
 
 def _live(dev: Device, names: list[str], baseline_minutes: int) -> dict[str, Any]:
     """The live summary of each named model (edge_runtime.telemetry.live), from one read of the store."""
-    from edge_runtime._monitor_run import _epoch
+    from edge_runtime._monitor_record import parse_time as _epoch
     from edge_runtime.telemetry._status import db_path
     from edge_runtime.telemetry.live import summarise
     from edge_runtime.telemetry.store import TelemetryStore
