@@ -5,6 +5,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 VENV_TFLITE := .venv-tflite
+VENV_TRAIN := .venv-train
 PY := $(VENV)/bin/python
 PIP_FLAGS := --disable-pip-version-check --no-input -q
 # Every Ansible command runs from the venv by path, with the venv first on PATH (the modules and the
@@ -16,7 +17,7 @@ PLAYBOOK := $(ANSIBLE_ENV) $(CURDIR)/$(VENV)/bin/ansible-playbook
 INVENTORY ?= inventory/local
 REPORTS ?= reports
 
-.PHONY: help system-deps venv venv-tflite lint sanity units collection validate plan deploy health rollback lock-status unlock test test-unit test-integration test-tflite-runtime crash demo demo-device bench bench-drift bench-fleet bench-telemetry bench-monitor bench-reports models release clean
+.PHONY: help system-deps venv venv-tflite venv-train lint sanity units collection validate plan deploy health rollback lock-status unlock test test-unit test-integration test-tflite-runtime test-train crash demo demo-device bench bench-drift bench-fleet bench-telemetry bench-monitor bench-reports models release clean
 
 help:
 	@echo "make demo      - run the main job on a simulated fleet of its own, then converge the default fleet"
@@ -29,6 +30,7 @@ help:
 	@echo "make lock-status / make unlock LOCK=.state/locks/<fleet>.lock  - the fleet locks (one rollout at a time)"
 	@echo "make release VERSION=1.4.0 FROM=model.tflite KEY=/outside/repo/ci.key [KEY='a.key b.key'] [MODEL=...]"
 	@echo "               - evaluate against the gate, bundle, sign, publish, models.yaml change on a new branch"
+	@echo "make test-train - publish from a Keras model / SavedModel with real TensorFlow (.venv-train, ~2 min)"
 	@echo "make sanity   - ansible-test sanity of the edgeml.fleet collection, offline (make units: its ansible-test units)"
 	@echo "make collection - build the collection tarball into dist/ (ansible-galaxy collection build)"
 	@echo "make health    - the fleet's health, read-only: status per device, reports/health-latest.{json,md,html}, history"
@@ -55,6 +57,16 @@ $(VENV_TFLITE)/.installed: pyproject.toml
 	touch $@
 
 venv-tflite: $(VENV_TFLITE)/.installed
+
+# TensorFlow (the optional `train` extra) for the demo trainer and for `edge-release publish --from` a Keras
+# model or SavedModel; ~600 MB, 1-2 min from PyPI. Never needed by devices, `make test` or a .tflite release.
+$(VENV_TRAIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV_TRAIN)
+	$(VENV_TRAIN)/bin/python -m pip install $(PIP_FLAGS) --upgrade pip
+	$(VENV_TRAIN)/bin/python -m pip install $(PIP_FLAGS) -e '.[train,litert,control]' pytest
+	touch $@
+
+venv-train: $(VENV_TRAIN)/.installed
 
 lint: venv
 	$(VENV)/bin/ruff check .
@@ -122,6 +134,12 @@ test-integration: venv
 test-tflite-runtime: venv-tflite
 	EDGE_RUNTIME_BACKEND=tflite-runtime $(VENV_TFLITE)/bin/python -m pytest -q -m tflite_runtime tests/integration
 
+# `edge-release publish --from` a Keras model / SavedModel: real TensorFlow conversion (float and int8) in the
+# train venv (~1.5 min + the venv's first install). .ci/run runs it only for changes to the conversion path
+# (docs/RELEASE.md); in `make test` the same file's TensorFlow tests skip.
+test-train: venv-train
+	$(VENV_TRAIN)/bin/python -m pytest -q tests/integration/test_publish_convert.py
+
 crash: venv
 	$(PY) tests/crash_harness.py --random 300
 
@@ -180,24 +198,24 @@ fleet-status: venv
 fleet-down: venv
 	$(PY) scripts/ssh_fleet.py down
 
-# Regenerating the committed demo models needs TensorFlow (the `train` extra).
 # One release command (docs/RELEASE.md): gate, bundle, sign, publish, the models.yaml change on a new branch.
-# TRAIN/HELDOUT default to the demo data sets (written by scripts/demo_data.py on first use).
+# TRAIN/HELDOUT default to the demo data sets (written by scripts/demo_data.py on first use). FROM a .keras file or
+# a SavedModel directory is converted with TensorFlow: then the command runs from the train venv.
+RELEASE_VENV = $(if $(filter %.tflite,$(FROM)),$(VENV),$(VENV_TRAIN))
 MODEL ?= defect-classifier
 TRAIN ?= .state/demo-data/train.npz
 HELDOUT ?= .state/demo-data/heldout.npz
-release: venv
+release: venv $(if $(FROM),$(if $(filter %.tflite,$(FROM)),,venv-train))
 	@if [ -z "$(VERSION)" ] || [ -z "$(FROM)" ] || [ -z "$(KEY)" ]; then \
 	  echo "usage: make release VERSION=1.4.0 FROM=path/to/model.tflite KEY=/path/outside/the/repo/release.key" \
 	       "[KEY='ci.key rm.key'] [MODEL=$(MODEL)] [TRAIN=train.npz] [HELDOUT=heldout.npz]" >&2; exit 2; fi
 	@if [ "$(TRAIN)" = .state/demo-data/train.npz ] && [ ! -f $(TRAIN) ]; then $(PY) scripts/demo_data.py >/dev/null; fi
-	$(VENV)/bin/edge-release publish --config release.yaml --model $(MODEL) --model-version $(VERSION) \
+	$(RELEASE_VENV)/bin/edge-release publish --config release.yaml --model $(MODEL) --model-version $(VERSION) \
 	  --from $(FROM) --train $(TRAIN) --heldout $(HELDOUT) $(foreach k,$(KEY),--key $(k))
 
-models:
-	$(PYTHON) -m venv .venv-train
-	.venv-train/bin/python -m pip install $(PIP_FLAGS) tensorflow-cpu ai-edge-litert
-	.venv-train/bin/python scripts/train_demo_models.py --out demo/models
+# Regenerating the committed demo models needs TensorFlow (the `train` extra, .venv-train).
+models: venv-train
+	$(VENV_TRAIN)/bin/python scripts/train_demo_models.py --out demo/models
 
 clean:
 	rm -rf .state reports dist .pytest_cache .mypy_cache .ruff_cache collections/ansible_collections/edgeml/fleet/tests/output

@@ -4,7 +4,10 @@ Release side only (numpy, a TFLite backend, PyYAML; TensorFlow only to convert a
 The steps, each of which can refuse with the numbers and change nothing after it:
 
 1. **model**: a ready ``.tflite`` is used as is; a ``.keras`` file or a SavedModel directory is converted
-   (needs TensorFlow, the optional ``train`` extra).
+   (needs TensorFlow, the optional ``train`` extra): float, or full-integer int8 when the configuration says
+   ``convert: {quantize: int8}`` (the default when ``input.dtype`` is int8), calibrated on the first
+   ``representative_samples`` training rows. Either way the model's input tensor must be the configuration's
+   ``input`` (shape and dtype), as the device's smoke test will demand.
 2. **evaluate** on the held-out set (``.npz`` with ``x`` and ``y``) and apply the **accuracy gate** declared in
    the release configuration (``release.yaml``): refused with the accuracy, the gate and by how much. The
    comparison is exact (``correct / n >= min_accuracy`` as fractions), so a model exactly at the gate passes.
@@ -28,12 +31,14 @@ The steps, each of which can refuse with the numbers and change nothing after it
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import subprocess
+import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from fractions import Fraction
@@ -47,8 +52,11 @@ __all__ = ["GateRefusedError", "ModelRelease", "PublishResult", "ReleaseConfig",
 _CONFIG_KEYS = {"schema", "registry", "models_file", "reports_dir", "trust_root", "expires_in_days", "models"}
 _MODEL_KEYS = {
     "min_accuracy", "labels", "input", "smoke_test", "golden_per_class", "golden_min_confidence", "promote",
-    "architectures", "backends",
+    "architectures", "backends", "convert",
 }
+_CONVERT_KEYS = {"quantize", "representative_samples"}
+#: what each ``convert.quantize`` makes of a Keras model / SavedModel, and the input dtype the result takes
+_QUANTIZE_INPUT_DTYPE = {"none": "float32", "int8": "int8"}
 
 
 class GateRefusedError(PolicyError):
@@ -72,6 +80,8 @@ class ModelRelease:
     promote: tuple[str, ...] = ()
     architectures: tuple[str, ...] = ("x86_64", "aarch64", "armv7l")
     backends: tuple[str, ...] = ("litert", "tflite-runtime")
+    quantize: str = "none"  # conversion of a Keras model / SavedModel: "none" (float) or "int8" (full integer)
+    representative_samples: int = 200  # training rows that calibrate int8 quantization
 
 
 @dataclass(frozen=True)
@@ -136,6 +146,20 @@ def load_release_config(path: Path) -> ReleaseConfig:
         smoke = m.get("smoke_test")
         if not isinstance(smoke, dict):
             raise _cfg_error(path, f"{where}.smoke_test must hold atol, min_label_agreement, p95_latency_ms, repeats")
+        convert = m.get("convert", {})
+        if not isinstance(convert, dict) or set(convert) - _CONVERT_KEYS:
+            raise _cfg_error(path, f"{where}.convert must be {{quantize: none|int8, representative_samples: N}}")
+        # default: what the declared input needs (int8 input: full-integer int8; otherwise float)
+        quantize = convert.get("quantize", "int8" if inp.get("dtype") == "int8" else "none")
+        if quantize not in _QUANTIZE_INPUT_DTYPE:
+            raise _cfg_error(path, f"{where}.convert.quantize must be one of {sorted(_QUANTIZE_INPUT_DTYPE)}")
+        if "quantize" in convert and inp.get("dtype") != _QUANTIZE_INPUT_DTYPE[quantize]:
+            raise _cfg_error(path, f"{where}.convert.quantize {quantize} makes models with "
+                             f"{_QUANTIZE_INPUT_DTYPE[quantize]} input, but input.dtype is "
+                             f"{quote_untrusted(str(inp.get('dtype')))}")
+        samples = convert.get("representative_samples", 200)
+        if isinstance(samples, bool) or not isinstance(samples, int) or not 1 <= samples <= 100_000:
+            raise _cfg_error(path, f"{where}.convert.representative_samples must be an integer in [1, 100000]")
         promote = m.get("promote", [])
         if not isinstance(promote, list) or not all(isinstance(g, str) for g in promote):
             raise _cfg_error(path, f"{where}.promote must list models.yaml groups")
@@ -150,6 +174,8 @@ def load_release_config(path: Path) -> ReleaseConfig:
                 golden_per_class=int(m.get("golden_per_class", 8)),
                 golden_min_confidence=float(m.get("golden_min_confidence", 0.75)),
                 promote=tuple(promote),
+                quantize=quantize,
+                representative_samples=samples,
                 **{k: tuple(m[k]) for k in ("architectures", "backends") if k in m},
             )
         except (TypeError, ValueError) as exc:
@@ -179,29 +205,100 @@ def load_release_config(path: Path) -> ReleaseConfig:
 # ----------------------------------------------------------------------------------- model and data
 
 
-def model_bytes(source: Path) -> tuple[bytes, str]:
-    """The TFLite flatbuffer of ``source`` and how it was obtained (``tflite`` or ``converted from …``)."""
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send everything written to stdout (Python and C level, e.g. TensorFlow's "Saved artifact at ..." listing)
+    to stderr meanwhile: stdout carries only the command's result (``--json`` must stay parseable)."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no file descriptor 1: nothing at C level to divert
+        saved = -1
+    try:
+        if saved >= 0:
+            os.dup2(2, 1)
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        if saved >= 0:
+            os.dup2(saved, 1)
+            os.close(saved)
+
+
+def model_bytes(source: Path, m: ModelRelease, x_train: Any) -> tuple[bytes, str]:
+    """The TFLite flatbuffer of ``source`` and how it was obtained (``tflite`` or ``converted from …``).
+
+    A ``.keras`` file (loaded with Keras' safe mode: no embedded code runs) or a SavedModel directory is converted
+    as ``m.quantize`` says; int8 is calibrated on the first ``m.representative_samples`` rows of ``x_train``.
+    """
     if source.is_file() and source.suffix == ".tflite":
         return source.read_bytes(), "tflite"
-    if source.is_dir() or source.suffix in (".keras", ".h5"):
-        try:
-            import tensorflow as tf  # type: ignore[import-untyped,import-not-found,unused-ignore]
-        except ImportError:
-            raise ConfigError(
-                f"{source} is a Keras model or SavedModel; converting it needs TensorFlow",
-                hint="install the train extra (pip install -e '.[train]') or pass a ready .tflite",
-            ) from None
-        if source.is_dir():
-            converter = tf.lite.TFLiteConverter.from_saved_model(str(source))
-        else:
-            import keras  # type: ignore[import-untyped,import-not-found,unused-ignore]
+    saved_model = source.is_dir() and (source / "saved_model.pb").is_file()
+    if not (saved_model or (source.is_file() and source.suffix in (".keras", ".h5"))):
+        raise ConfigError(
+            f"{quote_untrusted(str(source))} is not a .tflite file, a .keras file or a SavedModel directory "
+            "(with saved_model.pb)",
+            hint="pass the trainer's output (the demo trainer: scripts/train_demo_models.py --export-keras DIR)",
+        )
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        import tensorflow as tf  # type: ignore[import-untyped,import-not-found,unused-ignore]
+    except ImportError:
+        raise ConfigError(
+            f"{source} is a Keras model or SavedModel; converting it needs TensorFlow",
+            hint="run it from the train venv (make venv-train: .venv-train/bin/edge-release) or pass a ready .tflite",
+        ) from None
+    try:
+        with _stdout_to_stderr():
+            if saved_model:
+                converter = tf.lite.TFLiteConverter.from_saved_model(str(source))
+            else:
+                import keras  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
-            converter = tf.lite.TFLiteConverter.from_keras_model(keras.models.load_model(source))
-        return bytes(converter.convert()), f"converted from {source.name}"
-    raise ConfigError(
-        f"{quote_untrusted(str(source))} is not a .tflite file, a .keras file or a SavedModel directory",
-        hint="pass the trainer's output",
-    )
+                model = keras.models.load_model(source, compile=False, safe_mode=True)
+                converter = tf.lite.TFLiteConverter.from_keras_model(model)
+            how = f"converted from {source.name} (float32)"
+            if m.quantize == "int8":
+                import numpy as np
+
+                rep = np.asarray(x_train[: m.representative_samples], np.float32)
+
+                def representative() -> Any:
+                    for row in rep:
+                        yield [row[None]]
+
+                converter.optimizations = [tf.lite.Optimize.DEFAULT]
+                converter.representative_dataset = representative
+                converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+                converter.inference_input_type = tf.int8
+                converter.inference_output_type = tf.int8
+                how = f"converted from {source.name} (full-integer int8, calibrated on {len(rep)} training samples)"
+            return bytes(converter.convert()), how
+    except Exception as exc:  # TensorFlow raises anything from ValueError to its own ConverterError
+        last = (str(exc).strip().splitlines() or [""])[-1]
+        raise ConfigError(
+            f"converting {quote_untrusted(str(source))} to TFLite failed: "
+            f"{type(exc).__name__}: {quote_untrusted(last, 300)}",
+            hint="check that it is the trainer's Keras model / SavedModel and that release.yaml's input matches it",
+        ) from None
+
+
+def check_model_input(tflite: Path, m: ModelRelease) -> None:
+    """The model's input tensor must be what the configuration (and so the manifest) declares, or devices refuse it."""
+    import numpy as np
+
+    from .smoke import load_interpreter
+
+    interp, _backend = load_interpreter(tflite, m.backends)
+    detail = interp.get_input_details()[0]
+    shape, dtype = tuple(int(d) for d in detail["shape"]), np.dtype(detail["dtype"]).name
+    if (shape, dtype) != (m.input_shape, m.input_dtype):
+        raise ConfigError(
+            f"the model takes {list(shape)} {dtype}, but release.yaml declares input {list(m.input_shape)} "
+            f"{m.input_dtype} for {m.name}: devices would refuse it in the smoke test",
+            hint="fix models.<name>.input (and convert.quantize) in release.yaml, or export the model with that input",
+        )
 
 
 def load_dataset(path: Path, what: str) -> tuple[Any, Any]:
@@ -554,13 +651,13 @@ def publish(
     refuse_keys_in_repository(keys, repo)
     signing = [load_private_key(k) for k in keys]
     chain = verify_chain([p.read_bytes() for p in cfg.trust_root]) if cfg.trust_root else []
-    tfl_bytes, how = model_bytes(source)
+    x_held, y_held = load_dataset(heldout, "held-out")
+    x_train, _y_train = load_dataset(train, "training")
+    tfl_bytes, how = model_bytes(source, m, x_train)
     workdir.mkdir(parents=True, exist_ok=True)
     tfl = workdir / "model.tflite"
     tfl.write_bytes(tfl_bytes)
-
-    x_held, y_held = load_dataset(heldout, "held-out")
-    x_train, _y_train = load_dataset(train, "training")
+    check_model_input(tfl, m)
     out_held = predict(tfl, x_held, m.backends)
     ev = evaluate(out_held, y_held, m.labels)
     gate = gate_decision(ev, m.min_accuracy)

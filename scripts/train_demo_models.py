@@ -38,6 +38,13 @@ Produced, one directory per ``<out>/<model-name>/<version>/`` with ``model.tflit
   - 1.0.0 (release_counter 1): from the 10%-data model.
   - 1.1.0 (release_counter 2): from the all-data model.
 
+Hand-over to ``edge-release publish`` (``--export-keras DIR``): only the two good trainings (1.0.0 on 10% of
+the data, 1.1.0 on all of it), each saved as the trainer's own artefacts, not converted:
+``DIR/<version>/model.keras`` (Keras 3 file) and ``DIR/<version>/saved_model/`` (a TensorFlow SavedModel), both
+of the batch-1 export model (input ``[1, 32, 32, 1]`` float32). ``edge-release publish --from`` either of them
+converts (float, or full-integer int8 when ``release.yaml`` says ``convert: {quantize: int8}``), evaluates,
+bundles and signs (docs/RELEASE.md); ``tests/integration/test_publish_convert.py`` does exactly that.
+
 Golden samples: the same 16 held-out images (8 per class) for every version, chosen (in held-out
 order) among those that all good models (float and int8, 1.0.0 and 1.1.0) classify correctly
 with confidence >= 0.75. ``expected_outputs`` are the outputs of the TFLite model itself run with
@@ -373,6 +380,32 @@ def write_fault_models(out: Path, golden_from: Path) -> list[Path]:
     ]
 
 
+#: What ``--export-keras`` trains: version -> (fraction of the training data, seed), as for the committed models.
+HANDOVER = {"1.0.0": (SMALL_FRACTION, 1), "1.1.0": (1.0, 2)}
+
+
+def export_keras(out: Path, versions: tuple[str, ...] = tuple(HANDOVER), epochs: int = 15) -> dict[str, Path]:
+    """Train ``versions`` and save each as ``out/<version>/model.keras`` and ``out/<version>/saved_model/``.
+
+    The hand-over to ``edge-release publish`` (which converts); nothing is converted or evaluated here.
+    Returns ``{version: out/<version>}``.
+    """
+    x_train, y_train, _, _ = datasets()
+    _, keras = _tf()
+    written = {}
+    for version in versions:
+        fraction, seed = HANDOVER[version]
+        n = int(N_TRAIN * fraction)
+        print(f"training {version} ({n} images, {epochs} epochs)...", flush=True)
+        model = export_model(keras, train_small(keras, x_train[:n], y_train[:n], epochs=epochs, seed=seed))
+        d = out / version
+        d.mkdir(parents=True, exist_ok=True)
+        model.save(d / "model.keras")
+        model.export(str(d / "saved_model"), format="tf_saved_model", verbose=False)
+        written[version] = d
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="demo/models", help="output directory (default: demo/models)")
@@ -381,7 +414,18 @@ def main(argv: list[str] | None = None) -> int:
         metavar="DIR",
         help="only write the faulty test models (hanging, NaN) under DIR (e.g. demo/fault-models); no training",
     )
+    ap.add_argument(
+        "--export-keras",
+        metavar="DIR",
+        help="only train 1.0.0 and 1.1.0 and hand them over unconverted: DIR/<version>/model.keras and "
+        "DIR/<version>/saved_model/ (for edge-release publish --from)",
+    )
+    ap.add_argument("--epochs", type=int, default=15, help="training epochs (default 15, as the committed models)")
     args = ap.parse_args(argv)
+    if args.export_keras:
+        for version, d in export_keras(Path(args.export_keras), epochs=args.epochs).items():
+            print(version, d / "model.keras", d / "saved_model")
+        return 0
     if args.fault_models:
         for d in write_fault_models(Path(args.fault_models), Path(args.out) / "defect-classifier" / "1.1.0"):
             print(d, sum(f.stat().st_size for f in d.iterdir()), "bytes")
@@ -395,11 +439,11 @@ def main(argv: list[str] | None = None) -> int:
 
     tf, keras = _tf()
     print("training 1.0.0 (10% data)...", flush=True)
-    m_small = train_small(keras, x_small, y_small, epochs=15, seed=1)
+    m_small = train_small(keras, x_small, y_small, epochs=args.epochs, seed=HANDOVER["1.0.0"][1])
     print("training 1.1.0 (all data)...", flush=True)
-    m_full = train_small(keras, x_train, y_train, epochs=15, seed=2)
+    m_full = train_small(keras, x_train, y_train, epochs=args.epochs, seed=HANDOVER["1.1.0"][1])
     print("training 1.2.0 (flipped labels)...", flush=True)
-    m_flip = train_small(keras, x_train, 1 - y_train, epochs=15, seed=3)
+    m_flip = train_small(keras, x_train, 1 - y_train, epochs=args.epochs, seed=3)
 
     print("converting...", flush=True)
     b_small = to_tflite_float(tf, export_model(keras, m_small))

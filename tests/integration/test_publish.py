@@ -10,13 +10,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import shutil
-import subprocess
-import sys
 import tarfile
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from fractions import Fraction
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -29,64 +26,10 @@ from edge_runtime.audit import read_events
 from edge_runtime.device import Device
 from edge_runtime.publish import Evaluation, gate_decision, load_release_config, publish
 from edge_runtime.release_cli import main as release_cli
-from tests.support.factory import DEMO_MODELS, MODEL, build, release_json
-from tests.support.keys import KeyPair, make_keypair
+from tests.support.factory import DEMO_MODELS, MODEL
+from tests.support.publish_repo import NOW, Setup, git
 
 REPO = Path(__file__).resolve().parents[2]
-NOW = datetime(2026, 12, 3, 6, 0, tzinfo=timezone.utc)
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout
-
-
-class Setup:
-    def __init__(self, base: Path) -> None:
-        sys.path.insert(0, str(REPO / "scripts"))
-        from demo_data import write_demo_data
-
-        self.base = base
-        self.keys_dir = base / "keys"  # outside the repository
-        self.k: dict[str, KeyPair] = {n: make_keypair(self.keys_dir, n) for n in ("ci", "rm")}
-        self.data = write_demo_data(base / "data")
-        self.repo = base / "repo"
-        self.registry = base / "registry"
-        self.repo.mkdir()
-        # the catalogue as it was before 1.1.0: only 1.0.0 of defect-classifier, in the registry
-        text = (REPO / "models.yaml").read_text()
-        text = re.sub(r'(?ms)^      "1\.[123]\.0":\n        bundle: defect-classifier/.*?release_counter: \d+\n', "",
-                      text)
-        text = re.sub(r"(?m)^registry: .*$", f"registry: {self.registry}", text)
-        (self.repo / "models.yaml").write_text(text)
-        (self.registry / MODEL).mkdir(parents=True)
-        build("1.0.0", self.registry / MODEL / "1.0.0.edgebundle", [self.k["ci"]])
-        # trust root version 1: bundles need both the CI key and the release manager's key
-        self.root = self.repo / "trust" / "1.root.json"
-        self.root.parent.mkdir()
-        self.cli("root", "new", "-o", str(self.root), "--root-key", str(self.k["ci"].public_path),
-                 "--release-key", str(self.k["ci"].public_path), "--release-key", str(self.k["rm"].public_path),
-                 "--release-threshold", "2")
-        self.cli("root", "sign", str(self.root), "--key", str(self.k["ci"].private_path))
-        cfg = (REPO / "release.yaml").read_text()
-        cfg = re.sub(r"(?m)^registry: .*$", f"registry: {self.registry}", cfg)
-        cfg = re.sub(r"(?m)^trust_root: .*$", "trust_root: [trust/1.root.json]", cfg)
-        (self.repo / "release.yaml").write_text(cfg)
-        (self.repo / ".gitignore").write_text("reports/\n.state/\n")
-        git(self.repo, "init", "-q", "-b", "main")
-        git(self.repo, "add", ".")
-        git(self.repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "fleet at 1.0.0")
-
-    def cli(self, *args: str) -> dict[str, Any]:
-        return release_json(*args)
-
-    def publish(self, version: str, source: str, *, keys: tuple[str, ...] = ("ci", "rm"),
-                now: datetime = NOW, **kw: Any) -> Any:
-        cfg = load_release_config(self.repo / "release.yaml")
-        return publish(cfg, MODEL, version, DEMO_MODELS / MODEL / source / "model.tflite", self.data["train"],
-                       self.data["heldout"], [self.k[k].private_path for k in keys], repo=self.repo,
-                       workdir=self.base / f"work-{version}-{now.timestamp():.0f}", now=now, **kw)
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Setup:
     return Setup(tmp_path_factory.mktemp("publish"))
