@@ -229,13 +229,14 @@ def _stdout_to_stderr() -> Iterator[None]:
 def model_bytes(source: Path, m: ModelRelease, x_train: Any) -> tuple[bytes, str]:
     """The TFLite flatbuffer of ``source`` and how it was obtained (``tflite`` or ``converted from …``).
 
-    A ``.keras`` file (loaded with Keras' safe mode: no embedded code runs) or a SavedModel directory is converted
-    as ``m.quantize`` says; int8 is calibrated on the first ``m.representative_samples`` rows of ``x_train``.
+    A ``.keras`` file (loaded with Keras' safe mode: no embedded code runs; legacy ``.h5`` files, which safe mode
+    does not cover, are refused) or a SavedModel directory is converted as ``m.quantize`` says; int8 is calibrated
+    on the first ``m.representative_samples`` rows of ``x_train``.
     """
     if source.is_file() and source.suffix == ".tflite":
         return source.read_bytes(), "tflite"
     saved_model = source.is_dir() and (source / "saved_model.pb").is_file()
-    if not (saved_model or (source.is_file() and source.suffix in (".keras", ".h5"))):
+    if not (saved_model or (source.is_file() and source.suffix == ".keras")):
         raise ConfigError(
             f"{quote_untrusted(str(source))} is not a .tflite file, a .keras file or a SavedModel directory "
             "(with saved_model.pb)",

@@ -200,12 +200,12 @@ def test_without_tensorflow_a_keras_model_asks_for_the_train_venv(
     assert "make venv-train" in (exc.value.hint or "")
 
 
-@pytest.mark.parametrize("name", ["empty-dir", "model.onnx", "missing.keras"])
+@pytest.mark.parametrize("name", ["empty-dir", "model.onnx", "missing.keras", "model.h5"])
 def test_a_path_that_is_no_model_is_refused_before_any_conversion(setup: Setup, tmp_path: Path, name: str) -> None:
     path = tmp_path / name
     if name == "empty-dir":
         path.mkdir()  # a directory without saved_model.pb is no SavedModel
-    elif name == "model.onnx":
+    elif name in ("model.onnx", "model.h5"):
         path.write_bytes(b"onnx")
     with pytest.raises(errors.ConfigError, match=r"is not a \.tflite file, a \.keras file or a SavedModel directory"):
         setup.publish("1.9.2", path)
