@@ -46,10 +46,11 @@ device's :class:`~edge_runtime.telemetry.store.TelemetryStore`: model, version, 
 error, top-1 label and confidence, and the input statistics the version's ``baseline.json`` names
 (:data:`FEATURES`: ``pixel_mean``, ``pixel_std``) as histogram counts on the baseline's ``bin_edges`` plus
 a bounded reservoir sample. No raw input is stored. A baseline feature this runtime cannot compute, a
-feature the runtime knows that the baseline lacks, or malformed bins are a finding in the store's status
-(the feature is not recorded), never an error of the call. Recording never raises and never waits for
-the database. Pass ``telemetry=`` a store to share one between several predictors of a process, or False
-to record nothing.
+feature the runtime knows that the baseline lacks, or a feature the drift statistics cannot use (checked by
+:meth:`edge_runtime.drift.FeatureBaseline.from_spec`, the one parser of baseline features: bins, fractions,
+sample) are a finding in the store's status (the feature is not recorded), never an error of the call.
+Recording never raises and never waits for the database. Pass ``telemetry=`` a store to share one between
+several predictors of a process, or False to record nothing.
 
 **Feedback.** :meth:`Predictor.feedback` attaches the true label to one of the last ``feedback_window``
 predictions of this process; it is counted (right or wrong) for the version that made the prediction, in
@@ -66,13 +67,14 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .drift import BaselineError, FeatureBaseline
 from .errors import EdgeRuntimeError, quote_untrusted
 from .smoke import _dequantize, _quantize, load_interpreter
 from .telemetry.store import TelemetryStore
@@ -83,8 +85,6 @@ __all__ = ["FEATURES", "Prediction", "Predictor", "UnknownPredictionError", "inp
 FEATURES: tuple[str, ...] = ("pixel_mean", "pixel_std")
 #: loads tried in one call when the device state changes under them (an operation running meanwhile)
 LOAD_ATTEMPTS = 3
-#: the most bins a baseline feature may have
-MAX_BINS = 1000
 #: baseline.json is read bounded (it is signed, but a serving process still does not trust sizes)
 BASELINE_MAX_BYTES = 16 << 20
 LABELS_MAX_BYTES = 1 << 20
@@ -431,26 +431,15 @@ class Predictor:
                                 f"{where}: feature {quote_untrusted(name, 40)} has no extractor in this runtime "
                                 f"(known: {', '.join(sorted(FEATURES))}); it is not recorded")
                 continue
-            problem = _check_edges(spec.get("bin_edges") if isinstance(spec, Mapping) else None)
-            if problem:
+            try:  # the monitor judges what is recorded with the same parser: one owner of "usable baseline"
+                usable = FeatureBaseline.from_spec(name, spec)
+            except BaselineError as exc:
                 self.store.note(f"baseline_bins:{self.model}:{version}:{name}",
-                                f"{where}: feature {name} bin_edges {problem}; it is not recorded")
+                                f"{where}: {exc.message}; it is not recorded")
                 continue
-            out[name] = [float(e) for e in spec["bin_edges"]]
+            out[name] = usable.edges.tolist()
         return out
 
 
 class _InputError(Exception):
     pass
-
-
-def _check_edges(edges: Any) -> str | None:
-    """Why ``edges`` cannot be a histogram's bin edges (None when it can)."""
-    if not isinstance(edges, list) or not 2 <= len(edges) <= MAX_BINS + 1:
-        return f"must be a list of 2 to {MAX_BINS + 1} numbers"
-    if not all(isinstance(e, (int, float)) and not isinstance(e, bool) and math.isfinite(e) for e in edges):
-        return "must hold finite numbers only"
-    if any(b <= a for a, b in itertools.pairwise(edges)):
-        return "must be strictly increasing"
-    return None
-

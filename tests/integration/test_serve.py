@@ -228,13 +228,8 @@ def bundle_with_baseline(release: Release, tmp_path: Path, baseline: dict[str, A
     return out
 
 
-def test_a_baseline_missing_a_feature_or_with_bad_bins_is_a_finding_and_inference_goes_on(
-    release: Release, tmp_path: Path
-) -> None:
-    baseline = json.loads((DEMO_MODELS / MODEL / "1.1.0" / "baseline.json").read_text())
-    del baseline["features"]["pixel_std"]
-    baseline["features"]["pixel_mean"]["bin_edges"][3] = 5.0  # not increasing
-    baseline["features"]["audio_rms"] = {"bin_edges": [0, 1]}
+def serve_with_baseline(release: Release, tmp_path: Path, baseline: dict[str, Any]) -> tuple[Any, list[dict[str, Any]]]:
+    """Install 1.1.0 with ``baseline``, predict :data:`INPUTS` (all must succeed): the minute row and the findings."""
     dev = release.device(tmp_path / "dev", telemetry={"flush_interval_s": 3600})
     assert dev.install(str(bundle_with_baseline(release, tmp_path, baseline))).result == "installed"
     with Predictor(dev.root, MODEL) as p:
@@ -242,14 +237,38 @@ def test_a_baseline_missing_a_feature_or_with_bad_bins_is_a_finding_and_inferenc
         assert p.store is not None
         p.store.flush()
         (row,) = p.store.minutes(MODEL)
-        assert row.count == len(INPUTS)
-        assert row.features == {}
-        kinds = sorted(f["kind"].split(":")[0] for f in p.store.status()["findings"])
-        assert kinds == ["baseline_bins", "baseline_feature_missing", "baseline_feature_unknown"]
-        messages = " ".join(f["message"] for f in p.store.status()["findings"])
-        assert "strictly increasing" in messages
-        assert "pixel_std" in messages
-        assert "audio_rms" in messages
+        return row, list(p.store.status()["findings"])
+
+
+def test_a_baseline_missing_a_feature_or_with_bad_bins_is_a_finding_and_inference_goes_on(
+    release: Release, tmp_path: Path
+) -> None:
+    baseline = json.loads((DEMO_MODELS / MODEL / "1.1.0" / "baseline.json").read_text())
+    del baseline["features"]["pixel_std"]
+    baseline["features"]["pixel_mean"]["bin_edges"][3] = 5.0  # not increasing
+    baseline["features"]["audio_rms"] = {"bin_edges": [0, 1]}
+    row, findings = serve_with_baseline(release, tmp_path, baseline)
+    assert row.count == len(INPUTS)
+    assert row.features == {}
+    kinds = sorted(f["kind"].split(":")[0] for f in findings)
+    assert kinds == ["baseline_bins", "baseline_feature_missing", "baseline_feature_unknown"]
+    messages = " ".join(f["message"] for f in findings)
+    assert "strictly increasing" in messages
+    assert "pixel_std" in messages
+    assert "audio_rms" in messages
+
+
+def test_a_feature_drift_cannot_judge_is_not_recorded_drift_parser_decides(release: Release, tmp_path: Path) -> None:
+    # good bins but fractions that do not sum to 1: serve asks drift's parser
+    # (FeatureBaseline.from_spec), so it records nothing the monitor would refuse, and says why in drift's words
+    baseline = json.loads((DEMO_MODELS / MODEL / "1.1.0" / "baseline.json").read_text())
+    std = baseline["features"]["pixel_std"]
+    std["bin_fractions"] = [2 * f for f in std["bin_fractions"]]
+    row, findings = serve_with_baseline(release, tmp_path, baseline)
+    assert set(row.features) == {"pixel_mean"}
+    by_kind = {f["kind"]: f["message"] for f in findings}
+    assert "bin_fractions sum to 2.0, not 1" in by_kind[f"baseline_bins:{MODEL}:1.1.0:pixel_std"]
+    assert f"baseline_bins:{MODEL}:1.1.0:pixel_mean" not in by_kind
 
 
 @pytest.mark.tflite_runtime
