@@ -54,7 +54,8 @@ def _display(path: Path) -> str:
 
 
 def read_inventory(
-    inventory: str, default_keys: list[str] | None = None, default_threshold: int = 1
+    inventory: str, default_keys: list[str] | None = None, default_threshold: int = 1,
+    playbook_dir: Path = REPO / "playbooks",
 ) -> tuple[dict[str, list[str]], Callable[[str], Trust]]:
     """Ansible's ``groups`` for ``inventory``, and a host's trust as a playbook in ``playbooks/`` sees it.
 
@@ -68,7 +69,6 @@ def read_inventory(
     from ansible.template import Templar
     from ansible.vars.manager import VariableManager
 
-    playbook_dir = REPO / "playbooks"
     loader = DataLoader()
     loader.set_basedir(str(playbook_dir))
     try:
@@ -158,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         "--no-registry", action="store_true", help="do not read the registry (no digest or signature checks)"
     )
     parser.add_argument("--json", action="store_true", help="print the plan as JSON instead of the summary")
+    parser.add_argument("--playbook-dir", type=Path, default=REPO / "playbooks",
+                        help="what {{ playbook_dir }} is in the inventory's paths (default: playbooks)")
     parser.add_argument("--reports", type=Path, default=REPO / "reports",
                         help="where the last deploy report is, for 'from' (default: reports)")
     parser.add_argument(
@@ -171,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         groups, trust = read_inventory(args.inventory, [str(Path(k).resolve()) for k in args.trusted_key],
-                                       args.threshold)
+                                       args.threshold, args.playbook_dir.resolve())
     except (RuntimeError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

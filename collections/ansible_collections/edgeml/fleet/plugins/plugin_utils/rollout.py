@@ -42,6 +42,8 @@ def classify_item(item: Mapping[str, Any], check_mode: bool) -> dict[str, Any]:
     reason = item.get("reason") or item.get("msg") or ""
     if status in ("failed", "quarantined", "unreachable") and item.get("msg"):
         reason = item["msg"]
+    if status == "unreachable":
+        reason = "no answer from this device in this run" + (f": {reason}" if reason else "")
     if status in ("unverified", "would_change") and item.get("healthy") is False:
         reason = UNVERIFIED_REASON.format(v=plan.get("version")) + (
             "; the health check would run" if check_mode else "; checking it now")
