@@ -113,8 +113,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--model", required=True, help="model name, as in release.yaml and models.yaml")
     s.add_argument("--model-version", required=True, help="the new version (MAJOR.MINOR.PATCH)")
     s.add_argument("--from", dest="source", type=Path, required=True,
-                   help="the trainer's output: a .tflite, a .keras file or a SavedModel directory (needs TensorFlow)")
-    s.add_argument("--train", type=Path, required=True, help="training data .npz (x, y): the drift baseline")
+                   help="the trainer's output: a .tflite, or a .keras file / SavedModel directory "
+                   "(converted with TensorFlow: run from .venv-train, make venv-train)")
+    s.add_argument("--train", type=Path, required=True,
+                   help="training data .npz (x, y): the drift baseline (and int8 calibration)")
     s.add_argument("--heldout", type=Path, required=True, help="held-out data .npz (x, y): the accuracy gate")
     s.add_argument("--key", type=Path, action="append", required=True, help="private key (repeat: threshold)")
     s.add_argument("--repo", type=Path, help="the Git repository of models.yaml (default: the config's directory)")
