@@ -49,10 +49,14 @@ def _ssh(fleet: Fleet, host: str, *extra: str, known_hosts: Path | None = None) 
 
 @pytest.mark.skipif(_REASON is not None, reason=_REASON or "")
 def test_devices_are_isolated_keyed_and_torn_down_completely(tmp_path: Path) -> None:
+    from edge_runtime.keys import generate_keypair
+
     state = tmp_path / "fleet"
     fleet = Fleet(state)
+    key = tmp_path / "release.pub"
+    generate_keypair(tmp_path / "release.key", key)
     try:
-        fleet.up(3, prefix="ts", subnet="10.216.0.0/16", log=lambda _m: None)
+        fleet.up(3, prefix="ts", subnet="10.216.0.0/16", trusted_key=key, log=lambda _m: None)
         hosts = [d.host for d in fleet.devices]
         assert hosts == ["ssh-a01", "ssh-b01", "ssh-l01"]
         # each device: its own hostname, only its /16 on the bridge (no default route), an empty home
@@ -82,7 +86,8 @@ def test_devices_are_isolated_keyed_and_torn_down_completely(tmp_path: Path) -> 
         assert "no matching key exchange" in r.stderr.lower(), r.stderr
         # the inventory names models.yaml's groups: models.yaml validates against it
         v = subprocess.run([sys.executable, str(REPO / "scripts" / "validate_models.py"), str(REPO / "models.yaml"),
-                            "--inventory", str(fleet.inventory)], capture_output=True, text=True, check=False, cwd=REPO)
+                            "--inventory", str(fleet.inventory), "--no-registry"],
+                           capture_output=True, text=True, check=False, cwd=REPO)
         assert v.returncode == 0, v.stdout + v.stderr
         st = json.loads(subprocess.run([sys.executable, str(SCRIPT), "--state", str(state), "--json", "status"],
                                        capture_output=True, text=True, check=True).stdout)
