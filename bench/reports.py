@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         r = result["reports"]
         print(f"reports for {r['devices']} devices: decision {r['decide_s']:.2f} s, decision + JSON + Markdown + HTML "
-              f"+ history {r['total_s']:.2f} s (goal < {REPORT_GOAL_S:.0f} s), HTML {r['bytes']['html'] / 1e6:.2f} MB "
+              f"+ history {r['total_s']:.2f} s wall, {r['cpu_s']:.2f} s CPU (goal < {REPORT_GOAL_S:.0f} s), HTML {r['bytes']['html'] / 1e6:.2f} MB "
               f"(goal < 5 MB), JSON {r['bytes']['json'] / 1e6:.2f} MB, Markdown {r['bytes']['md'] / 1e3:.0f} kB: "
               f"{'PASS' if r['pass'] else 'FAIL'}")
         if result["playbook"]:
