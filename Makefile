@@ -17,7 +17,7 @@ PLAYBOOK := $(ANSIBLE_ENV) $(CURDIR)/$(VENV)/bin/ansible-playbook
 INVENTORY ?= inventory/local
 REPORTS ?= reports
 
-.PHONY: help system-deps venv venv-tflite venv-train lint sanity units collection validate plan deploy health rollback lock-status unlock test test-unit test-integration test-tflite-runtime test-train crash demo demo-device bench bench-drift bench-fleet bench-telemetry bench-monitor bench-reports models release clean
+.PHONY: help system-deps venv venv-tflite venv-train lint sanity units collection validate plan deploy health rollback lock-status unlock test test-unit test-integration test-tflite-runtime test-train crash demo demo-device bench bench-drift bench-fleet bench-telemetry bench-monitor bench-reports bench-bake models release clean
 
 help:
 	@echo "make demo      - run the main job on a simulated fleet of its own, then converge the default fleet"
@@ -38,6 +38,7 @@ help:
 	@echo "make bench     - runtime benchmarks, printed as a table (make bench-drift: drift statistics only; make bench-fleet: fleet benchmark)"
 	@echo "make bench-telemetry - recording overhead per inference and store size after 1M inferences (~1 min)"
 	@echo "make bench-monitor - monitor evaluation over 24 h of per-minute aggregates (~15 s)"
+	@echo "make bench-bake - what a live-gate bake adds to a deploy vs bake time + reads (bench/bake.py, ~4 min)"
 	@echo "make fleet-up N=20 / fleet-status / fleet-down - SSH test fleet in network namespaces (root; see docs/SSH_FLEET.md)"
 	@echo "Extra ansible-playbook options: ARGS='...' (e.g. ARGS=\"--limit 'line_b,localhost'\")"
 
@@ -178,6 +179,10 @@ bench-telemetry: venv
 # Monitor evaluation over 24 h of per-minute aggregates (issue 9, goal 3; ~15 s).
 bench-monitor: venv
 	$(PY) bench/monitor.py
+
+# Live canary gate: a wave's bake vs the configured bake time plus one read per device per check (~4 min).
+bench-bake: venv
+	$(PY) bench/bake.py
 
 # Health reports for 10,000 devices (< 10 s, HTML < 5 MB) and health.yml vs ansible ping at 10/50/200 devices.
 bench-reports: venv

@@ -131,6 +131,16 @@ def test_unreadable_or_missing_telemetry_fails_closed() -> None:
     assert "corrupt" in d["failure"]
 
 
+def test_reads_count_every_check_of_an_exhausted_bake() -> None:
+    spec = {"group": "g", "models": ["m"], "retries": 10, "min_samples": 200}
+    short = {"telemetry": {"m": summary(side(n=5), side())}}
+    # ansible-core says attempts=10 when all 11 checks (the first + 10 retries) found too few samples
+    assert lg.device_verdict({**short, "failed": True, "attempts": 10}, spec, POLICY)["reads"] == 11
+    assert lg.device_verdict({**short, "attempts": 4}, spec, POLICY)["reads"] == 4
+    ready = {"telemetry": {"m": summary(side(), side())}, "attempts": 10}
+    assert lg.device_verdict(ready, spec, POLICY)["reads"] == 10
+
+
 def test_hostile_numbers_halt_with_a_reason() -> None:
     bad = side()
     bad["conf_sum"] = float("nan")

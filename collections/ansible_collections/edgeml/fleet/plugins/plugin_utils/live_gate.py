@@ -277,7 +277,13 @@ def device_verdict(
     if verdict != "pass":
         failure = "; ".join(f"{n}: live gate {m['verdict']}: {'; '.join(m['reasons'])}"
                             for n, m in sorted(models.items()) if m["verdict"] != "pass")
-    reads = (read or {}).get("attempts", 1) if isinstance(read, Mapping) else 0
+    reads = 0
+    if isinstance(read, Mapping):
+        reads = read.get("attempts", 1)
+        # ansible-core reports attempts = retries (not retries + 1) when the until loop ran out: every one of
+        # the retries + 1 checks was made
+        if read.get("failed") and reads == spec.get("retries") and not bake_ready(read, spec):
+            reads += 1
     return {"verdict": verdict, "models": models, "failure": failure, "reads": reads}
 
 
