@@ -193,6 +193,15 @@ def test_bake_ready_needs_min_samples_on_both_sides() -> None:
     assert lg.bake_ready({"telemetry": {"m": {"problem": "unreadable"}}}, spec)  # waiting would not help
 
 
+def test_a_device_polled_late_stops_at_the_bake_deadline() -> None:
+    b = lg.bake_plan(plan({"bake_seconds": 60}), 1, {"a1": INSTALLED}, {}, now=1000.0)
+    spec = b["devices"]["a1"]
+    assert spec["deadline"] == 1060.0
+    short = {"telemetry": {"m": summary(side(n=5), side())}}
+    assert not lg.bake_ready(short, spec, now=1059.999)
+    assert lg.bake_ready(short, spec, now=1060.0)  # at the deadline: stop (and judge: insufficient_data)
+
+
 def test_live_wave_gate_halts_the_group_and_rolls_back_its_baked_devices() -> None:
     p = plan({"bake_seconds": 60})
     bake = lg.bake_plan(p, 1, {"a1": INSTALLED, "a2": INSTALLED}, {})

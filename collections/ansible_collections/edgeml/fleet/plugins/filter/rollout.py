@@ -27,17 +27,22 @@ def edge_wave_gate(
 def edge_bake_plan(plan: Mapping[str, Any], wave: int, hostvars: Mapping[str, Any], halted: Any = None) -> Any:
     """``{{ edge_plan | edgeml.fleet.edge_bake_plan(1, hostvars, edge_gate.halted) }}``: the devices of wave 1
     that bake and how (``plugin_utils/live_gate.py``)."""
+    import time
+
     from ansible_collections.edgeml.fleet.plugins.plugin_utils.live_gate import bake_plan
 
     results = results_and_twins(plan, hostvars)[0]
-    return bake_plan(plan, int(wave), results, dict(halted or {}))
+    return bake_plan(plan, int(wave), results, dict(halted or {}), time.time())
 
 
 def edge_bake_ready(read: Mapping[str, Any], spec: Mapping[str, Any]) -> bool:
-    """``until: __edge_bake | edgeml.fleet.edge_bake_ready(edge_bake_spec)``: enough live samples to judge."""
+    """``until: __edge_bake | edgeml.fleet.edge_bake_ready(edge_bake_spec)``: enough live samples to judge, or
+    the bake's deadline (the controller's clock) has passed."""
+    import time
+
     from ansible_collections.edgeml.fleet.plugins.plugin_utils.live_gate import bake_ready
 
-    return bake_ready(read, spec)
+    return bake_ready(read, spec, time.time())
 
 
 def edge_live_gate(plan: Mapping[str, Any], wave: int, hostvars: Mapping[str, Any], gate: Mapping[str, Any],

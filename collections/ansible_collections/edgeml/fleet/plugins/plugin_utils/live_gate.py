@@ -88,14 +88,17 @@ def _policy(plan: Mapping[str, Any], group: str) -> dict[str, Any]:
 
 
 def bake_plan(
-    plan: Mapping[str, Any], wave: int, results: Mapping[str, Any], halted: Mapping[str, Any]
+    plan: Mapping[str, Any], wave: int, results: Mapping[str, Any], halted: Mapping[str, Any], now: float = 0.0
 ) -> dict[str, Any]:
     """Which devices of wave ``wave`` bake, and how: ``{"wave", "hosts", "devices": {host: spec}}``.
 
     A device bakes when its group has a bake time (``bake_seconds > 0``), did not halt (the smoke gate came
     first) and the device installed a model in this run. ``spec``: the installed ``models``, ``retries`` and
     ``delay`` of the poll (one read per check; about ``bake_seconds``, plus ``extend_seconds`` under
-    ``on_insufficient_data: extend``), ``min_samples`` and ``baseline_minutes``. No device: nothing is read.
+    ``on_insufficient_data: extend``), ``min_samples``, ``baseline_minutes`` and ``deadline`` (``now`` + that
+    time, seconds since the epoch on the controller: a device whose reads start late -- more devices in the
+    wave than forks, so the poll loops of later devices start when earlier ones end -- stops polling at the
+    deadline after one read instead of baking its full time again). No device: nothing is read.
     """
     devices: dict[str, Any] = {}
     for group, g in sorted((plan.get("groups") or {}).items()):
@@ -113,14 +116,17 @@ def bake_plan(
                             if m.get("status") == "installed")
             if models:
                 devices[h] = {"group": group, "models": models, "retries": max(1, math.ceil(total / poll)),
-                              "delay": float(poll), "min_samples": pol["min_samples"],
+                              "delay": float(poll), "deadline": now + float(total), "min_samples": pol["min_samples"],
                               "baseline_minutes": pol["baseline_minutes"], "bake_seconds": pol["bake_seconds"]}
     return {"wave": wave, "hosts": sorted(devices), "devices": devices}
 
 
-def bake_ready(read: Mapping[str, Any], spec: Mapping[str, Any]) -> bool:
+def bake_ready(read: Mapping[str, Any], spec: Mapping[str, Any], now: float | None = None) -> bool:
     """Stop polling ``read`` (the registered ``edge_model_info`` result): every baked model's new version and
-    baseline have ``min_samples`` inferences, or its telemetry cannot be read (waiting would not help)."""
+    baseline have ``min_samples`` inferences, or its telemetry cannot be read (waiting would not help), or
+    (``now`` given) the bake's ``deadline`` has passed."""
+    if now is not None and isinstance(spec.get("deadline"), (int, float)) and now >= spec["deadline"]:
+        return True
     tel = read.get("telemetry")
     if not isinstance(tel, Mapping):
         return False
