@@ -158,7 +158,7 @@ def bench_size(tmp: Path, n: int, forks: int) -> Row:
     base.mkdir()
     fleet = Fleet(base / "fleet")
     try:
-        fleet.up(n, prefix="bn", subnet="10.219.0.0/16", control_persist="30s",
+        fleet.up(n, prefix=None, subnet=None, control_persist="30s",
                  trusted_key=tmp / "keys" / f"{KEY_NAME}.pub", log=log)
         inv = str(fleet.inventory)
         extra = base / "extra.yml"

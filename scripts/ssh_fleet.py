@@ -55,7 +55,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,6 +75,7 @@ GROUPS = (("line_a", "a", 5), ("line_b", "b", 4), ("lab", "l", 3))  # as invento
 STATE_NAME = "fleet.json"
 SCHEMA = 1
 UP_TIMEOUT_S = 30.0
+ALLOC_LOCK = "/run/lock/edge-ssh-fleet.lock"
 
 
 class FleetError(RuntimeError):
@@ -300,9 +301,12 @@ class Fleet:
         return self.dev_dir(host) / "home"
 
     # ---- up
-    def up(self, n: int, *, prefix: str = "ef", subnet: str = "10.213.0.0/16", venv_hosts: int = 0,
+    def up(self, n: int, *, prefix: str | None = "ef", subnet: str | None = "10.213.0.0/16", venv_hosts: int = 0,
            disk_mb: int = 64, image: Path | None = None, trusted_key: Path | None = None,
            control_persist: str = "15s", log: Callable[[str], None] = print) -> None:
+        """Bring up ``n`` devices. ``prefix`` / ``subnet`` None: the first free ones (a prefix from this process
+        id, a 10.x.0.0/16 that no route of this machine overlaps), chosen under a machine-wide lock, so test
+        sessions and benchmarks running at the same time never share names or addresses."""
         if self.record.get("devices"):
             raise FleetError(f"a fleet is already up in {self.state} (scripts/ssh_fleet.py down --state {self.state})")
         reason = prerequisites()
@@ -312,38 +316,45 @@ class Fleet:
             if self.state == Path(private) or Path(private) in self.state.parents:
                 raise FleetError(f"the fleet's state directory {self.state} is under {private}, which every device "
                                  "replaces with its own: its sshd could not read its keys; pick another --state")
-        if not prefix.isalnum() or len(prefix) > 6:
+        if prefix is not None and (not prefix.isalnum() or len(prefix) > 6):
             raise FleetError(f"--name must be 1-6 letters or digits (it prefixes interface names), got {prefix!r}")
-        net = ipaddress.ip_network(subnet)
-        if net.version != 4 or net.prefixlen > 22:
-            raise FleetError(f"--subnet must be an IPv4 network of /22 or larger, got {subnet}")
-        self._refuse_overlap(net)
         hosts = host_names(n)
-        if n > (net.num_addresses // 256 - 1) * 250:
-            raise FleetError(f"{n} devices do not fit in {subnet}")
-        t0 = time.monotonic()
-        self.record = {"schema": SCHEMA, "prefix": prefix, "subnet": str(net), "devices": [], "created": {}}
-        self.state.mkdir(parents=True, exist_ok=True)
-        self._save()
+        # the image first: it may take minutes, and no name or address is held meanwhile
         venv_image = image or (build_image(log=log) if venv_hosts < n else None)
         # the wheelhouse the role copies to venv-method devices: the one the image is built from
         wheelhouse = build_wheelhouse(DEFAULT_IMAGE_CACHE / f"wheelhouse-{image_key()}") if venv_hosts else None
-        base = int(net.network_address)
-        ctl_ip = str(ipaddress.ip_address(base + 1))
-        devices = [
-            Device(host=h, group=g, index=i, ip=str(ipaddress.ip_address(base + 256 * (1 + i // 250) + 1 + i % 250)),
-                   netns=f"{prefix}-{h}", veth=f"{prefix}v{i}", venv_method=i < venv_hosts)
-            for i, (h, g) in enumerate(hosts)
-        ]
-        self.record.update(controller_ip=ctl_ip, image=str(venv_image) if venv_image else None,
-                           wheelhouse=str(wheelhouse) if wheelhouse else None,
-                           devices=[d.as_dict() for d in devices], disk_mb=disk_mb,
-                           trusted_key=str(trusted_key or DEFAULT_TRUSTED_KEY),
-                           control_persist=control_persist)
-        self._save()
-        log(f"bringing up {n} SSH devices in {self.state} (namespaces {prefix}-*, subnet {net})")
-        self._keys(devices)
-        self._network(net, ctl_ip, devices)
+        t0 = time.monotonic()
+        with _allocation_lock():
+            prefix = prefix or _free_prefix()
+            net = ipaddress.ip_network(subnet) if subnet else _free_subnet()
+            if net.version != 4 or net.prefixlen > 22:
+                raise FleetError(f"--subnet must be an IPv4 network of /22 or larger, got {subnet}")
+            if f"{prefix}-ctl" in run(["ip", "netns", "list"], check=False).split():
+                raise FleetError(f"namespace {prefix}-ctl exists: another fleet uses the name {prefix}; pick another "
+                                 "--name, or `down` that fleet")
+            self._refuse_overlap(net)
+            if n > (net.num_addresses // 256 - 1) * 250:
+                raise FleetError(f"{n} devices do not fit in {net}")
+            self.record = {"schema": SCHEMA, "prefix": prefix, "subnet": str(net), "devices": [], "created": {}}
+            self.state.mkdir(parents=True, exist_ok=True)
+            self._save()
+            base = int(net.network_address)
+            ctl_ip = str(ipaddress.ip_address(base + 1))
+            devices = [
+                Device(host=h, group=g, index=i,
+                       ip=str(ipaddress.ip_address(base + 256 * (1 + i // 250) + 1 + i % 250)),
+                       netns=f"{prefix}-{h}", veth=f"{prefix}v{i}", venv_method=i < venv_hosts)
+                for i, (h, g) in enumerate(hosts)
+            ]
+            self.record.update(controller_ip=ctl_ip, image=str(venv_image) if venv_image else None,
+                               wheelhouse=str(wheelhouse) if wheelhouse else None,
+                               devices=[d.as_dict() for d in devices], disk_mb=disk_mb,
+                               trusted_key=str(trusted_key or DEFAULT_TRUSTED_KEY),
+                               control_persist=control_persist)
+            self._save()
+            log(f"bringing up {n} SSH devices in {self.state} (namespaces {prefix}-*, subnet {net})")
+            self._keys(devices)
+            self._network(net, ctl_ip, devices)  # the subnet's route exists from here: the lock can go
         for d in devices:
             self._prepare_device(d, disk_mb)
         for d in devices:
@@ -353,14 +364,10 @@ class Fleet:
         log(f"{n} devices up in {time.monotonic() - t0:.1f} s; inventory: {self.inventory}")
 
     def _refuse_overlap(self, net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> None:
-        for line in run(["ip", "-4", "route", "show", "table", "all"]).splitlines():
-            word = line.split()[0] if line.split() else ""
-            if word in ("default", "broadcast", "local", "unreachable", "blackhole", "prohibit"):
-                continue
-            with contextlib.suppress(ValueError):
-                if ipaddress.ip_network(word, strict=False).overlaps(net):
-                    raise FleetError(f"subnet {net} overlaps a route of this machine ({line.strip()}); "
-                                     "pick another with --subnet, or `down` the fleet that uses it")
+        for route, line in _routes():
+            if route.overlaps(net):
+                raise FleetError(f"subnet {net} overlaps a route of this machine ({line}); "
+                                 "pick another with --subnet, or `down` the fleet that uses it")
 
     def _keys(self, devices: list[Device]) -> None:
         client = self.key.parent
@@ -757,6 +764,49 @@ edge_model_transfer: auto
         return t
 
 
+@contextlib.contextmanager
+def _allocation_lock() -> Iterator[None]:
+    """Machine-wide: one fleet at a time picks its names and subnet and creates its route."""
+    import fcntl
+
+    Path(ALLOC_LOCK).parent.mkdir(parents=True, exist_ok=True)
+    with open(ALLOC_LOCK, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _free_prefix() -> str:
+    taken = {ns.split("-", 1)[0] for ns in run(["ip", "netns", "list"], check=False).split()}
+    for k in range(os.getpid() % 99991, os.getpid() % 99991 + 99991):
+        name = f"f{k % 99991}"
+        if name not in taken:
+            return name
+    raise FleetError("no free namespace prefix")
+
+
+def _routes() -> list[Any]:
+    out = []
+    for line in run(["ip", "-4", "route", "show", "table", "all"]).splitlines():
+        word = line.split()[0] if line.split() else ""
+        if word in ("default", "broadcast", "local", "unreachable", "blackhole", "prohibit"):
+            continue
+        with contextlib.suppress(ValueError):
+            out.append((ipaddress.ip_network(word, strict=False), line.strip()))
+    return out
+
+
+def _free_subnet() -> Any:
+    routes = _routes()
+    for k in range(220, 255):
+        net = ipaddress.ip_network(f"10.{k}.0.0/16")
+        if not any(r.overlaps(net) for r, _line in routes):
+            return net
+    raise FleetError("no free 10.x.0.0/16 for a fleet (10.220-254 all routed); pass --subnet")
+
+
 def _comm(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/comm").read_text().strip()
@@ -789,8 +839,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     u = sub.add_parser("up", help="bring up N devices")
     u.add_argument("n", type=int)
-    u.add_argument("--name", default="ef", help="prefix of namespaces and interfaces (1-6 letters/digits)")
-    u.add_argument("--subnet", default="10.213.0.0/16")
+    u.add_argument("--name", default="ef", help="prefix of namespaces and interfaces (1-6 letters/digits); "
+                   "auto: a free one")
+    u.add_argument("--subnet", default="10.213.0.0/16", help="auto: the first free 10.x.0.0/16 (x >= 220)")
     u.add_argument("--venv-hosts", type=int, default=0,
                    help="the first K devices get an empty /opt/edge-runtime: the edge_runtime role installs the "
                         "runtime there (venv method, offline); the others share the read-only image")
@@ -809,7 +860,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if a.cmd == "up":
             try:
-                fleet.up(a.n, prefix=a.name, subnet=a.subnet, venv_hosts=a.venv_hosts, disk_mb=a.disk_mb,
+                fleet.up(a.n, prefix=None if a.name == "auto" else a.name,
+                         subnet=None if a.subnet == "auto" else a.subnet, venv_hosts=a.venv_hosts, disk_mb=a.disk_mb,
                          trusted_key=a.trusted_key, control_persist=a.control_persist, log=quiet)
             except BaseException:
                 if fleet.record and not fleet.record.get("keep_on_error"):

@@ -13,11 +13,12 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from scripts.ssh_fleet import prerequisites
-from tests.support.molecule import MOLECULE, run_molecule, step
+from tests.support.molecule import MOLECULE, REPO, run_molecule, step
 
 pytestmark = pytest.mark.slow
 
@@ -55,6 +56,9 @@ def test_molecule_ssh_scenario_converges_both_roles_over_ssh_idempotently() -> N
             assert re.search(rf"(?m)^TASK \[{re.escape(task)}\].*\n(.*\n)*?ok: \[{host}\]", verify), (task, verify)
     venv_task = "TASK [Assert that the venv holds exactly the wheelhouse's packages]"
     assert re.search(rf"(?m)^{re.escape(venv_task)}.*\n(.*\n)??ok: \[ssh-a01\]", verify), verify
-    # destroy took the fleet down: no namespace of it is left
-    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
-    assert not [ns for ns in netns.split() if ns.startswith("mol-")], netns
+    # destroy took the fleet down: its record, mounts and processes are gone
+    state = REPO / ".state" / "molecule-ssh-fleet"
+    assert not (state / "fleet.json").exists()
+    assert str(state) not in Path("/proc/mounts").read_text()
+    sshd = subprocess.run(["pgrep", "-af", str(state)], capture_output=True, text=True, check=False).stdout
+    assert not sshd.strip(), sshd

@@ -56,7 +56,7 @@ def ssh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshFleet]:
     SshFleet.build_registry(base)
     fleet = Fleet(base / "fleet")
     try:
-        fleet.up(N, prefix="tf", subnet="10.214.0.0/16", control_persist="10s",
+        fleet.up(N, prefix=None, subnet=None, control_persist="10s",  # free names: sessions may run at once
                  trusted_key=base / "keys" / "demo-NOT-FOR-PRODUCTION.pub", log=lambda _m: None)
         yield SshFleet(base, fleet)
     finally:

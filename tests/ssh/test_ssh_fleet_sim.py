@@ -55,8 +55,10 @@ def test_devices_are_isolated_keyed_and_torn_down_completely(tmp_path: Path) -> 
     fleet = Fleet(state)
     key = tmp_path / "release.pub"
     generate_keypair(tmp_path / "release.key", key)
+    prefix = "(none)"
     try:
-        fleet.up(3, prefix="ts", subnet="10.216.0.0/16", trusted_key=key, log=lambda _m: None)
+        fleet.up(3, prefix=None, subnet=None, trusted_key=key, log=lambda _m: None)  # free names and subnet
+        prefix, subnet = fleet.prefix, fleet.record["subnet"]
         hosts = [d.host for d in fleet.devices]
         assert hosts == ["ssh-a01", "ssh-b01", "ssh-l01"]
         # each device: its own hostname, only its /16 on the bridge (no default route), an empty home
@@ -65,7 +67,7 @@ def test_devices_are_isolated_keyed_and_torn_down_completely(tmp_path: Path) -> 
             assert r.returncode == 0, r.stderr
             name, *routes = r.stdout.splitlines()
             assert name == h
-            assert routes == [f"10.216.0.0/16 dev eth0 proto kernel scope link src {fleet.device(h).ip} "], routes
+            assert routes == [f"{subnet} dev eth0 proto kernel scope link src {fleet.device(h).ip} "], routes
         # nothing leaves the machine: no default route in the device or the bridge namespace
         for ns in (fleet.ctl, fleet.device("ssh-a01").netns):
             r = subprocess.run(["ip", "netns", "exec", ns, "ip", "route", "get", "192.0.2.1"],
@@ -96,7 +98,7 @@ def test_devices_are_isolated_keyed_and_torn_down_completely(tmp_path: Path) -> 
         assert [r["sshd"] for r in fleet.status()["devices"]] == [True, False, True]
     finally:
         fleet.down(log=lambda _m: None)
-    assert _leftovers("ts", state) == []
+    assert _leftovers(prefix, state) == []
     again = subprocess.run([sys.executable, str(SCRIPT), "--state", str(state), "down"], capture_output=True,
                            text=True, check=False)
     assert again.returncode == 0, again.stderr
@@ -106,9 +108,10 @@ def test_devices_are_isolated_keyed_and_torn_down_completely(tmp_path: Path) -> 
 @pytest.mark.skipif(_REASON is not None, reason=_REASON or "")
 def test_down_after_an_interrupted_up_removes_everything(tmp_path: Path) -> None:
     state = tmp_path / "fleet"
-    proc = subprocess.Popen([sys.executable, str(SCRIPT), "--state", str(state), "up", "40", "--name", "ti",
-                             "--subnet", "10.217.0.0/16"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), "--state", str(state), "up", "40", "--name", "auto",
+                             "--subnet", "auto"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     record = state / "fleet.json"
+    prefix = "(none)"
     deadline = time.monotonic() + 60
     # killed once some device namespaces exist, before the fleet is complete
     while time.monotonic() < deadline:
@@ -118,12 +121,13 @@ def test_down_after_an_interrupted_up_removes_everything(tmp_path: Path) -> None
             except ValueError:
                 created = {}
             if len(created.get("netns", [])) > 5:
+                prefix = json.loads(record.read_text())["prefix"]
                 break
         time.sleep(0.005)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert _leftovers("ti", state), "the interrupted up left nothing: it was not interrupted"
+    assert _leftovers(prefix, state), "the interrupted up left nothing: it was not interrupted"
     r = subprocess.run([sys.executable, str(SCRIPT), "--state", str(state), "down"], capture_output=True, text=True,
                        check=False)
     assert r.returncode == 0, r.stderr
-    assert _leftovers("ti", state) == []
+    assert _leftovers(prefix, state) == []
