@@ -17,7 +17,7 @@ PLAYBOOK := $(ANSIBLE_ENV) $(CURDIR)/$(VENV)/bin/ansible-playbook
 INVENTORY ?= inventory/local
 REPORTS ?= reports
 
-.PHONY: help system-deps venv venv-tflite venv-train lint sanity units collection validate plan deploy health rollback lock-status unlock test test-unit test-integration test-tflite-runtime test-train crash demo demo-device bench bench-drift bench-fleet bench-telemetry bench-monitor bench-reports bench-bake models release clean
+.PHONY: help system-deps venv venv-tflite venv-train lint sanity units collection ee-context validate plan deploy health rollback lock-status unlock test test-unit test-integration test-tflite-runtime test-train crash demo demo-device bench bench-drift bench-fleet bench-telemetry bench-monitor bench-reports bench-bake models release clean
 
 help:
 	@echo "make demo      - run the main job on a simulated fleet of its own, then converge the default fleet"
@@ -120,6 +120,14 @@ sanity: venv
 
 units: venv
 	scripts/ansible_test.sh units --venv
+
+# The execution environment's build context (docs/AWX.md), offline: the wheel and the collection tarball that
+# execution-environment.yml installs, then `ansible-builder create` into dist/ee-context.
+ee-context: venv
+	rm -rf dist/ee-files dist/ee-context && mkdir -p dist/ee-files
+	$(PY) -m pip wheel $(PIP_FLAGS) --no-deps --wheel-dir dist/ee-files .
+	cd collections/ansible_collections/edgeml/fleet && $(CURDIR)/$(VENV)/bin/ansible-galaxy collection build --force --output-path $(CURDIR)/dist/ee-files
+	$(VENV)/bin/ansible-builder create -f execution-environment.yml -c dist/ee-context
 
 collection: venv
 	mkdir -p dist
