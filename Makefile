@@ -17,7 +17,7 @@ PLAYBOOK := $(ANSIBLE_ENV) $(CURDIR)/$(VENV)/bin/ansible-playbook
 INVENTORY ?= inventory/local
 REPORTS ?= reports
 
-.PHONY: help system-deps venv venv-tflite venv-train lint sanity units collection ee-context validate plan deploy health rollback lock-status unlock test test-unit test-integration test-tflite-runtime test-train crash demo demo-device bench bench-drift bench-fleet bench-telemetry bench-monitor bench-reports bench-bake models release clean
+.PHONY: help system-deps venv venv-tflite venv-train lint sanity units collection ee-context wheelhouse validate plan deploy health rollback lock-status unlock test test-unit test-integration test-tflite-runtime test-train crash demo demo-device bench bench-drift bench-fleet bench-telemetry bench-monitor bench-reports bench-bake models release clean
 
 help:
 	@echo "make demo      - run the main job on a simulated fleet of its own, then converge the default fleet"
@@ -128,6 +128,11 @@ ee-context: venv
 	$(PY) -m pip wheel $(PIP_FLAGS) --no-deps --wheel-dir dist/ee-files .
 	cd collections/ansible_collections/edgeml/fleet && $(CURDIR)/$(VENV)/bin/ansible-galaxy collection build --force --output-path $(CURDIR)/dist/ee-files
 	$(VENV)/bin/ansible-builder create -f execution-environment.yml -c dist/ee-context
+
+# A device wheelhouse for another platform (binary wheels at the tested versions): make wheelhouse MACHINE=aarch64
+MACHINE ?= aarch64
+wheelhouse: venv
+	$(PY) scripts/wheelhouse.py --machine $(MACHINE) --out .state/wheelhouse-$(MACHINE)
 
 collection: venv
 	mkdir -p dist
