@@ -93,4 +93,3 @@ files:
   type: list
   elements: path
 """
-

@@ -176,8 +176,8 @@ def _device_row(host: str, entry: Mapping[str, Any], snap: Mapping[str, Any] | N
         "collected_at_s": now,
         "telemetry_age_s": None if now is None or newest is None else round(now - newest, 1),
         "models": models,
-        "host": {k: system.get(k) for k in ("uptime_s", "load_avg", "cpu_count", "cpu_busy_percent_since_boot",
-                                             "memory", "disk", "temperature_c")},
+        "host": {k: system.get(k) for k in (
+            "uptime_s", "load_avg", "cpu_count", "cpu_busy_percent_since_boot", "memory", "disk", "temperature_c")},
         "drift": drift,
     }
 

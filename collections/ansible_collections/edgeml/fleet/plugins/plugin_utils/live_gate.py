@@ -247,8 +247,7 @@ def model_verdict(s: Mapping[str, Any] | None, policy: Mapping[str, Any]) -> dic
 
 def _value_text(name: str, value: Fraction, limit: Fraction) -> str:
     if name.endswith("increase"):
-        shown, _ = show_pair(value * 100, limit * 100)
-        return f"{shown} points"
+        return f"{show_pair(value * 100, limit * 100)[0]} points"
     return show_pair(value, limit)[0]
 
 

@@ -89,8 +89,8 @@ def plan_report(
                 "bundle_present": _check("passed", str(want.get("source"))),
                 "signature_digest": (
                     _check("passed", f"{item.get('keys')} trusted key(s), threshold {item.get('threshold')}, "
-                                     f"digest {want.get('digest')}" + (f", {item['files']} file(s) verified"
-                                                                        if item.get("files") else ""))
+                           f"digest {want.get('digest')}"
+                           + (f", {item['files']} file(s) verified" if item.get("files") else ""))
                     if item else _check(NOT_EVALUATED, "not verified in this run (validation without verify_bundles)")
                 ),
                 "expiry": _expiry(item, now),
