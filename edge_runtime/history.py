@@ -36,10 +36,13 @@ Example queries (``sqlite3 reports/history/history.db``)::
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import sqlite3
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +96,32 @@ def connect(reports_dir: Path | str, *, upto: int | None = None) -> sqlite3.Conn
     path = db_path(reports_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     target = len(MIGRATIONS) if upto is None else upto
+    # Setting up (switching to WAL, migrating) is serialised between processes by a lock file: SQLite answers
+    # "database is locked" at once, without waiting, when two connections switch a new database to WAL.
+    with _setup_lock(path):
+        return _open(path, target)
+
+
+@contextlib.contextmanager
+def _setup_lock(path: Path) -> Iterator[None]:
+    fd = os.open(path.with_name(path.name + ".setup-lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise HistoryError(f"history database {path}: another process has been setting it up for more "
+                                       f"than {BUSY_TIMEOUT_S:g} s; try again when it has finished") from None
+                time.sleep(0.02)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _open(path: Path, target: int) -> sqlite3.Connection:
     try:
         conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")

@@ -220,6 +220,9 @@ def prune_images(cache: Path, keep: set[str], newest: int = 2) -> None:
 # --------------------------------------------------------------------------------------------- state
 
 
+#: longest control socket directory: 107 bytes of a Unix socket path - "/" - 40 (%C) - ".<16 random>"
+CONTROL_DIR_MAX = 49
+
 @dataclass
 class Device:
     host: str
@@ -288,7 +291,24 @@ class Fleet:
 
     @property
     def control_dir(self) -> Path:
-        return self.state / "cp"
+        """Where the SSH control sockets live: ``<state>/cp``, or a short directory under /tmp when that path is
+        too long for a socket. ssh binds ``<dir>/<%C: 40 hex>.<16 random>`` first, and a Unix socket path holds
+        at most 107 bytes, so the directory may have at most 49 (a deep pytest tmp dir has more)."""
+        local = self.state / "cp"
+        if len(os.fsencode(local)) <= CONTROL_DIR_MAX:
+            return local
+        digest = hashlib.sha256(os.fsencode(self.state.resolve())).hexdigest()[:16]
+        return Path("/tmp") / f"edge-ssh-cp-{digest}"  # noqa: S108 - checked private by _make_control_dir
+
+    def _make_control_dir(self) -> None:
+        """Create the control socket directory, mode 0700; refuse one that is not ours (a shared /tmp)."""
+        d = self.control_dir
+        with contextlib.suppress(FileExistsError):
+            d.mkdir(mode=0o700)
+        st = os.lstat(d)
+        if not os.path.isdir(d) or os.path.islink(d) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+            raise SystemExit(f"ssh_fleet: {d} exists but is not a private directory of this user (mode 0700): "
+                             "remove it and run again")
 
     def dev_dir(self, host: str) -> Path:
         return self.state / "devices" / host
@@ -386,7 +406,7 @@ class Fleet:
             kind, blob = hk.with_suffix(".pub").read_text().split()[:2]
             lines.append(f"{d.ip} {kind} {blob}\n")
         write_atomic(self.known_hosts, "".join(lines))
-        self.control_dir.mkdir(mode=0o700, exist_ok=True)
+        self._make_control_dir()
 
     def _network(self, net: Any, ctl_ip: str, devices: list[Device]) -> None:
         p = self.prefix
@@ -741,6 +761,7 @@ edge_model_transfer: auto
         n = len(self.record.get("devices", []))
         for sub in ("devices", "inventory", "cp", "client"):
             shutil.rmtree(self.state / sub, ignore_errors=True)
+        shutil.rmtree(self.control_dir, ignore_errors=True)  # the short /tmp one, when the state path is long
         for f in ("known_hosts", "authorized_keys", STATE_NAME):
             with contextlib.suppress(FileNotFoundError):
                 (self.state / f).unlink()
