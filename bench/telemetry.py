@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import DEMO, Goal, common_options, fs_type, log, rmtree, start, table
+from run import DEMO, Goal, common_options, log, run_goals
 
 from edge_runtime.device import Device
 from edge_runtime.keys import generate_keypair
@@ -226,31 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calls", type=int, default=20_000, help="calls of each kind for T1 (default 20000)")
     ap.add_argument("--records", type=int, default=1_000_000, help="recorded inferences for T4 (default 1000000)")
     args = ap.parse_args(argv)
-    tmp, started, load_before = start(args)
-    t_start = time.monotonic()
-    try:
-        goals = [goal_recording(tmp, args.calls), goal_size(tmp, args.records)]
-    finally:
-        if args.keep:
-            log(f"kept {tmp}")
-        else:
-            rmtree(tmp)
-    load_after = os.getloadavg()
-    elapsed = time.monotonic() - t_start
-    if args.json:
-        print(json.dumps({
-            "started": started.isoformat(timespec="seconds"),
-            "elapsed_s": round(elapsed, 1),
-            "load_average_1m": {"before": load_before[0], "after": load_after[0]},
-            "nproc": os.cpu_count(),
-            "all_passed": all(g.passed for g in goals),
-            "goals": [{**g.__dict__, "result": g.result} for g in goals],
-        }, indent=1))
-    else:
-        print(table(goals))
-        print(f"\n{started:%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, scratch on {fs_type(tmp)}; "
-              f"load avg {load_before[0]:.2f} -> {load_after[0]:.2f}; {elapsed:.0f} s")
-    return 0 if all(g.passed for g in goals) else 1
+    return run_goals(args, lambda tmp: [goal_recording(tmp, args.calls), goal_size(tmp, args.records)])
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ Release side only (numpy). One function computes it for the demo trainer (``scri
 for ``edge-release publish``, so the format has one owner. Per feature: a subsample of at most 1000 values
 (``sample``), ten quantile bins (``bin_edges``, 11 strictly increasing edges, outer ones at +-1e9) with the
 fraction of values in each (``bin_fractions``), ``mean`` and ``std``. Features: per-image pixel mean and pixel
-std, and the model's confidence (max softmax probability) on its training data. See ``docs/DESIGN.md``.
+std (defined in :mod:`edge_runtime.features`), and the model's confidence (max softmax probability) on
+its training data. See ``docs/DESIGN.md``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
+from .features import FEATURES, batch_statistics
 
 __all__ = ["SEED_BASELINE_SUBSAMPLE", "feature_summary", "make_baseline"]
 
@@ -46,12 +49,9 @@ def feature_summary(values: Any, seed: int = SEED_BASELINE_SUBSAMPLE) -> dict[st
 
 def make_baseline(images: Any, outputs: Any) -> dict[str, Any]:
     """The baseline of ``images`` (the training inputs) and ``outputs`` (the model's probabilities on them)."""
-    flat = np.asarray(images).reshape(len(images), -1).astype(np.float64)
+    per_input = batch_statistics(images)
     return {
         "n_samples": len(images),
-        "features": {
-            "pixel_mean": feature_summary(flat.mean(axis=1), SEED_BASELINE_SUBSAMPLE),
-            "pixel_std": feature_summary(flat.std(axis=1), SEED_BASELINE_SUBSAMPLE),
-        },
+        "features": {name: feature_summary(per_input[name], SEED_BASELINE_SUBSAMPLE) for name in FEATURES},
         "confidence": feature_summary(np.asarray(outputs).max(axis=1), SEED_BASELINE_SUBSAMPLE),
     }

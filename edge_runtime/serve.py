@@ -61,7 +61,6 @@ the minute the feedback arrives. An unknown id (never issued, already given feed
 from __future__ import annotations
 
 import itertools
-import math
 import os
 import secrets
 import threading
@@ -76,30 +75,17 @@ import numpy as np
 
 from .drift import BaselineError, FeatureBaseline
 from .errors import EdgeRuntimeError, quote_untrusted
+from .features import FEATURES, input_statistics
 from .smoke import _dequantize, _quantize, load_interpreter
 from .telemetry.store import TelemetryStore
 
 __all__ = ["FEATURES", "Prediction", "Predictor", "UnknownPredictionError", "input_statistics"]
 
-#: the input statistics this runtime can record, by the name a baseline gives them (:func:`input_statistics`)
-FEATURES: tuple[str, ...] = ("pixel_mean", "pixel_std")
 #: loads tried in one call when the device state changes under them (an operation running meanwhile)
 LOAD_ATTEMPTS = 3
 #: baseline.json is read bounded (it is signed, but a serving process still does not trust sizes)
 BASELINE_MAX_BYTES = 16 << 20
 LABELS_MAX_BYTES = 1 << 20
-
-
-def input_statistics(x: np.ndarray) -> dict[str, float]:
-    """The :data:`FEATURES` of one input in the model's float domain: mean and standard deviation of its
-    values, from one sum (float64) and one dot product; where the variance is small next to the squared mean
-    (cancellation would cost precision) the standard deviation is computed exactly instead."""
-    r = x.reshape(-1)
-    n = r.size
-    mean = float(np.add.reduce(r, dtype=np.float64)) / n
-    var = float(np.dot(r, r)) / n - mean * mean
-    std = math.sqrt(var) if var > 1e-3 * mean * mean else float(r.std(dtype=np.float64))
-    return {"pixel_mean": mean, "pixel_std": std}
 
 
 class UnknownPredictionError(EdgeRuntimeError):
