@@ -123,3 +123,16 @@ def test_plan_reports_the_unreachable_devices(project: Path) -> None:
         assert "2 trusted key(s), threshold 2" in rows[host]["checks"]["signature_digest"]["detail"]
     assert plan["totals"]["unknown"] == len(DEVICES)
     assert "Would not converge" in (reports / "plan.md").read_text()
+    # check mode gates nothing: no group halts on its unreachable canary, every wave of every group is planned and
+    # its gate line says "not evaluated", naming the devices that did not answer
+    assert "HALTED" not in out, out[-6000:]
+    assert "skipped_halted" not in out, out[-6000:]
+    waves: dict[tuple[str, int], list[str]] = {}
+    for r in plan["rows"]:
+        waves.setdefault((r["group"], r["wave"]), []).append(r["device"])
+    assert max(w for _, w in waves) > 1, "the example fleet has more than one wave"
+    for (group, wave), hosts in waves.items():
+        line = re.search(rf"{group} wave {wave}: .*", out)
+        assert line, (group, wave, out[-6000:])
+        assert "not evaluated (check mode" in line.group(0), line.group(0)
+        assert line.group(0).endswith("unreachable: " + ", ".join(sorted(set(hosts)))), line.group(0)

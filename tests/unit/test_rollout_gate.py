@@ -309,3 +309,40 @@ def test_gate_decisions_accumulate_over_waves_with_the_measurements_they_read() 
         ("line_a", 1, True, 0, 1), ("line_a", 2, False, 1, 2)]
     assert second["decisions"][1]["measurements"]["a2"]["m"]["p95_ms"] == 9.0
     assert second["decisions"][1]["health_gate"] == {"max_p95_latency_ms": 5}
+
+
+# ---- check mode: the gate is not evaluated and halts nothing (make plan) ------------------------------------------
+
+def test_check_mode_gate_is_not_evaluated_and_never_halts() -> None:
+    p = plan({"max_p95_latency_ms": 5}, 0, [["a1", "a2", "a3"], ["a4"]])
+    unreachable = rollout.device_result({"unreachable": True, "msg": "ssh: connect timed out"},
+                                        {"models": {"m": {"version": "1.1.0"}}}, True)
+    refused = rollout.device_result({"results": [{"item": {"key": "m", "value": {"version": "1.1.0"}},
+                                                  "failed": True, "msg": "downgrade"}]}, {}, True)
+    results = {"a2": unreachable, "a3": refused}  # a1 gave no answer at all
+    real = rollout.wave_gate(p, 1, results, {})
+    assert "line_a" in real["halted"], "the same wave halts a real deploy"
+    assert real["report"]["line_a"]["line"].startswith("line_a wave 1: 3/3 failed, max 0%: HALTED: wave 1: ")
+    g = rollout.wave_gate(p, 1, results, {}, check_mode=True)
+    assert (g["halted"], g["rollback_hosts"]) == ({}, [])
+    r = g["report"]["line_a"]
+    assert (r["passed"], r["evaluated"], r["failed"], r["failures"]) == (None, False, 0, {})
+    assert r["unreachable"] == {"a1": "no answer from this device in this run",
+                                "a2": "m: ssh: connect timed out"}
+    assert r["line"] == f"line_a wave 1: 3 device(s), max 0% failed: {gates.NOT_EVALUATED}; unreachable: a1, a2"
+    assert "passed" not in r["line"]
+    assert "HALTED" not in r["line"]
+    # the plan goes on: the next wave is shown (not evaluated either), never skipped as halted
+    nxt = rollout.wave_gate(p, 2, results, g["halted"], g["decisions"], check_mode=True)
+    assert nxt["report"]["line_a"]["line"].startswith("line_a wave 2: 1 device(s), ")
+    assert nxt["report"]["line_a"]["unreachable"] == {"a4": "no answer from this device in this run"}
+    assert [(d["wave"], d["passed"]) for d in nxt["decisions"]] == [(1, None), (2, None)]
+
+
+def test_real_gate_lists_unreachable_devices_and_says_passed() -> None:
+    p = plan({}, 50, [["a1", "a2"]])
+    g = rollout.wave_gate(p, 1, {"a1": installed()}, {})
+    r = g["report"]["line_a"]
+    assert (g["halted"], r["passed"], r["evaluated"]) == ({}, True, True)
+    assert r["unreachable"] == {"a2": "no answer from this device in this run"}
+    assert r["line"] == "line_a wave 1: 1/2 failed, max 50%: passed"

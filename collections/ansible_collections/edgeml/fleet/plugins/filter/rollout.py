@@ -17,11 +17,13 @@ def edge_device_result(registered: Mapping[str, Any], plan_entry: Mapping[str, A
 
 
 def edge_wave_gate(
-    plan: Mapping[str, Any], wave: int, hostvars: Mapping[str, Any], halted: Any = None, decisions: Any = None
+    plan: Mapping[str, Any], wave: int, hostvars: Mapping[str, Any], halted: Any = None, decisions: Any = None,
+    check_mode: bool = False,
 ) -> Any:
-    """``{{ edge_plan | edgeml.fleet.edge_wave_gate(1, hostvars, edge_gate.halted, edge_gate.decisions) }}``."""
+    """``{{ edge_plan | edgeml.fleet.edge_wave_gate(1, hostvars, edge_gate.halted, edge_gate.decisions,
+    ansible_check_mode) }}``."""
     results = results_and_twins(plan, hostvars)[0]
-    return rollout.wave_gate(plan, int(wave), results, halted, list(decisions or []))
+    return rollout.wave_gate(plan, int(wave), results, halted, list(decisions or []), bool(check_mode))
 
 
 def edge_bake_plan(plan: Mapping[str, Any], wave: int, hostvars: Mapping[str, Any], halted: Any = None) -> Any:

@@ -35,7 +35,7 @@ from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from typing import Any
 
-__all__ = ["exact", "host_failure", "show_pair", "wave_gate"]
+__all__ = ["NOT_EVALUATED", "exact", "host_failure", "show_pair", "wave_gate"]
 
 #: most decimals a message shows (values closer than this to the limit are shown with this many)
 _MAX_PLACES = 30
@@ -182,8 +182,25 @@ def _measurements(hosts: list[str], results: Mapping[str, Any]) -> dict[str, Any
     return out
 
 
+#: what a check-mode gate line says: nothing was installed, so there is nothing to gate (never "passed")
+NOT_EVALUATED = "not evaluated (check mode installs nothing, so there is nothing to gate)"
+
+
+def _unanswered(hosts: list[str], results: Mapping[str, Any]) -> dict[str, str]:
+    """The devices of ``hosts`` that gave no answer in this run (no result, or an unreachable one), and why."""
+    out: dict[str, str] = {}
+    for h in hosts:
+        r = results.get(h)
+        if r is None:
+            out[h] = "no answer from this device in this run"
+        elif r.get("status") == "unreachable":
+            out[h] = str(r.get("reason") or "no answer from this device in this run")
+    return out
+
+
 def wave_gate(
-    plan: Mapping[str, Any], wave: int, results: Mapping[str, Any], halted: Mapping[str, Any] | None
+    plan: Mapping[str, Any], wave: int, results: Mapping[str, Any], halted: Mapping[str, Any] | None,
+    check_mode: bool = False,
 ) -> dict[str, Any]:
     """Evaluate wave ``wave`` of every rollout group.
 
@@ -191,6 +208,11 @@ def wave_gate(
     halted so far, with the wave and reason), ``report`` (per group of this wave) and ``rollback_hosts``
     (devices of a failed wave that installed the new version and must be rolled back). A wave passes when
     ``failed * 100 <= max_fail_percent * devices`` (exact).
+
+    ``check_mode``: nothing was installed, so there is no smoke test, latency or failure rate to gate: the gate
+    is **not evaluated** (``passed`` None), never halts a group and rolls nothing back, so a plan goes on to show
+    every following wave. The devices that did not answer are listed per group (``unreachable``) all the same.
+    Every group's ``line`` is the one sentence the playbook shows for it.
     """
     halted = dict(halted or {})
     report: dict[str, Any] = {}
@@ -202,18 +224,30 @@ def wave_gate(
         hosts = list(waves[wave - 1])
         policy = g.get("policy") or {}
         gate = policy.get("health_gate") or {}
-        failures = {h: why for h in hosts if (why := host_failure(results.get(h), gate))}
         raw_limit = policy.get("max_fail_percent", 0)
+        unanswered = _unanswered(hosts, results)
+        if check_mode:
+            line = f"{group} wave {wave}: {len(hosts)} device(s), max {raw_limit}% failed: {NOT_EVALUATED}"
+            if unanswered:
+                line += f"; unreachable: {', '.join(sorted(unanswered))}"
+            report[group] = {"wave": wave, "hosts": hosts, "failures": {}, "failed": 0, "devices": len(hosts),
+                             "fail_percent": None, "max_fail_percent": raw_limit, "passed": None,
+                             "evaluated": False, "unreachable": unanswered, "health_gate": dict(gate),
+                             "measurements": {}, "line": line}
+            continue
+        failures = {h: why for h in hosts if (why := host_failure(results.get(h), gate))}
         try:
             limit = exact(raw_limit)
         except ValueError as exc:
             limit, failures = Fraction(0), {**failures, "(policy)": f"max_fail_percent unusable: {exc}"}
         pct = Fraction(100 * len(failures), len(hosts)) if hosts else Fraction(0)
         passed = pct <= limit
+        head = f"{group} wave {wave}: {len(failures)}/{len(hosts)} failed, max {raw_limit}%: "
         report[group] = {"wave": wave, "hosts": hosts, "failures": failures, "failed": len(failures),
                          "devices": len(hosts), "fail_percent": round(float(pct), 2),
-                         "max_fail_percent": raw_limit, "passed": passed, "health_gate": dict(gate),
-                         "measurements": _measurements(hosts, results)}
+                         "max_fail_percent": raw_limit, "passed": passed, "evaluated": True,
+                         "unreachable": unanswered, "health_gate": dict(gate),
+                         "measurements": _measurements(hosts, results), "line": head + "passed"}
         if not passed:
             shown, lim = show_pair(pct, limit)
             halted[group] = {
@@ -221,5 +255,6 @@ def wave_gate(
                 "reason": f"wave {wave}: {len(failures)}/{len(hosts)} device(s) failed ({shown}% > {lim}% allowed): "
                 + "; ".join(f"{h}: {w}" for h, w in sorted(failures.items())),
             }
+            report[group]["line"] = head + "HALTED: " + halted[group]["reason"]
             rollback += [h for h in hosts if (results.get(h) or {}).get("status") == "installed"]
     return {"halted": halted, "report": report, "rollback_hosts": sorted(rollback)}

@@ -247,16 +247,17 @@ def _host_failure(result: Mapping[str, Any] | None, gate: Mapping[str, Any]) -> 
 
 def wave_gate(
     plan: Mapping[str, Any], wave: int, results: Mapping[str, Any], halted: Mapping[str, Any] | None,
-    decisions: list[Any] | None = None,
+    decisions: list[Any] | None = None, check_mode: bool = False,
 ) -> dict[str, Any]:
     """Evaluate wave ``wave`` of every rollout group (exact arithmetic: ``plugin_utils/gates.py``).
 
     ``decisions`` are the gate decisions of the earlier waves of this run; the result's ``decisions`` adds this
     wave's (group, wave, failed/devices, fail percent, limit, passed, the health gate and the measurements it
-    read), so the report and the history can say why every wave went on or stopped."""
+    read), so the report and the history can say why every wave went on or stopped. ``check_mode``: the gate is not
+    evaluated and halts nothing (``plugin_utils/gates.py``)."""
     from ansible_collections.edgeml.fleet.plugins.plugin_utils.gates import wave_gate as exact_wave_gate
 
-    gate = exact_wave_gate(plan, wave, results, halted)
+    gate = exact_wave_gate(plan, wave, results, halted, check_mode)
     gate["decisions"] = [*(decisions or []), *({"group": g, **r} for g, r in sorted(gate["report"].items()))]
     return gate
 
