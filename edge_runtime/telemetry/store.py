@@ -180,6 +180,19 @@ class _Minute:
 _Batch = tuple[tuple[str, str, int], MinuteAggregate, "dict[str, tuple[list[float], int]] | None", int, _Minute]
 
 
+
+def _minute_window(args: list[Any], since: float | None, until: float | None) -> str:
+    """The SQL condition of the minutes in [``since``, ``until``) (either end open when None), its parameters
+    appended to ``args``. Minutes are whole seconds: a fractional bound is rounded up on both ends."""
+    sql = ""
+    if since is not None:
+        sql += " AND minute>=?"
+        args.append(math.ceil(since))
+    if until is not None:
+        sql += " AND minute<?"
+        args.append(math.ceil(until))
+    return sql
+
 class TelemetryStore:
     """One telemetry database: the writer's hot path and background flush, and the read API.
 
@@ -641,13 +654,7 @@ class TelemetryStore:
         if version is not None:
             sql += " AND version=?"
             args.append(version)
-        if since is not None:
-            sql += " AND minute>=?"
-            args.append(math.ceil(since))
-        if until is not None:
-            sql += " AND minute<?"
-            args.append(math.ceil(until))
-        rows = self._query(sql + " ORDER BY minute, version", args)
+        rows = self._query(sql + _minute_window(args, since, until) + " ORDER BY minute, version", args)
         try:
             return _decode_all(rows)
         except (ValueError, KeyError, TypeError) as exc:
@@ -663,13 +670,7 @@ class TelemetryStore:
 
         sql = "SELECT vals FROM samples WHERE model=? AND version=? AND feature=?"
         args: list[Any] = [model, version, feature]
-        if since is not None:
-            sql += " AND minute>=?"
-            args.append(math.ceil(since))
-        if until is not None:
-            sql += " AND minute<?"
-            args.append(math.ceil(until))
-        rows = self._query(sql + " ORDER BY minute", args)
+        rows = self._query(sql + _minute_window(args, since, until) + " ORDER BY minute", args)
         parts = []
         for (blob,) in rows:
             if not isinstance(blob, bytes) or len(blob) % 4:

@@ -17,3 +17,14 @@ author:
 requirements:
   - The C(edge_runtime) Python package importable by the device's Python interpreter.
 """
+
+    # Read-only modules (the *_info ones): extends_documentation_fragment edgeml.fleet.device.info
+    INFO = r"""
+attributes:
+  check_mode:
+    support: full
+    description: The module never changes anything, so it runs normally in check mode.
+  diff_mode:
+    support: none
+    description: Read-only; there is nothing to show a diff of.
+"""

@@ -39,8 +39,8 @@ description:
   - A device in several groups gets the union of their pins and is rolled out once, with the first of
     those groups by name (its RV(plan.hosts.rollout_group)). Devices in no group of C(models.yaml) get
     no entry in the plan and are left alone.
-author:
-  - edgeml maintainers (@edgeml)
+extends_documentation_fragment:
+  - edgeml.fleet.controller
 options:
   path:
     description:
@@ -102,13 +102,7 @@ options:
     default: 5
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
-    support: full
-  diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
-    support: none
-  action:
-    description: Indicates this has a corresponding action plugin so some parts of the task run on the controller.
+    description: Validates and reads only, so it runs normally in check mode.
     support: full
 notes:
   - The action plugin never changes anything; C(changed) is always false.

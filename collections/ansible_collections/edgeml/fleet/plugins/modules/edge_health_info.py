@@ -22,6 +22,7 @@ description:
     and writes nothing on the device. The fleet side (C(edgeml.fleet.fleet_health)) decides the status.
 extends_documentation_fragment:
   - edgeml.fleet.device
+  - edgeml.fleet.device.info
 options:
   window_s:
     description: The telemetry window summarised, in seconds.
@@ -35,13 +36,6 @@ options:
     description: The controller's id of this run, echoed in the snapshot (C(health.run_id)); the controller ignores a
       snapshot carrying another id (a fact cache, an earlier run).
     type: str
-attributes:
-  check_mode:
-    support: full
-    description: The module never changes anything, so it runs normally in check mode.
-  diff_mode:
-    support: none
-    description: Read-only; there is nothing to show a diff of.
 seealso:
   - module: edgeml.fleet.edge_model_info
   - module: edgeml.fleet.fleet_health

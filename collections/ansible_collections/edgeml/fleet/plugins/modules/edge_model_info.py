@@ -19,6 +19,7 @@ description:
     C(edge-runtime) command or M(edgeml.fleet.edge_model) run resolves).
 extends_documentation_fragment:
   - edgeml.fleet.device
+  - edgeml.fleet.device.info
 options:
   name:
     description: Only report these models (default all).
@@ -41,13 +42,6 @@ options:
     description: Minutes before the activation that the previous version's baseline covers.
     type: int
     default: 60
-attributes:
-  check_mode:
-    support: full
-    description: The module never changes anything, so it runs normally in check mode.
-  diff_mode:
-    support: none
-    description: Read-only; there is nothing to show a diff of.
 seealso:
   - module: edgeml.fleet.edge_model
 """

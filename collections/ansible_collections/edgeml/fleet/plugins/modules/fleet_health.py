@@ -25,8 +25,8 @@ description:
   - Takes no fleet lock (read-only); when O(lock_dir) is given and a deploy or rollback holds the lock, the report
     says so.
   - This is an action plugin; it runs on the controller only (use it on C(localhost)).
-author:
-  - edgeml maintainers (@edgeml)
+extends_documentation_fragment:
+  - edgeml.fleet.controller
 options:
   plan:
     description: The plan returned by M(edgeml.fleet.desired_state) (its C(health) key carries the settings).
@@ -57,12 +57,6 @@ options:
 attributes:
   check_mode:
     description: Judges and writes nothing.
-    support: full
-  diff_mode:
-    description: Not applicable.
-    support: none
-  action:
-    description: Runs on the controller.
     support: full
 notes:
   - C(changed) is always false.

@@ -28,8 +28,8 @@ description:
     C(rolled_back) and C(unchanged) are successes, and RV(report.pin_warnings) names every C(models.yaml) line
     that still pins a version the devices no longer run, with the one-line change that keeps the rollback.
   - This is an action plugin; it runs on the controller only (use it on C(localhost)).
-author:
-  - edgeml maintainers (@edgeml)
+extends_documentation_fragment:
+  - edgeml.fleet.controller
 options:
   plan:
     description: The plan returned by M(edgeml.fleet.desired_state).
@@ -89,12 +89,6 @@ options:
 attributes:
   check_mode:
     description: Builds the report and writes nothing (O(kind=plan) writes the plan).
-    support: full
-  diff_mode:
-    description: Not applicable.
-    support: none
-  action:
-    description: Runs on the controller.
     support: full
 notes:
   - C(changed) is always false; the report files are a record of the run, not a change of the fleet.

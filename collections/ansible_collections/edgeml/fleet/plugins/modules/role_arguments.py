@@ -23,8 +23,8 @@ description:
     defaults are not re-checked (they are the role's, and C(scripts/check_argument_specs.py) keeps them in
     line with the spec).
   - This is an action plugin; it runs on the controller only.
-author:
-  - edgeml maintainers (@edgeml)
+extends_documentation_fragment:
+  - edgeml.fleet.controller
 options:
   role:
     description:
@@ -45,12 +45,6 @@ options:
 attributes:
   check_mode:
     description: Reads only.
-    support: full
-  diff_mode:
-    description: Not applicable.
-    support: none
-  action:
-    description: Runs on the controller.
     support: full
 """
 
