@@ -18,7 +18,8 @@ Anything else is refused (401, 404, 405, 411, 413, 415, 400 or 422 with a JSON r
 alert refuses the whole request. A valid ``firing`` alert whose action is ``rollback`` starts, in one worker
 thread, ``ansible-playbook playbooks/rollback.yml -e edge_rollback_targets=<group>`` through ansible-runner's
 Python API, with ``edge_rollback_why`` naming the alert, the device, model, version and the alert's summary (its
-value), which the rollback report keeps. The group is the device's rollout group: the first group of
+value), which the rollback report keeps. The variables are written to the run's private ``env/extravars`` (mode
+600, never the command line) and the alert text in them is ``!unsafe``: Ansible never templates it. The group is the device's rollout group: the first group of
 ``models.yaml`` (by name) that holds the device, as ``desired_state`` decides. A group is rolled back at most
 once per ``--cooldown`` seconds (Alertmanager repeats notifications, and several devices of a group alert at
 once); ``report`` alerts and ``resolved`` notifications are acknowledged and logged only. The fleet lock of the
@@ -43,6 +44,8 @@ from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -101,8 +104,6 @@ def load_inventory(inventory: Path) -> dict[str, set[str]]:
 
 def load_groups(models: Path) -> list[str]:
     """The rollout groups ``models.yaml`` pins, by name (the receiver's only use of the file)."""
-    import yaml
-
     doc = yaml.safe_load(models.read_text(encoding="utf-8"))
     groups = doc.get("groups") if isinstance(doc, dict) else None
     if not isinstance(groups, dict) or not groups:
@@ -138,6 +139,7 @@ class Receiver:
         self.cooldown_s = cooldown_s
         self.playbook_timeout_s = playbook_timeout_s
         self.lock_wait_s = lock_wait_s
+        self.playbook = REPO / "playbooks" / "rollback.yml"
         self.lock = threading.Lock()
         self.last_started: dict[str, float] = {}
         self.runs: list[dict[str, Any]] = []
@@ -225,23 +227,50 @@ class Receiver:
                 run["status"] = f"error: {type(exc).__name__}: {exc}"
             log("rollback_end", group=group, rc=run["rc"], status=run["status"])
 
+    def _private_data_dir(self, group: str, why: str) -> Path:
+        """A new ansible-runner private data directory whose ``env/extravars`` (mode 600) holds the run's variables.
+
+        The variables go into that file, never onto the command line: the operator's ``--extra-vars-file`` may hold
+        secrets (``ps`` shows every argument to every user) and a long ``why`` would exceed the kernel's 128 KiB
+        limit of one argument (E2BIG: no rollback at all). The ``why`` is alert text -- labels and annotations
+        Prometheus took from the devices' metrics -- so it is tagged ``!unsafe``: Ansible never templates it (a
+        summary holding ``{{ lookup('pipe', ...) }}`` would otherwise run on the controller).
+        """
+        pdd = self.data_dir / f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{group}-{os.urandom(3).hex()}"
+        (pdd / "env").mkdir(mode=0o700, parents=True, exist_ok=False)
+        pdd.chmod(0o700)
+        variables = {**self.extravars, "edge_models_file": str(self.models), "edge_rollback_targets": group,
+                     "edge_rollback_why": _Unsafe(why), "edge_lock_wait": self.lock_wait_s}
+        fd = os.open(pdd / "env" / "extravars", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            yaml.dump(variables, f, Dumper=_VarsDumper, allow_unicode=True, width=1 << 30)
+        return pdd
+
     def _rollback(self, group: str, why: str) -> tuple[int | None, str]:
         import ansible_runner  # type: ignore[import-untyped]
 
-        pdd = self.data_dir / f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{group}"
-        pdd.mkdir(parents=True, exist_ok=False)
+        pdd = self._private_data_dir(group, why)
         r = ansible_runner.run(
             private_data_dir=str(pdd),
-            playbook=str(REPO / "playbooks" / "rollback.yml"),
+            playbook=str(self.playbook),
             inventory=str(self.inventory),
-            extravars={**self.extravars, "edge_models_file": str(self.models), "edge_rollback_targets": group,
-                       "edge_rollback_why": why, "edge_lock_wait": self.lock_wait_s},
             envvars={"ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
                      "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"},
             quiet=True,
             timeout=self.playbook_timeout_s,
         )
         return r.rc, str(r.status)
+
+
+class _Unsafe(str):
+    """Text Ansible must never template (dumped as ``!unsafe``)."""
+
+
+class _VarsDumper(yaml.SafeDumper):
+    """YAML for ``env/extravars``: plain data, and :class:`_Unsafe` text as ``!unsafe``."""
+
+
+_VarsDumper.add_representer(_Unsafe, lambda d, v: d.represent_scalar("!unsafe", str(v), style='"'))
 
 
 class Handler(BaseHTTPRequestHandler):

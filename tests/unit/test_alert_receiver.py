@@ -115,3 +115,44 @@ def test_the_token_file_must_be_private_and_long_enough(tmp_path: Path) -> None:
     f.write_text("short")
     with pytest.raises(SystemExit, match="at least 16"):
         read_token(f)
+
+
+PROBE = """\
+- name: Probe what the receiver hands to the playbook
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Write edge_rollback_why as the playbook sees it
+      ansible.builtin.copy:
+        content: "{{ edge_rollback_why }}"
+        dest: "{{ probe_out }}"
+        mode: "0600"
+"""
+
+
+def test_alert_text_is_never_templated_and_the_variables_never_reach_the_command_line(tmp_path: Path) -> None:
+    """A real ansible-runner run of a probe playbook: the alert's text (labels and annotations a device's metrics
+    fed) is passed verbatim, never evaluated as Jinja (that would run commands on the controller); the variables,
+    the operator's extra vars with their secrets included, are in a private file, not in any process argument; a
+    why longer than one argument may be (128 KiB) still runs."""
+    inv = tmp_path / "inventory.yml"
+    inv.write_text(yaml.safe_dump(INVENTORY))
+    pwned = tmp_path / "pwned"
+    out = tmp_path / "why.txt"
+    r = Receiver(token="t" * 32, inventory=inv, models=REPO / "models.yaml",
+                 extravars={"probe_out": str(out), "some_secret": "s3cr3t-from-the-vault"},
+                 data_dir=tmp_path / "runs", cooldown_s=600, playbook_timeout_s=120, lock_wait_s=0)
+    r.playbook = tmp_path / "probe.yml"
+    r.playbook.write_text(PROBE)
+    why = (f"alert EdgeModelLowConfidence firing on dev-a1 (m {{{{ lookup('pipe', 'touch {pwned}') }}}}): "
+           "{% raw %} {{ 6 * 7 }} " + "x" * 200_000)
+    rc, status = r._rollback("line_a", why)
+    assert (rc, status) == (0, "successful")
+    assert not pwned.exists(), "the alert's text was templated: a command ran on the controller"
+    assert out.read_text() == why
+    [pdd] = (tmp_path / "runs").iterdir()
+    assert (pdd / "env" / "extravars").stat().st_mode & 0o777 == 0o600
+    [command] = (pdd / "artifacts").glob("*/command")
+    argv = command.read_text()
+    assert "s3cr3t" not in argv
+    assert "lookup" not in argv
