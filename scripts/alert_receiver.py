@@ -19,8 +19,9 @@ alert refuses the whole request. A valid ``firing`` alert whose action is ``roll
 thread, ``ansible-playbook playbooks/rollback.yml -e edge_rollback_targets=<group>`` through ansible-runner's
 Python API, with ``edge_rollback_why`` naming the alert, the device, model, version and the alert's summary (its
 value), which the rollback report keeps. The variables are written to the run's private ``env/extravars`` (mode
-600, never the command line) and the alert text in them is ``!unsafe``: Ansible never templates it. The group is the device's rollout group: the first group of
-``models.yaml`` (by name) that holds the device, as ``desired_state`` decides. A group is rolled back at most
+600, never the command line) and the alert text in them is ``!unsafe``: Ansible never templates it. The group
+is the device's rollout group: the first group of ``models.yaml`` (by name) that holds the device, as
+``desired_state`` decides. A group is rolled back at most
 once per ``--cooldown`` seconds (Alertmanager repeats notifications, and several devices of a group alert at
 once); ``report`` alerts and ``resolved`` notifications are acknowledged and logged only. The fleet lock of the
 playbook keeps the rollback from racing a deploy (``edge_lock_wait`` seconds of waiting).
@@ -33,9 +34,11 @@ from __future__ import annotations
 
 import argparse
 import hmac
+import io
 import json
 import os
 import queue
+import socket
 import stat
 import sys
 import threading
@@ -273,12 +276,40 @@ class _VarsDumper(yaml.SafeDumper):
 _VarsDumper.add_representer(_Unsafe, lambda d, v: d.represent_scalar("!unsafe", str(v), style='"'))
 
 
+class _DeadlineReader(io.RawIOBase):
+    """The connection's bytes until ``deadline`` (monotonic), then :class:`TimeoutError`.
+
+    A socket timeout bounds one ``recv`` only: a client that sends a byte every few seconds never trips it and
+    holds a thread forever (slow loris). Here every ``recv`` waits at most what is left of one deadline for the
+    whole request.
+    """
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        super().__init__()
+        self.sock = sock
+        self.deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the request was not complete within its deadline")
+        self.sock.settimeout(left)
+        return self.sock.recv_into(buf)
+
+
 class Handler(BaseHTTPRequestHandler):
     server_version = "edge-alert-receiver"
     sys_version = ""
-    #: socket deadline for the request line, headers and body (a client that drips bytes is cut off)
+    #: deadline for the whole request -- line, headers and body (a client that drips bytes is cut off)
     timeout = READ_DEADLINE_S
     receiver: Receiver
+
+    def setup(self) -> None:
+        super().setup()
+        self.rfile = io.BufferedReader(_DeadlineReader(self.connection, time.monotonic() + self.timeout))
 
     def log_message(self, format: str, *args: Any) -> None:
         log("http", client=self.client_address[0], line=format % args)

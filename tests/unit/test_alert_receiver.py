@@ -1,18 +1,22 @@
-"""The alert receiver's decisions (scripts/alert_receiver.py) without HTTP: which group a firing alert rolls back,
+"""The alert receiver's decisions (scripts/alert_receiver.py) without HTTP (but the request deadline, on a real
+server on 127.0.0.1): which group a firing alert rolls back,
 once per cooldown, what is only logged, what is refused, and the token file rules. The playbook run itself is
 replaced by a recorder here (the real run through ansible-runner is in tests/ansible/test_prometheus_alerting.py).
 """
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from scripts.alert_receiver import Receiver, Refused, read_token
+from scripts.alert_receiver import Handler, Receiver, Refused, read_token
 
 REPO = Path(__file__).resolve().parents[2]
 INVENTORY = {"edge_devices": {"children": {
@@ -156,3 +160,40 @@ def test_alert_text_is_never_templated_and_the_variables_never_reach_the_command
     argv = command.read_text()
     assert "s3cr3t" not in argv
     assert "lookup" not in argv
+
+
+@pytest.mark.parametrize("stage", ["headers", "body"])
+def test_a_client_that_drips_its_request_is_cut_off_at_one_deadline_for_the_whole_request(
+        receiver: Recording, stage: str) -> None:
+    """Slow loris on a real server: a byte every 0.2 s never trips a per-recv timeout of 1 s; the whole request
+    must still end at its 1 s deadline (the connection closed, nothing started)."""
+    handler = type("DeadlineHandler", (Handler,), {"receiver": receiver, "timeout": 1.0})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with socket.create_connection(server.server_address[:2], timeout=5) as s:
+            head = "POST /alerts HTTP/1.1\r\nHost: x\r\n"
+            if stage == "body":
+                head += ("Authorization: Bearer " + "t" * 32 + "\r\nContent-Type: application/json\r\n"
+                         "Content-Length: 1000\r\n\r\n")
+            s.sendall(head.encode())
+            s.settimeout(0.2)
+            start = time.monotonic()
+            closed_after = None
+            while time.monotonic() - start < 4:
+                try:
+                    s.sendall(b"X" if stage == "body" else b"X-Drip: x\r\n")
+                    if s.recv(4096) == b"":
+                        closed_after = time.monotonic() - start
+                        break
+                except TimeoutError:
+                    continue
+                except OSError:  # reset by the server
+                    closed_after = time.monotonic() - start
+                    break
+        assert closed_after is not None, "a dripping client held its connection for 4 s (deadline 1 s)"
+        assert closed_after < 2.5
+        assert receiver.calls == []
+    finally:
+        server.shutdown()
+        server.server_close()
