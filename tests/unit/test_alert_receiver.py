@@ -171,7 +171,7 @@ def test_a_client_that_drips_its_request_is_cut_off_at_one_deadline_for_the_whol
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        with socket.create_connection(server.server_address[:2], timeout=5) as s:
+        with socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=5) as s:
             head = "POST /alerts HTTP/1.1\r\nHost: x\r\n"
             if stage == "body":
                 head += ("Authorization: Bearer " + "t" * 32 + "\r\nContent-Type: application/json\r\n"
