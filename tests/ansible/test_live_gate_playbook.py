@@ -8,56 +8,23 @@ gate halts line_a at its first wave on the live numbers and rolls the canary bac
 
 from __future__ import annotations
 
-import re
-import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 ansible_runner = pytest.importorskip("ansible_runner")
 
+from scripts import live_regression  # noqa: E402
 from tests.ansible.test_fleet_playbooks import LINE_A, Fleet, new_fleet  # noqa: E402
-from tests.support import live_regression  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-LIVE_GATE = """      live_gate:
-        bake_seconds: 90
-        poll_seconds: 2
-        min_samples: 300
-        min_feedback: 100
-        baseline_minutes: 60
-"""
-
 
 def write_models(fleet: Fleet, version: str, entry: dict[str, object], live_gate: bool) -> None:
-    fleet.write_models({"line_a": version})
-    text = fleet.models.read_text()
-    text = re.sub(r'(?m)^(  defect-classifier:\n    versions:\n)', lambda m: m.group(1)
-                  + live_regression.catalogue_entry("1.6.0", entry), text, count=1)
-    if live_gate:
-        line_a_gate = r"(?ms)^(  line_a:\n.*?      health_gate:\n(?:        [^\n]*\n)*)"
-        text = re.sub(line_a_gate, lambda m: m.group(1) + LIVE_GATE, text, count=1)
-    fleet.models.write_text(text)
-
-
-def drive(fleet: Fleet, hosts: list[str], version: str, stop: threading.Event, out: dict[str, Any]) -> None:
-    """Background traffic: as soon as a device runs ``version``, simulate 10 minutes of its live traffic."""
-    from edge_runtime.workload import DeviceLoad, simulate
-
-    done: set[str] = set()
-    while not stop.is_set():
-        for h in hosts:
-            if h not in done and fleet.active(h) == version and not fleet.state(h).get("pending"):
-                done.add(h)
-                try:
-                    out[h] = simulate([DeviceLoad(fleet.root / h, "clean", seed=7)], minutes=10, rate=60,
-                                      feedback=1.0, monitor=False)
-                except Exception as exc:
-                    out[h] = exc
-        stop.wait(0.2)
+    fleet.write_models()
+    fleet.models.write_text(live_regression.with_regression(fleet.models.read_text(), entry, group="line_a",
+                                                            pin=version, live_gate=live_gate))
 
 
 def test_a_model_worse_on_live_data_is_halted_at_its_first_wave_by_the_live_gate(tmp_path: Path) -> None:
@@ -69,21 +36,13 @@ def test_a_model_worse_on_live_data_is_halted_at_its_first_wave_by_the_live_gate
     assert all(fleet.active(h) == "1.1.0" for h in LINE_A)
 
     # the baseline: 20 minutes of live traffic on 1.1.0 before the change (stamped in the past)
-    from edge_runtime.workload import DeviceLoad, simulate
-
-    simulate([DeviceLoad(fleet.root / h, "clean", seed=3) for h in LINE_A], minutes=20, rate=30, feedback=1.0,
-             monitor=False, start=time.time() - 25 * 60)
+    live_regression.baseline_traffic([fleet.root / h for h in LINE_A])
 
     write_models(fleet, "1.6.0", entry, live_gate=True)
-    stop, traffic = threading.Event(), dict[str, Any]()
-    driver = threading.Thread(target=drive, args=(fleet, LINE_A, "1.6.0", stop, traffic), daemon=True)
-    driver.start()
     t0 = time.monotonic()
-    try:
+    with live_regression.CanaryTraffic([fleet.root / h for h in LINE_A]) as driver:
         r = fleet.run("deploy.yml", limit="line_a,localhost")
-    finally:
-        stop.set()
-        driver.join(timeout=60)
+    traffic = driver.traffic
     elapsed = time.monotonic() - t0
     out = r.stdout.read()
     assert r.rc != 0, out

@@ -4,9 +4,12 @@ A simulated fleet (local-connection devices in a tmp dir) runs real inference th
 its monitor runs write the textfile metrics (edge_runtime.metrics) that Debian's node_exporter serves; Debian's
 Prometheus scrapes them every second and evaluates prometheus/rules/edge.rules.yml (a copy with `for:` cut to
 2 s); Debian's Alertmanager (prometheus/alertmanager.example.yml with this test's URL, token and short timers)
-sends the firing alert to the project's receiver (scripts/alert_receiver.py, a real process), which runs
-playbooks/rollback.yml for the device's group through ansible-runner. The test ends with that group rolled
-back, the other group untouched, and the rollback report naming the alert and its value.
+sends the firing alerts to the project's receiver (scripts/alert_receiver.py, a real process), which runs
+playbooks/rollback.yml for each device's group through ansible-runner. Two alerts in one stack run: the
+headline rule, mean confidence below 0.75 (dev-b1 runs the live regression 1.6.0 -- the 1.0.0 weights -- on a
+scrambled sensor readout, real inference at a mean confidence of about 0.72) rolls line_b back to 1.1.0, and
+the error-rate rule (dev-a1's sensor drops frames) rolls line_a back. The test ends with both groups rolled
+back, the lab untouched, and each rollback report naming its alert and value.
 
 Every port is a free one on 127.0.0.1, every wait has a deadline, every process is killed in teardown (its
 whole process group). Skips, saying which, when a Debian package is missing.
@@ -33,8 +36,10 @@ from typing import Any
 import pytest
 import yaml
 
+from edge_runtime.audit import read_events
 from edge_runtime.device import Device
 from edge_runtime.workload import DeviceLoad, simulate
+from scripts import live_regression
 from tests.ansible.test_fleet_playbooks import REPO, Fleet, new_fleet
 
 pytest.importorskip("ansible_runner")
@@ -140,13 +145,17 @@ def make_device(fleet: Fleet, name: str, versions: list[str]) -> Device:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     base = tmp_path_factory.mktemp("alerting")
     fleet = new_fleet(base)
+    # line_b runs the live regression 1.6.0 (1.1.0 kept): low confidence on scrambled inputs
+    entry = live_regression.build(fleet.registry, fleet.keys / "demo-NOT-FOR-PRODUCTION.key", base / "rel")
     fleet.write_models({"line_a": "1.1.0"})
+    fleet.models.write_text(live_regression.with_regression(fleet.models.read_text(), entry, group="line_b",
+                                                            pin="1.6.0", live_gate=False))
     inventory = base / "inventory.yml"
     inventory.write_text(yaml.safe_dump(INVENTORY))
     textfiles = base / "textfiles"
     for name in LINE_A:
         make_device(fleet, name, ["1.0.0", "1.1.0"])
-    make_device(fleet, "dev-b1", ["1.0.0"])
+    make_device(fleet, "dev-b1", ["1.1.0", "1.6.0"])
     # a deploy (a no-op but for dev-l1, which gets its first model): the role turns the devices' metrics on
     # (edge_runtime_metrics_textfile_dir, device label = inventory name) and the controller writes the pins
     r = fleet.run("deploy.yml", inventory=inventory, extravars={
@@ -231,20 +240,43 @@ def test_the_receiver_refuses_hostile_requests_and_runs_nothing(stack: dict[str,
         assert time.monotonic() - t0 < 5
 
 
-def test_a_firing_alert_rolls_the_devices_group_back_and_the_report_says_why(stack: dict[str, Any]) -> None:
-    fleet, base, ports, start, procs = (stack[k] for k in ("fleet", "base", "ports", "start", "procs"))
-    untouched = fleet.snapshot(["dev-b1"])
-    # real inference: dev-a1's sensor drops frames (30 % NaN inputs -> error results), dev-a2 is clean; the
-    # monitor runs after each simulated minute and writes the facts and the metrics
-    sim = simulate([DeviceLoad(fleet.root / "dev-a1", "errors"), DeviceLoad(fleet.root / "dev-a2", "clean")],
-                   minutes=2, rate=60, feedback=0.0)
-    assert [d["versions"] for d in sim["devices"]] == [["1.1.0"], ["1.1.0"]]
-    text = (stack["textfiles"] / "edge_runtime-dev-a1.prom").read_text()
-    m = re.search(r'^edge_model_inference_error_ratio\{device="dev-a1",model="defect-classifier",version="1.1.0"\} '
-                  r"(\S+)$", text, re.M)
+def metric(text: str, name: str, device: str, version: str) -> float:
+    m = re.search(rf'^{name}\{{device="{device}",model="{MODEL}",version="{version}"\}} (\S+)$', text, re.M)
     assert m, text
-    rate = float(m[1])
+    return float(m[1])
+
+
+def rollback_reports(fleet: Fleet) -> dict[str, tuple[dict[str, Any], str]]:
+    """Per rolled-back group: the JSON report of its rollback run and the Markdown, from the audit trail."""
+    out = {}
+    for event in read_events(fleet.reports):
+        if event["kind"] != "rollback":
+            continue
+        paths = [Path(p) if Path(p).is_absolute() else fleet.reports / p for p in event["reports"]]
+        doc = json.loads(next(p for p in paths if p.suffix == ".json").read_text())
+        md = next(p for p in paths if p.suffix == ".md").read_text()
+        for group in {r["group"] for r in doc["rows"]}:
+            out[group] = (doc, md)
+    return out
+
+
+def test_firing_alerts_roll_the_devices_groups_back_and_the_reports_say_why(stack: dict[str, Any]) -> None:
+    fleet, base, ports, start, procs = (stack[k] for k in ("fleet", "base", "ports", "start", "procs"))
+    untouched = fleet.snapshot(["dev-l1"])
+    # real inference; the monitor runs after each simulated minute and writes the facts and the metrics:
+    # dev-a1's sensor drops frames (30 % NaN inputs -> error results), dev-a2 is clean; dev-b1's readout is
+    # scrambled (the picture gone, drift features unchanged): 1.6.0 is unsure. Two minutes: the device's own
+    # confidence rule (5 consecutive minutes) has not rolled it back; Prometheus's does.
+    sim = simulate([DeviceLoad(fleet.root / "dev-a1", "errors"), DeviceLoad(fleet.root / "dev-a2", "clean"),
+                    DeviceLoad(fleet.root / "dev-b1", "collapse")], minutes=2, rate=60, feedback=0.0)
+    assert [d["versions"] for d in sim["devices"]] == [["1.1.0"], ["1.1.0"], ["1.6.0"]]
+    rate = metric((stack["textfiles"] / "edge_runtime-dev-a1.prom").read_text(), "edge_model_inference_error_ratio",
+                  "dev-a1", "1.1.0")
     assert rate > 0.05
+    b1 = (stack["textfiles"] / "edge_runtime-dev-b1.prom").read_text()
+    confidence = metric(b1, "edge_model_confidence_mean_ratio", "dev-b1", "1.6.0")
+    assert confidence < metric(b1, "edge_model_confidence_threshold_ratio", "dev-b1", "1.6.0") == 0.75
+    assert fleet.active("dev-b1") == "1.6.0"
 
     rules = yaml.safe_load((REPO / "prometheus" / "rules" / "edge.rules.yml").read_text())
     for group in rules["groups"]:
@@ -272,32 +304,42 @@ def test_a_firing_alert_rolls_the_devices_group_back_and_the_report_says_why(sta
                          f"--storage.tsdb.path={base / 'prom-data'}",
                          f"--web.listen-address=127.0.0.1:{ports['prometheus']}"])
 
-    def finished_run() -> Any:
+    def finished_runs() -> Any:
         runs = http(stack["url"] + "/status", TOKEN)[1]["runs"]
-        return runs if runs and all(r["status"] != "running" for r in runs) else None
+        return runs if len(runs) == 2 and all(r["status"] != "running" for r in runs) else None
 
-    runs = wait_for("a rollback started by the alert", finished_run, 75, procs)
-    [run] = runs
-    assert run["group"] == "line_a"
-    assert run["rc"] == 0, run
-    assert run["status"] == "successful"
+    runs = wait_for("a rollback of line_a and of line_b started by the alerts", finished_runs, 120, procs)
+    assert sorted(r["group"] for r in runs) == ["line_a", "line_b"], runs
+    assert all((r["rc"], r["status"]) == (0, "successful") for r in runs), runs
     assert all(fleet.active(h) == "1.0.0" for h in LINE_A)
-    assert fleet.snapshot(["dev-b1"]) == untouched, "a device outside the alerting group changed"
-    report = fleet.report()
+    assert fleet.active("dev-b1") == "1.1.0"
+    assert fleet.snapshot(["dev-l1"]) == untouched, "a device outside the alerting groups changed"
+    reports = rollback_reports(fleet)
+
+    # the headline rule: mean confidence below 0.75 rolled line_b back, and its report says so
+    report, md = reports["line_b"]
+    assert {r["device"]: r["result"] for r in report["rows"]} == {"dev-b1": "rolled_back"}
+    why = report["why"]
+    assert why.startswith("alert EdgeModelLowConfidence firing on dev-b1 (defect-classifier 1.6.0)"), why
+    assert f"mean confidence {confidence:.4f} below the device's threshold" in why
+    assert f"## Why\n\n{why}" in md
+
+    # the error-rate rule rolled line_a back
+    report, md = reports["line_a"]
     assert {r["device"]: r["result"] for r in report["rows"]} == dict.fromkeys(LINE_A, "rolled_back")
     why = report["why"]
     assert why.startswith("alert EdgeModelErrorRateHigh firing on dev-a1 (defect-classifier 1.1.0)"), why
     assert f"inference error rate {rate:.4f} above the device's baseline" in why
     assert "dev-a2" not in why  # its error rate is below the baseline
-    assert f"## Why\n\n{why}" in (fleet.reports / "latest.md").read_text()
+    assert f"## Why\n\n{why}" in md
 
-    # models.yaml still pins 1.1.0 for line_a: Prometheus now says both devices are out of sync (and nothing else)
+    # models.yaml still pins 1.1.0 / 1.6.0: Prometheus now says the three devices are out of sync (nothing else)
     prom = f"http://127.0.0.1:{ports['prometheus']}/api/v1/alerts"
 
     def out_of_sync() -> Any:
         alerts = http(prom)[1]["data"]["alerts"]
         found = {a["labels"]["device"] for a in alerts
                  if a["labels"]["alertname"] == "EdgeDeviceOutOfSync" and a["state"] == "firing"}
-        return found if found == set(LINE_A) else None
+        return found if found == {*LINE_A, "dev-b1"} else None
 
-    assert wait_for("EdgeDeviceOutOfSync for line_a", out_of_sync, 30, procs) == set(LINE_A)
+    assert wait_for("EdgeDeviceOutOfSync for line_a and line_b", out_of_sync, 30, procs) == {*LINE_A, "dev-b1"}
