@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -183,3 +184,66 @@ def test_markdown_puts_what_is_wrong_first_and_stays_comment_sized() -> None:
     first_degraded = next(i for i, line in enumerate(lines) if "**degraded**" in line)
     assert first_unknown < first_degraded < lines.index("## Versions per group")
     assert "cut at 60 kB" in md
+
+
+def _set(snap: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    *parents, last = path.split("/")
+    t = snap
+    for k in parents:
+        t = t[k]
+    t[last] = value
+    return snap
+
+
+def _checked_report(snap: dict[str, Any]) -> dict[str, Any]:
+    """The fleet report of one device with ``snap``, which must serialise as strict JSON and fit the schema."""
+    jsonschema = pytest.importorskip("jsonschema")
+    report = health.fleet_health({"hosts": {"dev-1": ENTRY}}, {"dev-1": snap}, RUN_ID)
+    report.update(generated_at="2026-12-03T06:00:00Z", check_mode=False)
+    text = json.dumps(report, allow_nan=False)  # what write_reports writes
+    schema = json.loads((REPO / "schemas" / "health-report.schema.json").read_text())
+    jsonschema.Draft202012Validator(schema).validate(json.loads(text))
+    return report
+
+
+M = "facts/models/defect-classifier"
+
+
+@pytest.mark.parametrize(("path", "value"), [
+    (f"{M}/bad_versions", 5), (f"{M}/bad_versions", "1.1.0-rc1"), (f"{M}/corrupt_versions", 7),
+    (f"{M}/active_version", ["1.1.0"]), (f"{M}/state", {"x": 1}), (f"{M}/kept_digests", "x"),
+    ("facts/models", ["defect-classifier"]), ("facts/monitor", {"models": []}),
+    ("facts/monitor", {"models": {"defect-classifier": {"version": "1.1.0", "findings": 3}}}),
+    ("quarantine", "x"), ("quarantine", {"defect-classifier": ["1.1.0"]}), ("telemetry/models", [1]),
+])
+def test_a_snapshot_of_the_wrong_shape_is_unknown_and_never_breaks_the_fleets_report(path: str, value: Any) -> None:
+    """A device is hostile input: a field of the wrong type is neither a crash of every device's report nor
+    misread (``"1.1.0" in "1.1.0-rc1"``); the device is unknown, naming the field."""
+    got = _checked_report(_set(good(), path, value))
+    [dev] = got["devices"]
+    assert dev["status"] == "unknown", dev
+    assert dev["reasons"][0].startswith("malformed answer: "), dev["reasons"]
+
+
+@pytest.mark.parametrize(("path", "value", "status"), [
+    ("telemetry/models/defect-classifier/1.1.0/mean_confidence", math.nan, "in_sync"),
+    ("telemetry/models/defect-classifier/1.1.0/p95_latency_ms", math.inf, "in_sync"),
+    ("telemetry/models/defect-classifier/1.1.0/inferences", -5, "in_sync"),
+    ("telemetry/models/defect-classifier/1.1.0/series",
+     [[math.nan, 1, 0.5, 1.0], "x", [1e300, 1, 0.5, 1.0], [NOW - 60, 1, math.inf, -math.inf], [1, 2]], "in_sync"),
+    ("facts/system/temperature_c", math.nan, "in_sync"),
+    ("facts/system/load_avg", [math.inf, -math.inf, 1e308 * 10], "in_sync"),
+    ("telemetry/newest_minute", math.nan, "unknown"),
+    ("telemetry/newest_minute", -1e308, "unknown"),
+    ("collected_at_s", math.inf, "unknown"),
+    ("drift", {"defect-classifier": {"version": "1.1.0", "verdict": "drift",
+                                     "features": [{"feature": "pixel_mean", "psi": math.nan}, 5]}}, "in_sync"),
+])
+def test_nan_infinite_and_out_of_range_numbers_of_a_device_never_reach_the_report(path: str, value: Any,
+                                                                                  status: str) -> None:
+    """NaN or an infinity (a failing sensor, a broken runtime, a hostile device) made the strict JSON writer of
+    the whole fleet's report raise; each is null in the report now, and a clock that cannot be read is unknown."""
+    snap = good()
+    snap["collected_at_s"] = 1e308 if path == "telemetry/newest_minute" and value == -1e308 else NOW
+    [dev] = _checked_report(_set(snap, path, value))["devices"]
+    assert dev["status"] == status, dev

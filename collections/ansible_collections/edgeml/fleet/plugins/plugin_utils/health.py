@@ -8,7 +8,9 @@ Status of a device, the first rule that applies decides (every finding is kept i
                     telemetry required (``health.require_telemetry``, default true) and none within the look-back,
                     or its newest minute older than ``health.telemetry_ttl_s`` (default 900 s; exactly the TTL
                     old is fresh, one second more is stale), or dated more than 60 s after the device's clock,
-                    or the store could not be read. Never healthy: what a device did not say is not known.
+                    or the store could not be read; or a snapshot of the wrong shape (a field the decision reads
+                    has the wrong type: see :func:`shape_problem`). Never healthy: what a device did not say is
+                    not known, and what it said malformed was not said.
 2. ``rolled_back``  a pinned version was rolled back on the device (its last operation rolled it back, e.g. the
                     monitor's self-rollback, with the reason and numbers) or is quarantined there.
 3. ``degraded``     a model's state is corrupt or degraded; the monitor's last evaluation of the active version
@@ -32,7 +34,7 @@ from typing import Any
 
 from ansible_collections.edgeml.fleet.plugins.plugin_utils.rollout import plan_pin
 
-__all__ = ["DEFAULTS", "STATUSES", "device_status", "exceeded", "fleet_health", "policy"]
+__all__ = ["DEFAULTS", "STATUSES", "device_status", "exceeded", "fleet_health", "policy", "shape_problem"]
 
 STATUSES = ("in_sync", "out_of_sync", "degraded", "rolled_back", "unknown")
 DEFAULTS: dict[str, Any] = {
@@ -73,6 +75,99 @@ def _m(x: Any) -> Mapping[str, Any]:
     return x if isinstance(x, Mapping) else {}
 
 
+def _list(x: Any) -> list[Any]:
+    """``x`` when it is a list, else an empty one."""
+    return x if isinstance(x, list) else []
+
+
+def _str(x: Any, limit: int = 1000) -> str | None:
+    """``x`` when it is a string (cut at ``limit`` characters), else None (snapshots are untrusted input)."""
+    return x[:limit] if isinstance(x, str) else None
+
+
+def _clean(x: Any, depth: int = 3) -> Any:
+    """Device-reported JSON made safe to report: finite numbers, bounded strings, lists and objects (NaN,
+    infinities, deep or huge structures become None or are cut), so that no value of a hostile or broken device
+    can break the JSON (``allow_nan=False``), the history or the charts."""
+    if x is None or isinstance(x, bool):
+        return x
+    if isinstance(x, (int, float)):
+        return x if math.isfinite(x) and abs(x) < 1e18 else None
+    if isinstance(x, str):
+        return x[:1000]
+    if depth <= 0:
+        return None
+    if isinstance(x, (list, tuple)):
+        return [_clean(v, depth - 1) for v in x[:100]]
+    if isinstance(x, Mapping):
+        return {str(k)[:200]: _clean(v, depth - 1) for k, v in list(x.items())[:100]}
+    return None
+
+
+_OPT_STR = (str, type(None))
+
+
+def _optional(x: Any, types: tuple[type, ...]) -> bool:
+    return x is None or isinstance(x, types)
+
+
+def _str_list(x: Any) -> bool:
+    return isinstance(x, list) and all(isinstance(v, str) for v in x)
+
+
+def shape_problem(snap: Mapping[str, Any]) -> str | None:
+    """What is malformed in a snapshot (a device is hostile input too), or None.
+
+    Checks the type of every field the status decision and the report read (a wrong type there would either
+    crash the whole fleet's report or be misread: ``"1.1.0" in "1.1.0-rc"`` is true). Absent and null fields are
+    allowed: they say nothing, and the rules treat them as such.
+    """
+    facts = snap["facts"]
+    models = facts.get("models")
+    if not _optional(models, (Mapping,)):
+        return "facts.models is not an object"
+    for name, m in (models or {}).items():
+        where = f"facts.models[{str(name)[:80]!r}]"
+        if not _optional(m, (Mapping,)):
+            return f"{where} is not an object"
+        m = m or {}
+        for k in ("active_version", "previous_version", "state", "last_op", "last_result", "last_version", "digest",
+                  "error", "degraded_reason"):
+            if not _optional(m.get(k), _OPT_STR):
+                return f"{where}.{k} is not a string"
+        if m.get("corrupt_versions") is not None and not _str_list(m["corrupt_versions"]):
+            return f"{where}.corrupt_versions is not a list of versions"
+        bad = m.get("bad_versions")
+        if bad is not None and not _str_list(bad) and not isinstance(bad, Mapping):
+            return f"{where}.bad_versions is not a list of versions"
+        if not _optional(m.get("kept_digests"), (Mapping,)):
+            return f"{where}.kept_digests is not an object"
+        if not _optional(m.get("pending_version"), (str, Mapping)):
+            return f"{where}.pending_version is not a version"
+    monitor = facts.get("monitor")
+    if not _optional(monitor, (Mapping,)):
+        return "facts.monitor is not an object"
+    mm = (monitor or {}).get("models")
+    if not _optional(mm, (Mapping,)):
+        return "facts.monitor.models is not an object"
+    for name, m in (mm or {}).items():
+        if not _optional(m, (Mapping,)) or not _optional((m or {}).get("findings"), (list,)):
+            return f"facts.monitor.models[{str(name)[:80]!r}] is not an object with a list of findings"
+    for key in ("telemetry", "system"):
+        if not _optional(facts.get(key), (Mapping,)):
+            return f"facts.{key} is not an object"
+    for key in ("telemetry", "quarantine", "drift"):
+        if not _optional(snap.get(key), (Mapping,)):
+            return f"{key} is not an object"
+    for name, q in (snap.get("quarantine") or {}).items():
+        if not _optional(q, (Mapping,)):
+            return f"quarantine[{str(name)[:80]!r}] is not an object"
+    tm = (snap.get("telemetry") or {}).get("models")
+    if not _optional(tm, (Mapping,)) or not all(_optional(v, (Mapping,)) for v in (tm or {}).values()):
+        return "telemetry.models is not an object of objects"
+    return None
+
+
 def _telemetry_problem(snap: Mapping[str, Any], pol: Mapping[str, Any]) -> str | None:
     tel = _m(snap.get("telemetry"))
     now = _num(snap.get("collected_at_s"))
@@ -98,8 +193,11 @@ def device_status(entry: Mapping[str, Any], snap: Mapping[str, Any] | None, pol:
 
     if not isinstance(snap, Mapping) or not isinstance(snap.get("facts"), Mapping):
         return {"status": "unknown", "reasons": ["no answer from this device in this run"]}
+    malformed = shape_problem(snap)
+    if malformed:
+        return {"status": "unknown", "reasons": [f"malformed answer: {malformed}; what it says is not known"]}
     facts = snap["facts"]
-    models = facts.get("models") if isinstance(facts.get("models"), Mapping) else {}
+    models = facts.get("models") or {}
     found: dict[str, list[str]] = {s: [] for s in STATUSES}
     problem = _telemetry_problem(snap, pol)
     if problem:
@@ -150,44 +248,58 @@ def _device_row(host: str, entry: Mapping[str, Any], snap: Mapping[str, Any] | N
                 pol: Mapping[str, Any]) -> dict[str, Any]:
     verdict = device_status(entry, snap, pol)
     sm = _m(snap)
+    if sm and isinstance(sm.get("facts"), Mapping) and shape_problem(sm):
+        sm = {"collected_at_s": sm.get("collected_at_s")}  # report none of what a malformed answer says
     facts = _m(sm.get("facts"))
     twin_models = _m(facts.get("models"))
     tel = _m(sm.get("telemetry"))
     models = []
     for name, want in sorted((entry.get("models") or {}).items()):
         got = _m(twin_models.get(name))
-        reported = got.get("active_version")
+        reported = _str(got.get("active_version"), 200)
         summary = _m(_m(tel.get("models")).get(name)).get(reported) if reported else None
         models.append({
             "model": name, "desired": want.get("version"), "reported": reported,
-            "previous": got.get("previous_version"), "state": got.get("state"),
-            "last_op": got.get("last_op"), "last_result": got.get("last_result"),
-            "last_version": got.get("last_version"), "last_reason": got.get("last_reason"),
+            "previous": _str(got.get("previous_version"), 200), "state": _str(got.get("state"), 200),
+            "last_op": _str(got.get("last_op"), 200), "last_result": _str(got.get("last_result"), 200),
+            "last_version": _str(got.get("last_version"), 200), "last_reason": _str(got.get("last_reason")),
             "telemetry": _summary(summary),
         })
     system = _m(facts.get("system"))
-    drift = [{"model": str(name), **{k: d.get(k) for k in ("version", "verdict", "features")}}
-             for name, d in sorted(_m(sm.get("drift")).items()) if isinstance(d, Mapping)]
+    drift = [{"model": str(name)[:200], "version": _str(d.get("version"), 200), "verdict": _str(d.get("verdict"), 200),
+              "features": [_clean(f) for f in _list(d.get("features"))[:100]
+                           if isinstance(f, Mapping)]}
+             for name, d in sorted(_m(sm.get("drift")).items())[:100] if isinstance(d, Mapping)]
     now = _num(sm.get("collected_at_s"))
     newest = _num(tel.get("newest_minute"))
+    age = None if now is None or newest is None else _num(round(now - newest, 1))
     return {
         "device": host, "group": entry.get("rollout_group"), "status": verdict["status"],
         "reasons": verdict["reasons"], "answered": isinstance(snap, Mapping),
         "collected_at_s": now,
-        "telemetry_age_s": None if now is None or newest is None else round(now - newest, 1),
+        "telemetry_age_s": age,
         "models": models,
-        "host": {k: system.get(k) for k in (
+        "host": {k: _clean(system.get(k)) for k in (
             "uptime_s", "load_avg", "cpu_count", "cpu_busy_percent_since_boot", "memory", "disk", "temperature_c")},
         "drift": drift,
     }
 
 
+def _count(x: Any) -> int | None:
+    return x if isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 1 << 62 else None
+
+
 def _summary(s: Any) -> dict[str, Any] | None:
+    """A model's telemetry summary as the report shows it: counts, finite numbers, at most 60 minutes of
+    ``[minute, inferences, mean confidence, p95 ms]`` (a malformed value is null, a malformed minute dropped)."""
     if not isinstance(s, Mapping):
         return None
-    keys = ("inferences", "errors", "error_rate", "truth_error_rate", "mean_confidence", "p95_latency_ms",
-            "last_minute", "series")
-    return {k: s.get(k) for k in keys}
+    out: dict[str, Any] = {k: v for k in ("inferences", "errors") if (v := _count(s.get(k))) is not None}
+    out.update({k: _num(s.get(k)) for k in ("error_rate", "truth_error_rate", "mean_confidence", "p95_latency_ms")})
+    out["last_minute"] = _count(s.get("last_minute"))
+    out["series"] = [[p[0], _count(p[1]), _num(p[2]), _num(p[3])] for p in _list(s.get("series"))[-60:]
+                     if isinstance(p, list) and len(p) == 4 and _count(p[0]) is not None and p[0] < 1 << 36]
+    return out
 
 
 def exceeded(counts: Mapping[str, int], total: int, pol: Mapping[str, Any]) -> list[dict[str, Any]]:
