@@ -7,6 +7,7 @@ only, and the demo's output must stay compact while telling the whole story.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -36,9 +37,26 @@ def test_after_the_demo_the_default_fleet_runs_the_committed_pins_and_a_line_b_c
     assert proc.returncode == 0, out[-4000:] + proc.stderr[-2000:]
 
     # the story, compactly: every act, the canary's failure and halt, the rollback's models.yaml warning
-    for act in ("== 1.", "== 2.", "== 2b.", "== 3.", "== 4.", "== 5.", "== 6."):
+    for act in ("== 1.", "== 2.", "== 2b.", "== 3.", "== 4.", "== 5.", "== 6.", "== 7.", "== 8."):
         assert act in out, act
-    # act 5, field telemetry: drift on exactly the two devices it was injected on; dev-a2 rolled itself back
+    # act 5, health: read-only, red because line_b's canary is rolled back; the reports are there
+    assert "(ansible-playbook exited 2, as expected: a device is rolled back" in out
+    health = json.loads((state / "demo" / "reports" / "health-latest.json").read_text())
+    assert (health["failed"], health["counts"]["rolled_back"], health["counts"]["unknown"]) == (True, 1, 0)
+    assert all((state / "demo" / "reports" / f"health-latest.{ext}").exists() for ext in ("md", "html"))
+    # act 7, the live gate: 1.6.0 passed its smoke test, was halted at wave 1 on live numbers, canary back on 1.1.0
+    report = json.loads((state / "demo" / "reports" / "latest.json").read_text())
+    [live] = [g for g in report["gates"] if g.get("kind") == "live"]
+    [canary] = live["hosts"]
+    assert (live["group"], live["wave"], live["passed"], report["halted"]["line_a"]["gate"]) == \
+        ("line_a", 1, False, "live")
+    assert live["verdicts"][canary]["models"]["defect-classifier"]["verdict"] == "halt"
+    assert json.loads((state / "demo" / "fleet" / canary / "models" / "defect-classifier" / "state.json")
+                      .read_text())["active"] == "1.1.0"
+    assert f"live gate, line_a wave 1, {canary}: HALT" in out
+    assert f"workload simulator: stopped; it drove {canary}\n" in out
+    assert "error rate (ground_truth)" in out
+    # act 6, field telemetry: drift on exactly the two devices it was injected on; dev-a2 rolled itself back
     assert "drift reported on exactly the devices it was injected on: dev-b1, dev-l1" in out
     assert "facts of dev-a2: active_version 1.1.0, bad_versions ['1.0.0'], last_op self_rollback: " \
         "self-rollback: mean confidence 0." in out
@@ -47,7 +65,7 @@ def test_after_the_demo_the_default_fleet_runs_the_committed_pins_and_a_line_b_c
     assert "smoke test failed" in out
     assert "still pins line_a defect-classifier 1.1.0" in out
     assert "skipping" not in out
-    assert len(out.splitlines()) < 300, len(out.splitlines())
+    assert len(out.splitlines()) < 400, len(out.splitlines())  # eight acts, ~330 lines
     # the repository's own reports are not the demo's
     assert (sorted(p.name for p in (REPO / "reports").glob("*")) if (REPO / "reports").exists() else []) == \
         reports_before
