@@ -23,7 +23,10 @@ from ._version import __version__
 from .errors import EdgeRuntimeError
 from .telemetry._status import telemetry_facts
 
-__all__ = ["BOOT_UNIT", "FACTS_SCHEMA", "FactsSource", "boot_recovery_facts", "collect_facts", "system_facts"]
+__all__ = [
+    "BOOT_UNIT", "FACTS_SCHEMA", "FactsSource", "boot_recovery_facts", "collect_facts", "platform_facts",
+    "system_facts",
+]
 
 
 class FactsSource(Protocol):
@@ -193,6 +196,47 @@ def collect_facts(device: FactsSource) -> dict[str, Any]:
         "trust": trust_facts(device.root / "trust"),
         # the device-side monitor's last evaluation (edge-runtime monitor); None when it never ran
         "monitor": _monitor_facts(device.root),
+        # what compatibility is decided on (edge_runtime.compat): the controller's plan asks the same function
+        "platform": platform_facts(device),
+    }
+
+
+def platform_facts(device: Any) -> dict[str, Any]:
+    """What the runtime decides compatibility on at install (:mod:`edge_runtime.compat`), as it would see it now.
+
+    ``architecture`` and ``inputs`` come from the device's config (None / {} before ``edge-runtime init``: the
+    setup module then reports the architecture it configures), ``backends`` are the TFLite backends this
+    interpreter can import (``EDGE_RUNTIME_BACKEND`` honoured, nothing imported), plus the machine and Python for
+    people. A backend setting the runtime refuses leaves ``backends`` empty and says why (``backends_error``).
+    """
+    import platform
+    import sys
+
+    from ._smoke_result import available_backends
+
+    architecture: str | None = None
+    inputs: dict[str, Any] = {}
+    if isinstance(getattr(type(device), "config", None), property):
+        try:
+            cfg = device.config  # config.json, read as untrusted input
+        except EdgeRuntimeError:
+            cfg = None
+        if cfg is not None:
+            architecture = cfg.architecture
+            inputs = dict(cfg.inputs or {})
+    backends_error = None
+    try:
+        backends = list(available_backends())
+    except EdgeRuntimeError as exc:
+        backends, backends_error = [], exc.message
+    return {
+        "architecture": architecture,
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "python_executable": sys.executable,
+        "backends": backends,
+        "backends_error": backends_error,
+        "inputs": inputs,
     }
 
 

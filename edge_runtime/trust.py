@@ -17,6 +17,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from .compat import incompatibility
 from .errors import (
     DowngradeError,
     ExpiredError,
@@ -179,26 +180,11 @@ def check_install_policy(m: Manifest, ctx: DeviceContext, *, allow_quarantined: 
             f"manifest of {m.name} {m.version} expired at {m.expires.isoformat()}",
             hint="re-sign the release with a later expiry (`edge-release build --expires-in`)",
         )
-    if ctx.architecture not in m.architectures:
-        raise IncompatibleError(
-            f"{m.name} {m.version} supports architectures {', '.join(m.architectures)}, "
-            f"this device is {ctx.architecture}",
-            hint="build a bundle for this architecture",
-        )
-    if not set(m.backends) & set(ctx.backends):
-        raise IncompatibleError(
-            f"{m.name} {m.version} needs backend {' or '.join(m.backends)}, this device has "
-            f"{', '.join(ctx.backends) or 'none'}",
-            hint="install a TFLite backend (ai-edge-litert or tflite-runtime) on the device",
-        )
-    if ctx.input_contract is not None:
-        shape, dtype = ctx.input_contract
-        if tuple(shape) != m.input_shape or dtype != m.input_dtype:
-            raise IncompatibleError(
-                f"{m.name} {m.version} takes input {list(m.input_shape)} {m.input_dtype}, "
-                f"this device provides {list(shape)} {dtype}",
-                hint="publish a model for this device's input, or change the device's input contract",
-            )
+    why = incompatibility(m.name, str(m.version), m.architectures, m.backends, m.input_shape, m.input_dtype,
+                          architecture=ctx.architecture, device_backends=ctx.backends,
+                          input_contract=ctx.input_contract)
+    if why is not None:
+        raise IncompatibleError(why.reason, hint=why.hint)
     version = str(m.version)
     if version in ctx.installed and ctx.installed[version] != m.digest:
         raise ImmutableVersionError(

@@ -7,11 +7,12 @@ in a pytest tmp dir (the fixtures of test_fleet_playbooks.py).
 from __future__ import annotations
 
 import json
+import platform
 from typing import Any
 
 import pytest
 
-from tests.ansible.test_fleet_playbooks import DEVICES, LINE_A, Fleet, new_fleet
+from tests.ansible.test_fleet_playbooks import DEVICES, INVENTORY, LINE_A, Fleet, new_fleet
 
 pytest.importorskip("ansible_runner")
 pytestmark = pytest.mark.slow
@@ -67,7 +68,7 @@ def test_plan_of_a_new_fleet_then_the_deploy(fleet: Fleet) -> None:
         assert r["bytes"] > 0
         checks = {name: c["result"] for name, c in r["checks"].items()}
         assert checks == {"schema": "passed", "bundle_present": "passed", "signature_digest": "passed",
-                          "expiry": "passed", "compatibility": "not evaluated", "downgrade": "passed",
+                          "expiry": "passed", "compatibility": "passed", "downgrade": "passed",
                           "quarantined": "passed", "gate": "not evaluated"}, r
     assert plan["totals"]["bytes"] == sum(r["bytes"] for r in plan["rows"])
     assert {g["gate"] for g in plan["groups"].values()} == {"not evaluated"}
@@ -86,3 +87,44 @@ def test_plan_of_an_upgrade_then_the_deploy(fleet: Fleet) -> None:
     assert "| dev-a1 | line_a |" in md
     assert "| 1.0.0 | 1.1.0 | install (not_installed) |" in md
     assert_deploy_did_what_the_plan_said(plan, deployed(fleet))
+
+
+def test_an_incompatible_device_fails_the_plan_and_the_deploy_refuses_it_with_the_same_reason(fleet: Fleet) -> None:
+    # dev-l2 is configured as a riscv64 device (edge_runtime_architecture): its twin says so, the bundles support
+    # x86_64, aarch64 and armv7l. lab upgrades; its gate allows 50% failures, so dev-l1 goes on and dev-l2 is refused.
+    inventory = fleet.base / "incompatible.yml"
+    inventory.write_text(INVENTORY.read_text().replace("        dev-l2:\n",
+                                                       "        dev-l2: {edge_runtime_architecture: riscv64}\n"))
+    fleet.write_models({"line_a": "1.1.0", "lab": "1.1.0"})
+    before = fleet.snapshot()
+    r = fleet.run("deploy.yml", check=True, inventory=inventory)
+    out = r.stdout.read()
+    assert r.rc == 0, out[-3000:]  # check mode of edge_model asks the install decision only (see plan.md)
+    assert fleet.snapshot() == before, "the plan changed a device"
+    plan = json.loads((fleet.reports / "plan.json").read_text())
+    rows = {r["device"]: r for r in plan["rows"]}
+    bad, good = rows["dev-l2"], rows["dev-l1"]
+    assert bad["checks"]["compatibility"]["result"] == "failed", bad
+    detail = bad["checks"]["compatibility"]["detail"]
+    assert "defect-classifier-int8 1.1.0 supports architectures " in detail
+    assert "this device is riscv64" in detail
+    assert (bad["from"], bad["to"], bad["action"], bad["code"], bad["bytes"]) == ("1.0.0", "1.1.0", "refuse",
+                                                                                  "incompatible", 0), bad
+    assert good["checks"]["compatibility"] == {"result": "passed",
+                                               "detail": f"{platform.machine()} with backend litert"}, good
+    assert good["action"] == "install"
+    assert "| dev-l2 | lab | 1 | defect-classifier-int8 | 1.0.0 | 1.1.0 | refuse (incompatible) |" in \
+        (fleet.reports / "plan.md").read_text()
+    assert "HALTED" not in out
+
+    r = fleet.run("deploy.yml", inventory=inventory)
+    out = r.stdout.read()
+    assert r.rc != 0, out[-3000:]
+    report = {(row["device"], row["model"]): row for row in fleet.report()["rows"]}
+    refused = report[("dev-l2", "defect-classifier-int8")]
+    assert refused["result"] == "failed", refused
+    assert detail.split(" (hint: ")[0] in refused["reason"], (detail, refused)
+    assert fleet.active("dev-l2", "defect-classifier-int8") == "1.0.0"
+    assert report[("dev-l1", "defect-classifier-int8")]["result"] == "installed"
+    assert fleet.active("dev-l1", "defect-classifier-int8") == "1.1.0"
+    assert fleet.report()["halted"] == {}, "lab allows 50% failures: 1 of 2"

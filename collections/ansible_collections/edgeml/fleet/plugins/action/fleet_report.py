@@ -17,7 +17,7 @@ from typing import Any
 from ansible.module_utils.common.text.converters import to_text
 from ansible_collections.edgeml.fleet.plugins.plugin_utils import plan_report, rollback, rollout
 from ansible_collections.edgeml.fleet.plugins.plugin_utils.controller_action import ControllerAction
-from ansible_collections.edgeml.fleet.plugins.plugin_utils.hostvars import results_and_twins
+from ansible_collections.edgeml.fleet.plugins.plugin_utils.hostvars import results_and_twins, with_setup_platform
 
 ARGUMENT_SPEC: dict[str, Any] = {
     "plan": {"type": "dict", "required": True},
@@ -58,7 +58,7 @@ class ActionModule(ControllerAction):
         plan = args["plan"]
         results, facts = results_and_twins(plan, task_vars.get("hostvars", {}))
         if args["kind"] == "plan":
-            self._plan(args, plan, facts, result)
+            self._plan(args, plan, with_setup_platform(plan, task_vars.get("hostvars", {}), facts), result)
             return
         report = rollout.fleet_report(plan, results, facts, args["halted"])
         if args["kind"] == "rollback":

@@ -182,10 +182,18 @@ diff:
   type: dict
   sample: {"before": {"trusted_key_ids": []}, "after": {"trusted_key_ids": ["3f1c..."]}}
 ansible_facts:
-  description: The device twin as C(edge_runtime).
+  description:
+    - The device twin as C(edge_runtime).
+    - C(edge_runtime.platform) holds what bundle compatibility is decided on (C(edge_runtime.compat)), namely the
+      architecture the device is configured with after this run (in check mode, the one it would be), the TFLite
+      backends its interpreter can import, the input contracts of its config, and the machine and Python version.
   returned: always
   type: dict
-  sample: {"edge_runtime": {"schema": 1, "models": {}}}
+  sample:
+    edge_runtime:
+      schema: 1
+      models: {}
+      platform: {"architecture": "aarch64", "backends": ["litert"], "python": "3.11.2", "machine": "aarch64"}
 """
 
 import json
@@ -485,13 +493,14 @@ def main() -> None:
                 msg=f"threshold {p['threshold']} must be between 1 and the {len(wanted_ids)} trusted key(s)",
                 error="config",
             )
+        architecture = p["architecture"] or platform.machine()
         after = {
             "trusted_key_ids": wanted_ids,
             "trust_root_version": (
                 max([_root_version(d) for d in p["trust_roots"]] + [before["trust_root_version"] or 0]) if roots else 0
             ),
             "config": {
-                "architecture": p["architecture"] or platform.machine(),
+                "architecture": architecture,
                 "threshold": p["threshold"],
                 "allowed_models": list(p["allowed_models"]),
                 "keep_versions": p["keep_versions"],
@@ -521,6 +530,9 @@ def main() -> None:
             )
             changed = changed or unit_changed
         facts = device_facts(dev)
+        # the architecture this device is configured with after this run (in check mode: the one it would be),
+        # which the compatibility decision of the plan and of the install reads
+        facts["platform"] = {**(facts.get("platform") or {}), "architecture": architecture}
     except EdgeRuntimeError as exc:
         fail_runtime_error(module, exc)
     module.exit_json(

@@ -50,3 +50,28 @@ def results_and_twins(plan: Mapping[str, Any], hostvars: Mapping[str, Any]) -> t
         plan, per_host(hostvars, plan.get("hosts", {}), RESULT, plan.get("run_id")), facts
     )
     return results, facts
+
+
+SETUP = "__edge_runtime_setup"
+
+
+def with_setup_platform(
+    plan: Mapping[str, Any], hostvars: Mapping[str, Any], facts: Mapping[str, Any]
+) -> dict[str, Any]:
+    """``facts`` with each twin's ``platform`` taken from this run's runtime setup (role ``edge_runtime``, registered
+    as ``__edge_runtime_setup``) where it answered: the setup module reports the architecture the device is
+    configured with after this run (in check mode: the one it would be, also for a device not set up yet), which a
+    later module's twin of an unconfigured device cannot know. Fresh answers only (the plan's run id)."""
+    setups = {}
+    run_id = plan.get("run_id")
+    for h in facts:
+        try:
+            reg = hostvars[h].get(SETUP)
+        except KeyError:
+            continue
+        twin = ((reg or {}).get("ansible_facts") or {}).get("edge_runtime") if isinstance(reg, Mapping) else None
+        if isinstance(twin, Mapping) and run_id and twin.get("run_id") == run_id and \
+                isinstance(twin.get("platform"), Mapping):
+            setups[h] = twin["platform"]
+    return {h: ({**t, "platform": setups[h]} if h in setups and isinstance(t, Mapping) else t)
+            for h, t in facts.items()}

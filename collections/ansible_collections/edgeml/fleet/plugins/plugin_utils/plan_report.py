@@ -15,8 +15,11 @@ Every decision here is asked of its one owner, never re-made:
 * expiry: the signed manifest's ``expires`` against the time of the plan (the device refuses an expired one);
 * downgrade and quarantine: the install decision's refusal codes (``downgrade``, ``quarantined``), from the
   device's own state as its twin reports it;
-* compatibility (architecture, backend, input contract) is decided by the device at install time from its own
-  configuration, which the twin does not carry: the plan says "not evaluated" and lists what the bundle supports.
+* compatibility (architecture, TFLite backend, input contract): the runtime's own decision
+  (``edge_runtime.compat.incompatibility``, which ``trust.check_install_policy`` raises at install) on the twin's
+  ``platform`` facts and the signed manifest the controller verified; "not evaluated" when the device did not
+  answer, its twin has no platform facts or the manifest was not read in this run. An incompatible device is
+  planned as ``refuse incompatible``: the device refuses it at install with the same reason.
 
 Health gates need an install and a smoke test: in a plan they are always "not evaluated", never passed.
 """
@@ -63,6 +66,31 @@ def _expiry(item: Mapping[str, Any] | None, now: datetime) -> dict[str, str]:
     return _check("passed", f"expires {expires.isoformat()}")
 
 
+def _compatibility(name: str, want: Mapping[str, Any], item: Mapping[str, Any] | None,
+                   twin: Any) -> dict[str, str]:
+    """The compatibility check of one model on one device: the runtime's decision, never a second rule."""
+    from edge_runtime.compat import incompatibility, traits_from_twin
+
+    if not isinstance(twin, Mapping):
+        return _check(NOT_EVALUATED, "no twin from this device in this run")
+    if not item or not isinstance(item.get("architectures"), list) or not isinstance(item.get("backends"), list):
+        return _check(NOT_EVALUATED, "the bundle's manifest was not read in this run")
+    traits = traits_from_twin(twin)
+    if isinstance(traits, str):
+        return _check(NOT_EVALUATED, traits)
+    declared = item.get("input")
+    declared = declared if isinstance(declared, Mapping) else {}
+    why = incompatibility(name, str(want.get("version")), item["architectures"], item["backends"],
+                          declared.get("shape"), declared.get("dtype"), architecture=traits.architecture,
+                          device_backends=traits.backends, input_contract=traits.inputs.get(name))
+    if why is not None:
+        return _check("failed", why.message())
+    usable = [b for b in traits.backends if b in item["backends"]]
+    return _check("passed", f"{traits.architecture} with backend {', '.join(usable)}"
+                  + (f", input {list(traits.inputs[name][0])} {traits.inputs[name][1]}" if name in traits.inputs
+                     else ""))
+
+
 def plan_report(
     plan: Mapping[str, Any], facts: Mapping[str, Any], answered: set[str] | frozenset[str],
     verified: Sequence[Mapping[str, Any]] = (), now: datetime | None = None,
@@ -94,11 +122,7 @@ def plan_report(
                     if item else _check(NOT_EVALUATED, "not verified in this run (validation without verify_bundles)")
                 ),
                 "expiry": _expiry(item, now),
-                "compatibility": _check(
-                    NOT_EVALUATED,
-                    "decided by the device at install (architecture, backend, input contract); the bundle supports "
-                    + ", ".join(item.get("architectures") or []) if item else "decided by the device at install",
-                ),
+                "compatibility": _compatibility(name, want, item, twin),
                 "gate": _check(NOT_EVALUATED, "health gates need an install and a smoke test; check mode has neither"),
             }
             if not isinstance(models, Mapping):
@@ -115,6 +139,8 @@ def plan_report(
                     checks[check] = (_check("failed", reason) if code == refusal else _check("passed"))
             if checks["expiry"]["result"] == "failed" and action == "install":
                 action, code, reason = "refuse", "expired", checks["expiry"]["detail"]
+            elif checks["compatibility"]["result"] == "failed" and action == "install":
+                action, code, reason = "refuse", "incompatible", checks["compatibility"]["detail"]
             size = want.get("size")
             moves = action == "install" and code != "kept_version"
             rows.append({

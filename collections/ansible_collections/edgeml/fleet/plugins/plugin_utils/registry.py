@@ -333,7 +333,8 @@ def verify_planned(
                          # covers and what the signed manifest says about expiry and compatibility
                          "devices": sorted(hosts), "keys": len(trust.key_files), "trust_roots": len(trust.root_files),
                          "expires": manifest.expires.isoformat(), "architectures": list(manifest.architectures),
-                         "backends": list(manifest.backends)})
+                         "backends": list(manifest.backends),
+                         "input": {"shape": list(manifest.input_shape), "dtype": manifest.input_dtype}})
     return verified
 
 
