@@ -43,7 +43,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["Decision", "ModelView", "Pin", "decide", "healthy", "model_view"]
+__all__ = ["Decision", "ModelView", "Pin", "decide", "entry_problem", "healthy", "model_view"]
 
 Action = Literal["noop", "install", "refuse"]
 
@@ -147,8 +147,38 @@ def _passed_check(info: Any) -> bool:
     return isinstance(check, Mapping) and check.get("passed") is True
 
 
+def _is_str_list(x: Any) -> bool:
+    return isinstance(x, list) and all(isinstance(v, str) for v in x)
+
+
+def entry_problem(entry: Mapping[str, Any]) -> str | None:
+    """What is malformed in a facts/status model entry, or None. The facts come from a device, and a device is
+    hostile input: a field the decision reads with the wrong type must neither crash the controller (one device
+    would stop the deploy, plan or health report of every device) nor be misread."""
+    for k in ("active_version", "active", "state", "digest", "error"):
+        if entry.get(k) is not None and not isinstance(entry.get(k), str):
+            return f"{k} is not a string"
+    if entry.get("corrupt_versions") is not None and not _is_str_list(entry["corrupt_versions"]):
+        return "corrupt_versions is not a list of versions"
+    for k in ("bad_versions", "bad"):
+        if entry.get(k) is not None and not _is_str_list(entry[k]) and not isinstance(entry[k], Mapping):
+            return f"{k} is not a list of versions"
+    kept = entry.get("kept_digests")
+    if kept is not None and not (isinstance(kept, Mapping) and all(d is None or isinstance(d, str)
+                                                                   for d in kept.values())):
+        return "kept_digests is not an object of digests"
+    for k in ("pending_version", "pending"):
+        if entry.get(k) is not None and not isinstance(entry[k], (str, Mapping)):
+            return f"{k} is not a version"
+    return None
+
+
 def _from_report(entry: Mapping[str, Any]) -> ModelView:
-    """A model entry of the facts (``active_version`` ...) or of ``Device.status()`` (``active`` ...)."""
+    """A model entry of the facts (``active_version`` ...) or of ``Device.status()`` (``active`` ...); a malformed
+    one reads as a corrupt state (refused, never healthy)."""
+    problem = entry_problem(entry)
+    if problem:
+        return ModelView(corrupt=f"the device reported a malformed model entry: {problem}")
     if entry.get("state") == "corrupt":
         return ModelView(corrupt=str(entry.get("error") or "the state file could not be read"))
     active = _str_or_none(entry.get("active_version", entry.get("active")))

@@ -247,3 +247,24 @@ def test_runtime_module_and_controller_agree_on_the_same_state(case: str, releas
         assert runtime == "noop"  # the runtime recovers the interrupted install first, then decides: no-op
     else:
         assert runtime == expected
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("corrupt_versions", 7), ("corrupt_versions", [1]), ("state", {"x": 1}), ("state", ["committed"]),
+    ("active_version", ["1.0.0"]), ("bad_versions", 5), ("kept_digests", "x"), ("kept_digests", {"1.0.0": [D1]}),
+    ("pending_version", 3), ("digest", 1),
+])
+def test_a_malformed_facts_entry_is_refused_as_corrupt_never_a_crash_or_healthy(field: str, value: Any) -> None:
+    """The controller reads devices' facts (twin_in_sync, the plan, health): a field of the wrong type must not
+    raise (one device would stop the run for every device) nor read as in sync."""
+    entry = {"active_version": "1.0.0", "digest": D1, "kept_digests": {"1.0.0": D1}, "state": "committed",
+             "bad_versions": [], "corrupt_versions": [], "check_passed": True, field: value}
+    pin = Pin("m", "1.0.0", D1, 1)
+    d = decide(entry, pin)
+    assert (d.action, d.code) == ("refuse", "state_corrupt")
+    assert field in d.reason
+    assert not healthy(entry, "1.0.0")
+    good = {**entry, field: {"corrupt_versions": [], "state": "committed", "active_version": "1.0.0",
+                             "bad_versions": [], "kept_digests": {"1.0.0": D1}, "pending_version": None,
+                             "digest": D1}[field]}
+    assert decide(good, pin).action == "noop"

@@ -111,10 +111,6 @@ def _optional(x: Any, types: tuple[type, ...]) -> bool:
     return x is None or isinstance(x, types)
 
 
-def _str_list(x: Any) -> bool:
-    return isinstance(x, list) and all(isinstance(v, str) for v in x)
-
-
 def shape_problem(snap: Mapping[str, Any]) -> str | None:
     """What is malformed in a snapshot (a device is hostile input too), or None.
 
@@ -122,6 +118,8 @@ def shape_problem(snap: Mapping[str, Any]) -> str | None:
     crash the whole fleet's report or be misread: ``"1.1.0" in "1.1.0-rc"`` is true). Absent and null fields are
     allowed: they say nothing, and the rules treat them as such.
     """
+    from edge_runtime.decision import entry_problem
+
     facts = snap["facts"]
     models = facts.get("models")
     if not _optional(models, (Mapping,)):
@@ -131,19 +129,12 @@ def shape_problem(snap: Mapping[str, Any]) -> str | None:
         if not _optional(m, (Mapping,)):
             return f"{where} is not an object"
         m = m or {}
-        for k in ("active_version", "previous_version", "state", "last_op", "last_result", "last_version", "digest",
-                  "error", "degraded_reason"):
+        problem = entry_problem(m)  # what the install decision reads: its owner says
+        if problem:
+            return f"{where}.{problem}"
+        for k in ("previous_version", "last_op", "last_result", "last_version", "degraded_reason"):
             if not _optional(m.get(k), _OPT_STR):
                 return f"{where}.{k} is not a string"
-        if m.get("corrupt_versions") is not None and not _str_list(m["corrupt_versions"]):
-            return f"{where}.corrupt_versions is not a list of versions"
-        bad = m.get("bad_versions")
-        if bad is not None and not _str_list(bad) and not isinstance(bad, Mapping):
-            return f"{where}.bad_versions is not a list of versions"
-        if not _optional(m.get("kept_digests"), (Mapping,)):
-            return f"{where}.kept_digests is not an object"
-        if not _optional(m.get("pending_version"), (str, Mapping)):
-            return f"{where}.pending_version is not a version"
     monitor = facts.get("monitor")
     if not _optional(monitor, (Mapping,)):
         return "facts.monitor is not an object"
