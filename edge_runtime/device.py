@@ -1,9 +1,13 @@
 """A device root and its install state machine.
 
 ``fetch → verify → stage → smoke test (staged) → activate → post-activation check → commit``, or
-``→ roll back``. No version serves before it passed: the first smoke test runs on
-``versions/<v>`` while the old version stays active; only then is the ``active`` link swapped, and a
-second test in a fresh child, from the active path, must pass before the commit. Every smoke test
+``→ roll back``. No version serves before it passed: the smoke test runs on ``versions/<v>`` while the
+old version stays active; only then is the ``active`` link swapped onto that very directory, and the
+post-activation check re-verifies the files behind the active path (signed manifest of this release,
+every file's hash and length, nothing extra) before the commit, which records the post-install check
+as passed. One inference per install: the swap is a rename of a symlink, so a second test would run the
+same bytes again; the re-verification catches a disk that changed them. After an interruption past the
+swap, recovery runs the full post-activation smoke test in a fresh child instead. Every smoke test
 runs in a child process with a hard deadline (:mod:`edge_runtime._smoke_proc`); a hang, a crash or
 a non-finite output is a failed test (the version is rolled back and quarantined), never a stuck or
 crashed runtime. Every transition is persisted atomically before the step it announces, so
@@ -19,8 +23,9 @@ staged        the staged (uncommitted) version removed; the old version stays ac
 testing       the staged smoke test (old version still active) runs again in its child and the
               install continues; after ``max_smoke_attempts`` interrupted runs (a model that takes
               the whole device down) the version is quarantined and the old one stays
-activating    the swap is completed (the staged test had passed) and the post-activation check runs
-activated     the post-activation check runs again; after ``max_smoke_attempts`` interrupted runs
+activating    the swap is completed (the staged test had passed) and the post-activation smoke test
+              runs in a fresh child from the active path (commits without a recorded check)
+activated     the post-activation smoke test runs again; after ``max_smoke_attempts`` interrupted runs
               the version is rolled back and quarantined
 rolling_back  the rollback is completed
 ============  =====================================================================================
@@ -220,6 +225,9 @@ class InstallResult:
     smoke: dict[str, Any] | None = None
     #: why the model is degraded after this operation (a rollback target that did not verify), else None
     degraded: str | None = None
+    #: True when this operation recorded a passed post-install check of ``active`` (an install whose staged
+    #: smoke test passed and whose active files verified after the swap, or a passing ``check``)
+    checked: bool = False
 
     @property
     def ok(self) -> bool:
@@ -780,7 +788,35 @@ class Device:
         self.store.save(state)
         swap_symlink(self.active_link(name), f"versions/{version}")
         _faults.checkpoint("activate.swap")
-        return self._smoke_and_decide(state, manifest, kept)
+        return self._verify_and_commit(state, manifest, kept, result)
+
+    def _verify_and_commit(
+        self, state: ModelState, manifest: Manifest, kept: bool, staged: SmokeResult
+    ) -> InstallResult:
+        """The post-activation check of an install that ran its staged smoke test in this process.
+
+        The swap renamed the ``active`` link onto the very directory the staged test just ran on, so a
+        second inference would test the same bytes again: instead the active path is re-verified (the
+        signed manifest is this release, every file's hash and length, nothing extra), which catches a
+        disk that changed the files since. It passes: commit, recording the post-install check as passed
+        (no second smoke test is needed for this version in this state); it fails: roll back and
+        quarantine. An interruption leaves the phase ``activating``: recovery completes the swap and runs
+        the full post-activation smoke test (:meth:`_smoke_and_decide`), committing without a recorded
+        check, which the controller then runs (``check``, the role's ``state: tested`` handler).
+        """
+        try:
+            active = self._verify_dir(self.active_link(manifest.name), policy=self.trust_policy())
+            if active.digest != manifest.digest:
+                raise IntegrityError(
+                    f"the active path holds {active.name} {active.version} ({active.digest}), not the tested "
+                    f"{manifest.name} {manifest.version} ({manifest.digest})",
+                    path=MANIFEST_NAME,
+                )
+        except TrustError as exc:
+            reason = f"post-activation check: active files do not verify: {_integrity_reason(exc)}"
+            return self._rollback_pending(state, reason, staged)
+        _faults.checkpoint("activate.verified")
+        return self._commit(state, manifest, staged, kept, checked=True)
 
     def _run_smoke(self, state: ModelState, manifest: Manifest, phase: str, model_dir: Path) -> SmokeResult:
         """Persist ``phase`` and one more attempt in it, then run the smoke test in its bounded child."""
@@ -805,7 +841,11 @@ class Device:
             return self._commit(state, manifest, result, kept)
         return self._rollback_pending(state, f"post-activation smoke test failed: {result.reason}", result)
 
-    def _commit(self, state: ModelState, m: Manifest, smoke: SmokeResult, kept: bool) -> InstallResult:
+    def _commit(
+        self, state: ModelState, m: Manifest, smoke: SmokeResult, kept: bool, *, checked: bool = False
+    ) -> InstallResult:
+        """Commit the pending install. ``checked``: the post-install check passed in this operation (staged
+        smoke test, then the active files re-verified after the swap) and is recorded with the commit."""
         assert state.pending is not None
         version = str(m.version)
         previous = state.pending.previous
@@ -818,6 +858,9 @@ class Device:
             "activated_at": now,
             "smoke": smoke.to_dict(),
         }
+        if checked:  # the same record as a passing Device.check (edge_runtime.decision.healthy reads it)
+            state.versions[version]["check"] = {"passed": True, "at": now, "p95_ms": smoke.p95_ms,
+                                                "how": "staged smoke test, active files verified after the swap"}
         if version in state.order:
             state.order.remove(version)
         state.order.append(version)
@@ -848,6 +891,7 @@ class Device:
             version,
             "smoke test passed",
             smoke.to_dict(),
+            checked=checked,
         )
 
     def _rollback_pending(
@@ -1296,12 +1340,13 @@ class Device:
                 if state.degraded is not None:  # R4: a verified, passing active version ends a degraded state
                     state.mark_healthy(active)
                 # the passed check of this version, recorded: the controller counts the device healthy for it
-                # (edge_runtime.decision.healthy); the next commit of the version starts without one
+                # (edge_runtime.decision.healthy); the next commit of the version starts without one unless
+                # that install verified its active files itself (_verify_and_commit)
                 state.versions[active]["check"] = {"passed": True, "at": utcnow(), "p95_ms": smoke.p95_ms}
                 self.store.save(state)
                 return InstallResult(
                     name, active, digest, "unchanged", False, previous, active, "smoke test passed",
-                    smoke.to_dict(),
+                    smoke.to_dict(), checked=True,
                 )
             state.pending = Pending(
                 "install", active, digest, int(info.get("counter") or 0), "activated", previous,

@@ -460,3 +460,75 @@ def test_sigkill_at_every_step_of_a_rollback_falling_back_from_a_corrupt_active_
             Device(dev.root).verify_installed(MODEL)
     assert "untouched" in outcomes, outcomes
     assert "fell back" in outcomes, outcomes  # kills after the fallback was persisted were recovered too
+
+
+# ---- one inference per install: the post-activation check re-verifies the active files (docs/DESIGN.md) ----
+
+
+def test_install_runs_one_smoke_test_and_records_its_post_install_check(device: Device, release: Release) -> None:
+    names: list[str] = []
+    _faults.unsafe_arm(names.append)
+    try:
+        r = Device(device.root).install(str(release.bundle("1.0.0")))  # the kept 1.0.0, staged test + swap
+    finally:
+        _faults.unsafe_arm(None)
+    assert (r.result, r.active, r.checked) == ("activated_kept", "1.0.0", True), r
+    assert names.count("smoke.done") == 1, names
+    # the active files were verified after the swap, before the commit
+    assert names.index("activate.swap") < names.index("activate.verified") < names.index("commit"), names
+    check = model_state(device.root)["versions"]["1.0.0"]["check"]
+    assert check["passed"] is True
+    assert check["p95_ms"] == r.smoke["p95_ms"]
+    # the controller counts it healthy without a second check (edge_runtime.decision.healthy)
+    from edge_runtime.decision import healthy
+
+    assert healthy(device.store.load(MODEL), "1.0.0")
+
+
+def test_files_changed_after_the_staged_smoke_test_are_caught_after_the_swap(device: Device, release: Release) -> None:
+    def rot(name: str) -> None:  # the disk changes the tested directory right after the swap
+        if name == "activate.swap":
+            corrupt_file(device, "1.0.0")
+
+    _faults.unsafe_arm(rot)
+    try:
+        r = Device(device.root).install(str(release.bundle("1.0.0")))
+    finally:
+        _faults.unsafe_arm(None)
+    assert (r.result, r.active, r.checked) == ("rolled_back", "1.1.0", False), r
+    assert "active files do not verify" in r.reason, r.reason
+    assert "model.tflite" in r.reason, r.reason
+    assert active_version(device) == "1.1.0"
+    st = model_state(device.root)
+    assert "1.0.0" in st["bad"]
+    assert st["pending"] is None
+    device.verify_installed(MODEL, "1.1.0")
+
+
+def test_install_interrupted_after_the_swap_recovers_with_a_full_smoke_test_and_no_recorded_check(
+    device: Device, release: Release
+) -> None:
+    def cut(name: str) -> None:
+        if name == "activate.swap":
+            raise Interrupted
+
+    _faults.unsafe_arm(cut)
+    try:
+        with pytest.raises(Interrupted):
+            Device(device.root).install(str(release.bundle("1.0.0")))
+    finally:
+        _faults.unsafe_arm(None)
+    assert model_state(device.root)["pending"]["phase"] == "activating"
+    names: list[str] = []
+    _faults.unsafe_arm(names.append)
+    try:
+        done = Device(device.root).recover()
+    finally:
+        _faults.unsafe_arm(None)
+    assert [(d["action"], d["result"]["result"]) for d in done] == [("retested", "activated_kept")], done
+    assert names.count("smoke.done") == 1, names  # recovery tests the active path in a fresh child
+    st = model_state(device.root)
+    assert st["active"] == "1.0.0"
+    assert st["pending"] is None
+    # committed by recovery without a recorded check: the controller's post-install check runs for it
+    assert "check" not in st["versions"]["1.0.0"]

@@ -104,6 +104,22 @@ def test_an_install_without_a_passed_post_install_check_fails_the_gate_and_is_ro
     assert rollout.effective_results(plan(), {"a": checked}, {})["a"]["ok"] is True
 
 
+def test_an_install_that_recorded_its_check_needs_no_second_check_and_passes_the_gate() -> None:
+    item = {"item": {"key": "m", "value": PIN}, "changed": True, "active": "1.1.0", "checked": True,
+            "smoke": {"passed": True, "p95_ms": 1.0}}
+    res = rollout.device_result({"results": [item]}, plan()["hosts"]["a"], False)
+    assert (res["status"], res["needs_check"], res["check_models"]) == ("installed", False, [])
+    assert (res["models"]["m"]["check_passed"], res["models"]["m"]["check_p95_ms"]) == (True, 1.0)
+    assert rollout.effective_results(plan(), {"a": res}, {})["a"]["ok"] is True
+    # without the record (a runtime that does not check with the install) the handler checks it
+    unrecorded = rollout.device_result({"results": [{**item, "checked": False}]}, plan()["hosts"]["a"], False)
+    assert (unrecorded["needs_check"], unrecorded["check_models"]) == (True, ["m"])
+    # a failed install never counts as checked, whatever it says
+    failed = rollout.device_result({"results": [{**item, "failed": True, "msg": "x"}]}, plan()["hosts"]["a"], False)
+    assert "check_passed" not in failed["models"]["m"]
+    assert failed["check_models"] == []
+
+
 def test_a_bundle_is_pushed_unless_this_runs_twin_shows_the_pinned_build_active() -> None:
     want = {**PIN, "push_src": "/registry/m/1.1.0.edgebundle", "source": "/device/downloads/m-1.1.0.edgebundle"}
     entry = {"run_id": "run-2", "models": {"m": want}}

@@ -63,6 +63,10 @@ def classify_item(item: Mapping[str, Any], check_mode: bool) -> dict[str, Any]:
         "label_agreement": smoke.get("label_agreement") if smoke else None,
         "mean_confidence": smoke.get("mean_confidence") if smoke else None,
         "previous_label_agreement": (item.get("previous_smoke") or {}).get("label_agreement"),
+        # an install that recorded its post-install check itself (staged smoke test, then the active files
+        # verified after the swap: Device._verify_and_commit) needs no second check in this run
+        **({"check_passed": True, "check_p95_ms": smoke.get("p95_ms")}
+           if status == "installed" and item.get("checked") is True else {}),
     }
 
 
@@ -79,12 +83,16 @@ def device_result(registered: Mapping[str, Any], plan_entry: Mapping[str, Any], 
     statuses = [m["status"] for m in models.values()] or ["unchanged"]
     status = min(statuses, key=SEVERITY.index)
     reasons = [f"{n}: {m['reason']}" for n, m in models.items() if m["status"] == status and m.get("reason")]
+    check = sorted(n for n, m in models.items()
+                   if m["status"] == "unverified" or (m["status"] == "installed" and m.get("check_passed") is not True))
     return {
         "status": status,
         "ok": status in ("installed", "would_change", "unchanged"),
         "changed": any(m["status"] in ("installed", "would_change") for m in models.values()),
-        # the role's post-install health check runs for installed and for unverified models
-        "needs_check": any(m["status"] == "unverified" for m in models.values()),
+        # the role's post-install health check (handler, state: tested) runs for these models: unverified ones
+        # and installs that did not record their check (an older runtime on the device)
+        "needs_check": bool(check),
+        "check_models": check,
         "group": plan_entry.get("rollout_group"),
         "wave": plan_entry.get("wave"),
         "run_id": plan_entry.get("run_id"),
@@ -361,6 +369,7 @@ def mark_checked(result: Mapping[str, Any], registered: Mapping[str, Any]) -> di
                 models[name].update(status="unchanged", reason="already active; its health check passed in this run")
     out["models"] = models
     out["needs_check"] = False
+    out["check_models"] = []
     statuses = [m["status"] for m in models.values()] or ["unchanged"]
     out["status"] = min(statuses, key=SEVERITY.index)
     out["ok"] = out["status"] in ("installed", "would_change", "unchanged")
