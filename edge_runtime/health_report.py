@@ -18,6 +18,7 @@ from __future__ import annotations
 import html
 import io
 import json
+import re
 import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
@@ -38,38 +39,53 @@ def _label(status: str) -> str:
     return status.replace("_", " ")
 
 
+_MD_SPECIAL = re.compile(r"([\\`*\[\]<>|~!&#$])")
+
+
+def _md(x: Any, limit: int = 400) -> str:
+    """Untrusted text (device names, device-reported versions and reasons) as inert Markdown inline text: one
+    line, no control characters, every character Markdown/GitHub gives a meaning to (table ``|``, code, emphasis,
+    links and images, HTML, math ``$``, entities) backslash-escaped, and ``@`` kept from mentioning anyone."""
+    text = "".join(ch if ch.isprintable() else " " for ch in " ".join(str(x).split()))[:limit]
+    return _MD_SPECIAL.sub(r"\\\1", text).replace("@", "@\u200b")
+
+
 def markdown(report: Mapping[str, Any]) -> str:
-    """The report for a person: verdict, broken limits, the problem devices by status; then versions and details."""
+    """The report for a person: verdict, broken limits, the problem devices by status; then versions and details.
+    Every name, version and reason in it goes through :func:`_md` (a PR comment must not be injectable)."""
     c = report["counts"]
-    head = [f"# Fleet health {report['run_id']}: {'FAILED' if report['failed'] else 'OK'}", "",
+    head = [f"# Fleet health {_md(report['run_id'])}: {'FAILED' if report['failed'] else 'OK'}", "",
             f"**{report['total']} devices**: " + ", ".join(f"{c[s]} {_label(s)}" for s in reversed(STATUS_ORDER)), ""]
     for b in report["breaches"]:
-        head.append(f"- **limit exceeded**: {b['message']}")
+        head.append(f"- **limit exceeded**: {_md(b['message'])}")
     if report["unreachable"]:
-        head.append(f"- **unreachable ({len(report['unreachable'])})**: " + ", ".join(report["unreachable"][:50])
+        head.append(f"- **unreachable ({len(report['unreachable'])})**: "
+                    + ", ".join(_md(h, 200) for h in report["unreachable"][:50])
                     + (" ..." if len(report["unreachable"]) > 50 else ""))
     if report.get("deploy_in_progress"):
-        head.append(f"- note: {report['deploy_in_progress']}")
+        head.append(f"- note: {_md(report['deploy_in_progress'])}")
     body: list[str] = []
     bad = [d for d in report["devices"] if d["status"] != "in_sync"]
     bad.sort(key=lambda d: (STATUS_ORDER.index(d["status"]), d["device"]))
     if bad:
         body += ["", "## What is wrong, where", "", "| device | group | status | why |", "|---|---|---|---|"]
         for d in bad:
-            why = "; ".join(d["reasons"]).replace("|", "\\|").replace("\n", " ")
-            body.append(f"| {d['device']} | {d['group']} | **{_label(d['status'])}** | {why[:400]} |")
+            body.append(f"| {_md(d['device'], 200)} | {_md(d['group'], 200)} | **{_label(d['status'])}** | "
+                        f"{_md('; '.join(d['reasons']))} |")
     body += ["", "## Versions per group", "", "| group | model | versions (devices) |", "|---|---|---|"]
     for g, models in sorted(report["versions"].items()):
         for m, vs in sorted(models.items()):
-            body.append(f"| {g} | {m} | " + ", ".join(f"{v}: {n}" for v, n in sorted(vs.items())) + " |")
+            body.append(f"| {_md(g, 200)} | {_md(m, 200)} | "
+                        + ", ".join(f"{_md(v, 100)}: {n}" for v, n in sorted(vs.items())) + " |")
     body += ["", "## Devices", "",
              "| device | status | model | desired | reported | p95 ms | confidence | inferences |",
              "|---|---|---|---|---|---|---|---|"]
     for d in sorted(report["devices"], key=lambda d: (STATUS_ORDER.index(d["status"]), d["device"])):
         for m in d["models"]:
             t = m.get("telemetry") or {}
-            body.append(f"| {d['device']} | {_label(d['status'])} | {m['model']} | {m['desired']} | "
-                        f"{m['reported'] or '-'} | {_fmt(t.get('p95_latency_ms'))} | {_fmt(t.get('mean_confidence'))} "
+            body.append(f"| {_md(d['device'], 200)} | {_label(d['status'])} | {_md(m['model'], 200)} | "
+                        f"{_md(m['desired'], 100)} | {_md(m['reported'] or '-', 100)} | "
+                        f"{_fmt(t.get('p95_latency_ms'))} | {_fmt(t.get('mean_confidence'))} "
                         f"| {t.get('inferences', '-') if t else '-'} |")
     text = "\n".join(head)
     for line in body:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -247,3 +248,47 @@ def test_nan_infinite_and_out_of_range_numbers_of_a_device_never_reach_the_repor
     snap["collected_at_s"] = 1e308 if path == "telemetry/newest_minute" and value == -1e308 else NOW
     [dev] = _checked_report(_set(snap, path, value))["devices"]
     assert dev["status"] == status, dev
+
+
+HOSTILE_VERSION = ("1.1.0|x\n# pwned @octocat <img src=x onerror=alert(1)> `c` [a](javascript:alert(1)) \\| "
+                   "$\\bad{$ &#124;")
+HOSTILE_DEVICE = "dev<script>|@team\\"
+
+
+def _hostile_report() -> dict[str, Any]:
+    snap = snapshot({"defect-classifier": twin_model("1.1.0", active_version=HOSTILE_VERSION)},
+                    tel={"defect-classifier": summary("1.1.0", NOW - 60)})
+    return health.fleet_health({"hosts": {HOSTILE_DEVICE: ENTRY}}, {HOSTILE_DEVICE: snap}, RUN_ID)
+
+
+def _unescaped(ch: str, line: str) -> int:
+    """How many ``ch`` in ``line`` Markdown sees as ``ch`` (not preceded by an odd number of backslashes)."""
+    n, backslashes = 0, 0
+    for c in line:
+        if c == ch and backslashes % 2 == 0:
+            n += 1
+        backslashes = backslashes + 1 if c == "\\" else 0
+    return n
+
+
+def test_markdown_of_hostile_names_and_versions_is_inert() -> None:
+    """A PR comment / job summary: a device-reported version or a device name holding a table pipe, a newline
+    and a heading, HTML, a link, code, math or an @mention must stay one cell's plain text."""
+    from edge_runtime.health_report import markdown
+
+    md = markdown(_hostile_report())
+    lines = md.splitlines()
+    columns = {i + 1: line.count("|") for i, line in enumerate(lines[1:]) if line.startswith("|---")}
+    rows = 0
+    for i, line in enumerate(lines):
+        if line.startswith("|"):
+            cells = columns[max(k for k in columns if k <= i + 1)]  # the table's separator row (next to its header)
+            assert _unescaped("|", line) == cells, line
+            rows += 1
+        assert not line.startswith("#") or line.startswith(("# Fleet health", "## ")), line
+        for ch in "<`[$":
+            assert _unescaped(ch, line) == 0, (ch, line)
+    assert rows >= 7
+    assert re.search(r"@[A-Za-z0-9]", md) is None
+    assert "1.1.0" in md  # still readable: the text is escaped, not dropped
+
