@@ -125,7 +125,10 @@ def _worst(report: Mapping[str, Any], key: str, reverse: bool) -> list[Mapping[s
 def _charts(report: Mapping[str, Any], trend: Mapping[str, Any], deploy: Mapping[str, Any] | None) -> dict[str, str]:
     import matplotlib
 
-    matplotlib.rcParams.update({"svg.fonttype": "none", "font.size": 9, "svg.hashsalt": "edgeml"})
+    # parse_math off: labels carry device-reported versions and names; "$\\x$" would be parsed as mathtext (and a
+    # malformed one raise, losing the whole dashboard)
+    matplotlib.rcParams.update({"svg.fonttype": "none", "font.size": 9, "svg.hashsalt": "edgeml",
+                                "text.parse_math": False})
     from datetime import datetime, timezone
 
     # Figure objects without pyplot: no backend machinery, no global figure registry (cheaper to import, and

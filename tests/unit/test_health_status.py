@@ -292,3 +292,14 @@ def test_markdown_of_hostile_names_and_versions_is_inert() -> None:
     assert re.search(r"@[A-Za-z0-9]", md) is None
     assert "1.1.0" in md  # still readable: the text is escaped, not dropped
 
+
+def test_dashboard_of_hostile_names_and_versions_renders_them_as_text() -> None:
+    """The HTML: a device name is escaped, and a version that looks like mathtext (``$\\bad{$``) is drawn as text
+    in the charts -- it made matplotlib raise, and the whole dashboard was lost."""
+    pytest.importorskip("matplotlib")
+    from edge_runtime.health_report import html_report
+
+    page = html_report(_hostile_report(), {"runs": []}, None)
+    assert "<script>" not in page
+    assert "dev&lt;script&gt;" in page
+    assert "\\bad{" in page
