@@ -103,13 +103,34 @@ def _fmt(x: Any) -> str:
 # ------------------------------------------------------------------------------------------------ HTML ----
 
 
+#: the root element matplotlib's SVG backend writes: size in points and a viewBox of the whole figure
+_SVG_ROOT = re.compile(r'<svg ([^>]*?)width="([\d.]+)pt" height="([\d.]+)pt" viewBox="0 0 [\d.]+ [\d.]+"')
+#: matplotlib's default margin around a tight bounding box (rcParams["savefig.pad_inches"])
+_PAD_INCHES = 0.1
+
+
 def _svg(fig: Any) -> str:
+    """The figure as an ``<svg>`` element cropped to its tight bounding box, drawn once.
+
+    ``savefig(bbox_inches="tight")`` draws a figure twice (a dry run to find the box, then the drawing). Here
+    the figure is drawn once; the box is measured with the renderer of that drawing (its text layout is cached)
+    and the SVG's viewBox is set to it: the same size and picture as the tight variant for about half the CPU."""
+    boxes: list[Any] = []
+    cid = fig.canvas.mpl_connect("draw_event", lambda ev: boxes.append(fig.get_tightbbox(ev.renderer)))
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight")
+    fig.savefig(buf, format="svg")
+    fig.canvas.mpl_disconnect(cid)
     text = buf.getvalue()
     text = text[text.index("<svg"):]
     start, end = text.find("<metadata>"), text.find("</metadata>")
-    return text[:start] + text[end + len("</metadata>"):] if 0 <= start < end else text
+    text = text[:start] + text[end + len("</metadata>"):] if 0 <= start < end else text
+    root = _SVG_ROOT.match(text)
+    if not boxes or root is None:  # not what this matplotlib writes: the whole figure, uncropped
+        return text
+    box = boxes[-1].padded(_PAD_INCHES)  # inches; the SVG backend draws at 72 dpi, y downwards
+    x0, y0, w, h = box.x0 * 72, float(root.group(3)) - box.y1 * 72, box.width * 72, box.height * 72
+    return (f'{text[:root.start()]}<svg {root.group(1)}width="{w:.2f}pt" height="{h:.2f}pt" '
+            f'viewBox="{x0:.2f} {y0:.2f} {w:.2f} {h:.2f}"{text[root.end():]}')
 
 
 def _worst(report: Mapping[str, Any], key: str, reverse: bool) -> list[Mapping[str, Any]]:
