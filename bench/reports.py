@@ -1,15 +1,20 @@
 """Health benchmark: the reports for 10,000 devices, and playbooks/health.yml against ``ansible -m ping``.
 
     .venv/bin/python bench/reports.py [--devices 10000] [--sizes 10,50,200] [--repeat 3] [--json] [--skip-playbook]
+                                      [--full-deploy]
 
 1. Reports: the collected snapshots of ``--devices`` synthetic devices (tests/support/health_fleet.py: every
    status mixed in, a 10-point telemetry series per device, drift features) -> the status decision
    (plugin_utils/health.py ``fleet_health``) -> JSON + Markdown + HTML and the history (journal event + SQLite rows,
    with two earlier runs in it for the trend charts). Goal: decision + files < 10 s, HTML < 5 MB.
-2. Playbook: per size N, on a fresh local fleet made by bench/fleet.py's machinery (deployed once, telemetry
-   recorded on every device so no device is unknown), ``--repeat`` times ``ansible edge_devices -m ping`` then
-   ``health.yml``, alternating, so a change of machine load hits both; the medians are compared.
-   Goal: health.yml <= 1.5x ping.
+2. Playbook: per size N, on a local fleet made by bench/fleet.py's machinery, ``--repeat`` times
+   ``ansible edge_devices -m ping`` then ``health.yml``, alternating, so a change of machine load hits both; the
+   medians are compared. Goal: health.yml <= 1.5x ping. The fleet: deploy.yml installs a seed fleet of one device
+   per group once (not timed), and every device of the N is a copy of its group's seed root (the installed
+   runtime state; the one absolute path in it, the Ansible local facts file's, rewritten), so a 200-device fleet
+   costs seconds to set up instead of a 200-device first deploy (``--full-deploy``: deploy.yml on every fleet, as
+   before). Then fresh telemetry is recorded on every device through the runtime's store, and every health.yml
+   run must find all N devices in sync (a bench whose devices were unknown would time other work).
 
 Progress on stderr; exit status 1 if a goal fails. Scratch files are removed at the end.
 """
@@ -26,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "collections"), str(REPO / "bench")]
@@ -83,27 +90,64 @@ def record_telemetry(roots: Path) -> None:
                 store.record(model, state["active"], now - 30 + i * 0.1, 2.0, True, "ok", 0.9)
 
 
-def health(inv: Path, extra: Path, forks: int, base: Path, label: str) -> float:
+def health(inv: Path, extra: Path, forks: int, base: Path, label: str, n: int) -> float:
     argv = [str(fleet_bench.VENV_BIN / "ansible-playbook"), "-i", str(inv), "-f", str(forks), "-e", f"@{extra}",
             str(REPO / "playbooks" / "health.yml")]
     dt, out = fleet_bench.timed_run(argv, fleet_bench.env_for(None), label, base / f"{label}.log")
     recap = fleet_bench.parse_recap(out)
     if any(r["changed"] for r in recap.values()):
         raise RuntimeError(f"health.yml changed something: {recap}")
+    counts = json.loads((base / "reports" / "health-latest.json").read_text(encoding="utf-8"))["counts"]
+    if counts.get("in_sync") != n:
+        raise RuntimeError(f"health.yml did not find all {n} devices in sync: {counts} ({base / label}.log)")
     return dt
 
 
-def bench_playbook(tmp: Path, models: Path, n: int, forks: int, repeat: int) -> dict[str, Any]:
-    base = tmp / f"n{n}"
-    inv = fleet_bench.write_fleet(base, n)
+def seed_fleet(tmp: Path, models: Path, forks: int) -> Path:
+    """One device per group, installed by deploy.yml (the first deploy, not timed); returns its directory."""
+    base = tmp / "seed"
+    inv = fleet_bench.write_fleet(base, len(fleet_bench.GROUPS))
     extra = fleet_bench.write_extra_vars(tmp, models, base)
-    log(f"N={n}: first deploy (not timed)")
+    log("seed fleet: first deploy of one device per group (not timed)")
     fleet_bench.deploy(inv, extra, forks, base, "deploy")
+    return base
+
+
+def clone_fleet(seed: Path, base: Path, n: int) -> Path:
+    """A fleet of N devices, each a copy of its group's seed device root (bench/fleet.py's host names start with
+    ``dev-`` + the group's letter). The telemetry is left out (recorded fresh per device); the Ansible local facts
+    file, the one file naming its root, is rewritten for the copy; the seed's reports (its deploy in the history)
+    come along, so the dashboard draws the same charts as after a deploy."""
+    inv: Path = fleet_bench.write_fleet(base, n)
+    seeds = {p.name[:5]: p for p in (seed / "roots").iterdir() if p.is_dir()}
+    hosts = [h for g in yaml.safe_load(inv.read_text(encoding="utf-8"))["edge_devices"]["children"].values()
+             for h in g["hosts"]]
+    for host in hosts:
+        src, dst = seeds[host[:5]], base / "roots" / host
+        shutil.copytree(src, dst, symlinks=True, ignore=shutil.ignore_patterns("telemetry"))
+        facts = dst / "facts" / "edge_runtime.fact"
+        if facts.exists():
+            facts.write_text(facts.read_text(encoding="utf-8").replace(str(src), str(dst)), encoding="utf-8")
+    shutil.copytree(seed / "reports", base / "reports")
+    return inv
+
+
+def bench_playbook(tmp: Path, models: Path, n: int, forks: int, repeat: int, seed: Path | None) -> dict[str, Any]:
+    base = tmp / f"n{n}"
+    if seed is None:
+        inv = fleet_bench.write_fleet(base, n)
+        extra = fleet_bench.write_extra_vars(tmp, models, base)
+        log(f"N={n}: first deploy (not timed)")
+        fleet_bench.deploy(inv, extra, forks, base, "deploy")
+    else:
+        log(f"N={n}: {n} copies of the seed devices")
+        inv = clone_fleet(seed, base, n)
+        extra = fleet_bench.write_extra_vars(tmp, models, base)
     record_telemetry(base / "roots")
     pings, runs = [], []
     for i in range(repeat):
         pings.append(fleet_bench.ping(inv, forks, base, f"{i}"))
-        runs.append(health(inv, extra, forks, base, f"health-{i}"))
+        runs.append(health(inv, extra, forks, base, f"health-{i}", n))
     ratio = statistics.median(runs) / statistics.median(pings)
     return {"n": n, "ping_s": [round(x, 2) for x in pings], "health_s": [round(x, 2) for x in runs],
             "ratio": round(ratio, 3), "pass": ratio <= PLAYBOOK_GOAL}
@@ -116,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3, help="ping + health.yml pairs per size (default 3)")
     ap.add_argument("--forks", type=int, default=fleet_bench.default_forks())
     ap.add_argument("--skip-playbook", action="store_true", help="only the reports benchmark")
+    ap.add_argument("--full-deploy", action="store_true",
+                    help="deploy.yml on every fleet instead of copies of a deployed seed fleet (slow at N=200)")
     ap.add_argument("--json", action="store_true", help="print JSON instead of the table")
     args = ap.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="edge-health-bench-"))
@@ -128,8 +174,10 @@ def main(argv: list[str] | None = None) -> int:
             fleet_bench.byte_compile_runtime()
             fleet_bench.build_registry(tmp)
             models = fleet_bench.write_models(tmp)
+            seed = None if args.full_deploy else seed_fleet(tmp, models, args.forks)
+            result["fleet_setup"] = "deploy.yml per fleet" if args.full_deploy else "copies of a deployed seed fleet"
             for n in [int(x) for x in args.sizes.split(",") if x.strip()]:
-                result["playbook"].append(bench_playbook(tmp, models, n, args.forks, args.repeat))
+                result["playbook"].append(bench_playbook(tmp, models, n, args.forks, args.repeat, seed))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     result["load_1m_after"] = os.getloadavg()[0]
