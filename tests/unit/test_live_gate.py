@@ -248,3 +248,23 @@ def test_summary_splits_new_since_activation_and_baseline_before_it() -> None:
     none = summarise(rows, "m", "1.1.0", None, act, 60)
     assert none["baseline"]["inferences"] == 0
     assert none["baseline"]["p95_ms"] is None
+
+
+def test_a_device_that_no_longer_runs_the_version_this_run_installed_halts_never_passes() -> None:
+    """Fresh facts only: a device that rolled the new version back during the bake (its monitor, an operator)
+    reports the telemetry of whatever is active now -- the old version against its own previous one, which
+    passes on its numbers. Those are not the new version's numbers: the device halts its wave."""
+    p = plan({"bake_seconds": 60})
+    installed = {"models": {"m": {"status": "installed", "desired": "1.1.0"}}}
+    bake = lg.bake_plan(p, 1, {"a1": installed, "a2": installed}, {})
+    fine = {"telemetry": {"m": summary(side(), side())}}
+    rolled_back = {"telemetry": {"m": {**summary(side(), side()), "version": "1.0.0", "previous_version": "1.1.0"}}}
+    assert lg.bake_ready(rolled_back, bake["devices"]["a2"])  # waiting would not bring 1.1.0 back
+    gate: dict[str, Any] = {"halted": {}, "rollback_hosts": [], "decisions": []}
+    out = lg.live_wave_gate(p, 1, {"a1": fine, "a2": rolled_back}, gate, bake)
+    live = out["decisions"][-1]
+    assert live["verdicts"]["a1"]["verdict"] == "pass"
+    assert live["verdicts"]["a2"]["verdict"] == "halt"
+    assert "1.1.0 (installed in this run) is no longer active on the device (1.0.0 is)" in out["halted"]["g"]["reason"]
+    assert bake["devices"]["a1"]["versions"] == {"m": "1.1.0"}
+

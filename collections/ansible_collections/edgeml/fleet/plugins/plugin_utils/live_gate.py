@@ -93,7 +93,8 @@ def bake_plan(
     """Which devices of wave ``wave`` bake, and how: ``{"wave", "hosts", "devices": {host: spec}}``.
 
     A device bakes when its group has a bake time (``bake_seconds > 0``), did not halt (the smoke gate came
-    first) and the device installed a model in this run. ``spec``: the installed ``models``, ``retries`` and
+    first) and the device installed a model in this run. ``spec``: the installed ``models`` and the
+    ``versions`` this run installed (the telemetry of any other version is not this run's), ``retries`` and
     ``delay`` of the poll (one read per check; about ``bake_seconds``, plus ``extend_seconds`` under
     ``on_insufficient_data: extend``), ``min_samples``, ``baseline_minutes`` and ``deadline`` (``now`` + that
     time, seconds since the epoch on the controller: a device whose reads start late -- more devices in the
@@ -112,10 +113,13 @@ def bake_plan(
         total = bake + (exact(pol["extend_seconds"]) if pol["on_insufficient_data"] == "extend" else 0)
         poll = min(exact(pol["poll_seconds"]), total)
         for h in waves[wave - 1]:
-            models = sorted(n for n, m in (((results.get(h) or {}).get("models")) or {}).items()
-                            if m.get("status") == "installed")
+            installed = {n: m for n, m in (((results.get(h) or {}).get("models")) or {}).items()
+                         if m.get("status") == "installed"}
+            models = sorted(installed)
             if models:
-                devices[h] = {"group": group, "models": models, "retries": max(1, math.ceil(total / poll)),
+                devices[h] = {"group": group, "models": models,
+                              "versions": {n: installed[n].get("desired") for n in models},
+                              "retries": max(1, math.ceil(total / poll)),
                               "delay": float(poll), "deadline": now + float(total), "min_samples": pol["min_samples"],
                               "baseline_minutes": pol["baseline_minutes"], "bake_seconds": pol["bake_seconds"]}
     return {"wave": wave, "hosts": sorted(devices), "devices": devices}
@@ -135,8 +139,8 @@ def bake_ready(read: Mapping[str, Any], spec: Mapping[str, Any], now: float | No
         s = tel.get(name)
         if not isinstance(s, Mapping):
             return False
-        if s.get("problem"):
-            continue
+        if s.get("problem") or _replaced(s, (spec.get("versions") or {}).get(name)):
+            continue  # waiting would not help
         if _count(s, "new", "inferences") < n or _count(s, "baseline", "inferences") < n:
             return False
     return True
@@ -170,17 +174,31 @@ def _pts(x: Fraction) -> str:
     return text if Fraction(text) == pct else "~" + text
 
 
-def model_verdict(s: Mapping[str, Any] | None, policy: Mapping[str, Any]) -> dict[str, Any]:
+def _replaced(s: Mapping[str, Any], expected: Any) -> bool:
+    """The summary is of another version than ``expected`` (the one this run installed), when one is expected."""
+    return expected is not None and s.get("version") != expected
+
+
+def model_verdict(s: Mapping[str, Any] | None, policy: Mapping[str, Any], expected: str | None = None
+                  ) -> dict[str, Any]:
     """The verdict on one model of one device from its live summary ``s`` (see the module docstring).
 
-    Returns ``verdict`` (``pass``, ``halt``, ``insufficient_data``), ``reasons`` and the ``numbers`` it was made
-    on (rates and means as floats for people and JSON; the comparison itself is exact)."""
+    ``expected``: the version this run installed. A summary of another active version (the device rolled it back
+    during the bake, or something replaced it) is not this version's telemetry: ``halt``, never a pass on the
+    numbers of whatever runs now. Returns ``verdict`` (``pass``, ``halt``, ``insufficient_data``), ``reasons``
+    and the ``numbers`` it was made on (rates and means as floats for people and JSON; the comparison itself is
+    exact)."""
     pol = live_gate_policy(policy)
     if not isinstance(s, Mapping):
         return {"verdict": "insufficient_data", "reasons": ["no live telemetry read from this device in this run"],
                 "numbers": {}}
     if s.get("problem"):
         return {"verdict": "insufficient_data", "reasons": [str(s["problem"])], "numbers": {}}
+    if _replaced(s, expected):
+        return {"verdict": "halt", "numbers": {"version": s.get("version"), "expected_version": expected},
+                "reasons": [f"{expected} (installed in this run) is no longer active on the device "
+                            f"({str(s.get('version') or 'no version')[:80]} is): rolled back or replaced during "
+                            "the bake"]}
     new, base = s.get("new") or {}, s.get("baseline") or {}
     n_new, n_base = _count(s, "new", "inferences"), _count(s, "baseline", "inferences")
     f_new, f_base = _count(s, "new", "feedback"), _count(s, "baseline", "feedback")
@@ -275,7 +293,8 @@ def device_verdict(
         models = {n: {"verdict": "insufficient_data", "reasons": [why], "numbers": {}}
                   for n in spec.get("models") or []}
     else:
-        models = {n: model_verdict(tel.get(n), pol) for n in spec.get("models") or []}
+        models = {n: model_verdict(tel.get(n), pol, (spec.get("versions") or {}).get(n))
+                  for n in spec.get("models") or []}
     order = ("halt", "insufficient_data", "pass")
     verdict = min((m["verdict"] for m in models.values()), key=order.index, default="insufficient_data")
     failure = None
