@@ -268,3 +268,22 @@ def test_a_device_that_no_longer_runs_the_version_this_run_installed_halts_never
     assert "1.1.0 (installed in this run) is no longer active on the device (1.0.0 is)" in out["halted"]["g"]["reason"]
     assert bake["devices"]["a1"]["versions"] == {"m": "1.1.0"}
 
+
+@pytest.mark.parametrize(("new", "base"), [
+    (side(errors=100), {**side(), "errors": 2000}),                      # baseline: more errors than inferences
+    (side(feedback=1000, wrong=100), side(feedback=1000, wrong=1500)),  # more wrong answers than feedback
+    (side(feedback=5000, wrong=100), side(feedback=1000, wrong=50)),    # more feedback than inferences
+    ({**side(), "conf_sum": 1500.0}, side()),                            # mean confidence 1.5
+    ({**side(), "conf_sum": -1.0}, side(conf=0.0)),                      # negative confidence
+    ({**side(), "conf_n": 5000, "conf_sum": 4500.0}, side()),            # more confidences than inferences
+    (side(p95=-1.0), side(p95=1.0)),                                     # negative latency
+])
+def test_impossible_telemetry_halts_instead_of_turning_a_comparison_around(new: dict[str, Any],
+                                                                           base: dict[str, Any]) -> None:
+    """Numbers no real device can report (a part larger than its whole, a confidence outside [0, 1], a negative
+    latency) made the comparison pass: a baseline with more errors than inferences let any new error rate
+    through. Broken or forged telemetry fails closed."""
+    v = verdict(new, base)
+    assert v["verdict"] == "halt", v
+    assert "unusable measurement" in v["reasons"][0]
+    assert verdict(side(), side())["verdict"] == "pass"

@@ -213,6 +213,11 @@ def model_verdict(s: Mapping[str, Any] | None, policy: Mapping[str, Any], expect
             what.append(f"{n_base} of the baseline {s.get('previous_version') or '(no previous version)'}")
         return {"verdict": "insufficient_data", "numbers": numbers,
                 "reasons": [f"{' and '.join(what)}; the gate needs {min_n} each (min_samples)"]}
+    impossible = [f"{what}: {p}" for what, side in (("new version", "new"), ("baseline", "baseline"))
+                  if (p := _impossible(s, side))]
+    if impossible:
+        return {"verdict": "halt", "numbers": numbers,
+                "reasons": [f"unusable measurement (broken or forged telemetry): {'; '.join(impossible)}"]}
     try:
         if basis == "ground_truth":
             er_new = _rate(_count(s, "new", "feedback_wrong"), f_new)
@@ -261,6 +266,28 @@ def model_verdict(s: Mapping[str, Any] | None, policy: Mapping[str, Any], expect
             shown = "inf" if isinstance(value, float) else _value_text(name, value, limit)
             reasons.append(f"{text}: {name.replace('_', ' ')} {shown} >= halt at {_value_text(name, limit, limit)}")
     return {"verdict": "halt" if reasons else "pass", "numbers": numbers, "reasons": reasons}
+
+
+def _impossible(s: Mapping[str, Any], side: str) -> str | None:
+    """What no real telemetry can say about one side (a part larger than its whole, a confidence outside [0, 1],
+    a negative latency), or None. Such numbers would turn a comparison around -- a baseline with more errors than
+    inferences lets any new error rate pass -- so the gate fails closed on them."""
+    for part, whole in (("errors", "inferences"), ("feedback", "inferences"), ("feedback_wrong", "feedback"),
+                        ("conf_n", "inferences")):
+        if _count(s, side, part) > _count(s, side, whole):
+            return f"{_count(s, side, part)} {part} of {_count(s, side, whole)} {whole}"
+    raw = s.get(side) or {}
+    conf_n = _count(s, side, "conf_n")
+    try:
+        conf_sum = exact(raw.get("conf_sum", 0))
+        p95 = _p95(raw)
+    except ValueError:
+        return None  # not a number at all: reported as unusable below
+    if conf_n and not 0 <= conf_sum <= conf_n:
+        return f"confidence sum {float(conf_sum):g} over {conf_n} inferences is outside [0, 1] per inference"
+    if p95 is not None and p95 < 0:
+        return f"p95 latency {float(p95):g} ms"
+    return None
 
 
 def _value_text(name: str, value: Fraction, limit: Fraction) -> str:
