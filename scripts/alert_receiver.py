@@ -16,15 +16,17 @@ docs/MONITORING.md) POSTs its JSON (version 4) to ``/alerts``. The receiver trea
 
 Anything else is refused (401, 404, 405, 411, 413, 415, 400 or 422 with a JSON reason) and nothing runs: one bad
 alert refuses the whole request. A valid ``firing`` alert whose action is ``rollback`` starts, in one worker
-thread, ``ansible-playbook playbooks/rollback.yml -e edge_rollback_targets=<group>`` through ansible-runner's
-Python API, with ``edge_rollback_why`` naming the alert, the device, model, version and the alert's summary (its
-value), which the rollback report keeps. The variables are written to the run's private ``env/extravars`` (mode
-600, never the command line) and the alert text in them is ``!unsafe``: Ansible never templates it. The group
-is the device's rollout group: the first group of ``models.yaml`` (by name) that holds the device, as
-``desired_state`` decides. A group is rolled back at most
-once per ``--cooldown`` seconds (Alertmanager repeats notifications, and several devices of a group alert at
-once); ``report`` alerts and ``resolved`` notifications are acknowledged and logged only. The fleet lock of the
-playbook keeps the rollback from racing a deploy (``edge_lock_wait`` seconds of waiting).
+thread, ``ansible-playbook playbooks/rollback.yml -e edge_rollback_targets=<group>`` with
+``edge_rollback_models`` the alerted models, through ansible-runner's Python API, with ``edge_rollback_why``
+naming the alert, the device, model, version and the alert's summary (its value), which the rollback report
+keeps. The variables are written to the run's private ``env/extravars`` (mode 600, never the command line) and
+the alert text in them is ``!unsafe``: Ansible never templates it. The group is the device's rollout group: the
+first group of ``models.yaml`` (by name) that holds the device, as ``desired_state`` decides. Only an alert
+about the version ``models.yaml`` pins for that group and model now (what the rollback goes back from) rolls
+back, and only that model: an alert about another version is skipped, saying why. A group's model is rolled
+back at most once per ``--cooldown`` seconds (Alertmanager repeats notifications, and several devices of a
+group alert at once); ``report`` alerts and ``resolved`` notifications are acknowledged and logged only. The
+fleet lock of the playbook keeps the rollback from racing a deploy (``edge_lock_wait`` seconds of waiting).
 
 Logs are JSON lines on stderr. Binds 127.0.0.1 unless told otherwise (put a TLS proxy in front for any other
 address).
@@ -105,13 +107,25 @@ def load_inventory(inventory: Path) -> dict[str, set[str]]:
     return {name: {h.name for h in g.get_hosts()} for name, g in inv.groups.items()}
 
 
-def load_groups(models: Path) -> list[str]:
-    """The rollout groups ``models.yaml`` pins, by name (the receiver's only use of the file)."""
+def load_pins(models: Path) -> dict[str, dict[str, str]]:
+    """Group -> model -> the version ``models.yaml`` pins (what ``rollback.yml`` rolls back from), read now.
+
+    Raises :class:`ValueError` naming the problem when the file has no usable groups.
+    """
     doc = yaml.safe_load(models.read_text(encoding="utf-8"))
     groups = doc.get("groups") if isinstance(doc, dict) else None
     if not isinstance(groups, dict) or not groups:
-        raise SystemExit(f"alert_receiver: {models} has no groups")
-    return sorted(str(g) for g in groups)
+        raise ValueError(f"{models} has no groups")
+    return {str(g): {str(m): str(v) for m, v in ((spec or {}).get("models") or {}).items()}
+            for g, spec in groups.items() if isinstance(spec, dict)}
+
+
+def load_groups(models: Path) -> list[str]:
+    """The rollout groups ``models.yaml`` pins, by name."""
+    try:
+        return sorted(load_pins(models))
+    except ValueError as exc:
+        raise SystemExit(f"alert_receiver: {exc}") from None
 
 
 def _text(value: Any, what: str) -> str:
@@ -144,9 +158,9 @@ class Receiver:
         self.lock_wait_s = lock_wait_s
         self.playbook = REPO / "playbooks" / "rollback.yml"
         self.lock = threading.Lock()
-        self.last_started: dict[str, float] = {}
+        self.last_started: dict[tuple[str, str], float] = {}
         self.runs: list[dict[str, Any]] = []
-        self.jobs: queue.Queue[tuple[str, str] | None] = queue.Queue()
+        self.jobs: queue.Queue[tuple[str, str, list[str]] | None] = queue.Queue()
         self.worker = threading.Thread(target=self._work, name="rollback-worker", daemon=True)
         self.worker.start()
 
@@ -190,9 +204,21 @@ class Receiver:
         return out
 
     def act(self, alerts: list[dict[str, str]]) -> dict[str, Any]:
-        """Start one rollback per group with a firing rollback alert (outside its cooldown)."""
+        """Start one rollback per group with a firing rollback alert (outside its cooldown), of the alerted models.
+
+        An alert rolls back only what it is about: its model, and only when that model's version is the one
+        ``models.yaml`` pins for the group now (read at each notification, as ``rollback.yml`` reads it), since the
+        rollback goes back FROM that pin. An alert about another version -- a device not yet upgraded mid-rollout,
+        a stale notification after the pin changed -- is skipped, saying why: rolling the group back from its pin
+        would undo a version the alert does not accuse. The cooldown is per group and model.
+        """
         started, skipped, logged = [], [], []
-        why: dict[str, list[str]] = {}
+        why: dict[tuple[str, str], list[str]] = {}
+        try:
+            pins = load_pins(self.models)
+        except (OSError, ValueError, yaml.YAMLError) as exc:
+            pins = {}
+            skipped.append(f"models.yaml unreadable, nothing rolled back: {str(exc)[:200]}")
         for a in alerts:
             if a["status"] != "firing" or ALERT_ACTIONS[a["alertname"]] != "rollback":
                 logged.append(f"{a['alertname']} {a['status']} {a['device']}")
@@ -200,37 +226,48 @@ class Receiver:
             if not a["group"]:
                 skipped.append(f"{a['device']}: no models.yaml group holds it")
                 continue
-            why.setdefault(a["group"], []).append(
+            pinned = pins.get(a["group"], {}).get(a["model"])
+            if pinned != a["version"]:
+                skipped.append(f"{a['device']}: the alert is about {a['model'][:80]} {a['version'][:40]}, but "
+                               f"{a['group']} pins " + (f"{a['model'][:80]} {pinned}" if pinned else "no such model")
+                               + ": a rollback from the pin would not undo it")
+                continue
+            why.setdefault((a["group"], a["model"]), []).append(
                 f"alert {a['alertname']} firing on {a['device']} ({a['model']} {a['version']}) since "
                 f"{a['starts_at']}: {a['summary']}")
         now = time.monotonic()
+        jobs: dict[str, tuple[list[str], list[str]]] = {}
         with self.lock:
-            for group, reasons in sorted(why.items()):
-                last = self.last_started.get(group)
+            for (group, model), reasons in sorted(why.items()):
+                last = self.last_started.get((group, model))
                 if last is not None and now - last < self.cooldown_s:
-                    skipped.append(f"{group}: a rollback started {now - last:.0f} s ago "
+                    skipped.append(f"{group} {model}: a rollback started {now - last:.0f} s ago "
                                    f"(cooldown {self.cooldown_s:g} s)")
                     continue
-                self.last_started[group] = now
-                self.jobs.put((group, "; ".join(reasons)))
+                self.last_started[(group, model)] = now
+                models, texts = jobs.setdefault(group, ([], []))
+                models.append(model)
+                texts.extend(reasons)
+            for group, (models, texts) in sorted(jobs.items()):
+                self.jobs.put((group, "; ".join(texts), models))
                 started.append(group)
         log("alerts", started=started, skipped=skipped, logged=logged)
         return {"started": started, "skipped": skipped, "logged": logged}
 
     def _work(self) -> None:
         while (job := self.jobs.get()) is not None:
-            group, why = job
-            run: dict[str, Any] = {"group": group, "why": why, "status": "running", "rc": None}
+            group, why, models = job
+            run: dict[str, Any] = {"group": group, "models": models, "why": why, "status": "running", "rc": None}
             with self.lock:
                 self.runs.append(run)
-            log("rollback_start", group=group, why=why)
+            log("rollback_start", group=group, models=models, why=why)
             try:
-                run["rc"], run["status"] = self._rollback(group, why)
+                run["rc"], run["status"] = self._rollback(group, why, models)
             except Exception as exc:
                 run["status"] = f"error: {type(exc).__name__}: {exc}"
             log("rollback_end", group=group, rc=run["rc"], status=run["status"])
 
-    def _private_data_dir(self, group: str, why: str) -> Path:
+    def _private_data_dir(self, group: str, why: str, models: list[str]) -> Path:
         """A new ansible-runner private data directory whose ``env/extravars`` (mode 600) holds the run's variables.
 
         The variables go into that file, never onto the command line: the operator's ``--extra-vars-file`` may hold
@@ -243,16 +280,17 @@ class Receiver:
         (pdd / "env").mkdir(mode=0o700, parents=True, exist_ok=False)
         pdd.chmod(0o700)
         variables = {**self.extravars, "edge_models_file": str(self.models), "edge_rollback_targets": group,
-                     "edge_rollback_why": _Unsafe(why), "edge_lock_wait": self.lock_wait_s}
+                     "edge_rollback_models": list(models), "edge_rollback_why": _Unsafe(why),
+                     "edge_lock_wait": self.lock_wait_s}
         fd = os.open(pdd / "env" / "extravars", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             yaml.dump(variables, f, Dumper=_VarsDumper, allow_unicode=True, width=1 << 30)
         return pdd
 
-    def _rollback(self, group: str, why: str) -> tuple[int | None, str]:
+    def _rollback(self, group: str, why: str, models: list[str]) -> tuple[int | None, str]:
         import ansible_runner  # type: ignore[import-untyped]
 
-        pdd = self._private_data_dir(group, why)
+        pdd = self._private_data_dir(group, why, models)
         r = ansible_runner.run(
             private_data_dir=str(pdd),
             playbook=str(self.playbook),

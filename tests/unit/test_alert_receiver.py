@@ -26,13 +26,20 @@ INVENTORY = {"edge_devices": {"children": {
 }}}
 
 
+#: the pins the receiver reads (only ``groups``; rollback.yml reads the whole file)
+MODELS = {"groups": {"line_a": {"models": {"m": "1.1.0", "other": "2.0.0"}}, "line_b": {"models": {"m": "1.1.0"}},
+                     "lab": {"models": {"m": "1.1.0"}}}}
+
+
 class Recording(Receiver):
     def __init__(self, **kw: Any) -> None:
         self.calls: list[tuple[str, str]] = []
+        self.models_rolled: list[list[str]] = []
         super().__init__(**kw)
 
-    def _rollback(self, group: str, why: str) -> tuple[int | None, str]:
+    def _rollback(self, group: str, why: str, models: list[str]) -> tuple[int | None, str]:
         self.calls.append((group, why))
+        self.models_rolled.append(models)
         return 0, "successful"
 
 
@@ -40,7 +47,9 @@ class Recording(Receiver):
 def receiver(tmp_path: Path) -> Recording:
     inv = tmp_path / "inventory.yml"
     inv.write_text(yaml.safe_dump(INVENTORY))
-    return Recording(token="t" * 32, inventory=inv, models=REPO / "models.yaml", extravars={}, data_dir=tmp_path,
+    models = tmp_path / "models.yaml"
+    models.write_text(yaml.safe_dump(MODELS))
+    return Recording(token="t" * 32, inventory=inv, models=models, extravars={}, data_dir=tmp_path,
                      cooldown_s=600, playbook_timeout_s=60, lock_wait_s=0)
 
 
@@ -70,6 +79,7 @@ def test_alerts_of_one_group_start_one_rollback_naming_every_alert_then_the_cool
                    "(m 1.1.0) since 2026-12-03T06:00:00Z: dev-a2: m 1.1.0 mean confidence 0.6000 below the threshold")
     again = receiver.act(receiver.check({"version": "4", "alerts": [alert()]}))
     assert again["started"] == []
+    assert "line_a m: a rollback started" in again["skipped"][0]
     assert "cooldown 600 s" in again["skipped"][0]
     receiver.cooldown_s = 0
     assert receiver.act(receiver.check({"version": "4", "alerts": [alert()]}))["started"] == ["line_a"]
@@ -150,7 +160,7 @@ def test_alert_text_is_never_templated_and_the_variables_never_reach_the_command
     r.playbook.write_text(PROBE)
     why = (f"alert EdgeModelLowConfidence firing on dev-a1 (m {{{{ lookup('pipe', 'touch {pwned}') }}}}): "
            "{% raw %} {{ 6 * 7 }} " + "x" * 200_000)
-    rc, status = r._rollback("line_a", why)
+    rc, status = r._rollback("line_a", why, ["m"])
     assert (rc, status) == (0, "successful")
     assert not pwned.exists(), "the alert's text was templated: a command ran on the controller"
     assert out.read_text() == why
@@ -197,3 +207,28 @@ def test_a_client_that_drips_its_request_is_cut_off_at_one_deadline_for_the_whol
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_an_alert_rolls_back_only_its_model_and_only_from_the_version_models_yaml_pins_now(
+        receiver: Recording) -> None:
+    """The rollback goes back FROM the group's pin: an alert about another version (a device not yet upgraded
+    mid-rollout, a notification from before the pin changed) must not roll back the pinned version it does not
+    accuse, and an alert about one model must not roll back the group's other models."""
+    old = receiver.act(receiver.check({"version": "4", "alerts": [alert(version="1.0.0")]}))
+    assert old["started"] == []
+    assert old["skipped"] == ["dev-a1: the alert is about m 1.0.0, but line_a pins m 1.1.0: a rollback from the pin "
+                              "would not undo it"]
+    unpinned = receiver.act(receiver.check({"version": "4", "alerts": [alert(model="x")]}))
+    assert "line_a pins no such model" in unpinned["skipped"][0]
+    assert receiver.act(receiver.check({"version": "4", "alerts": [alert()]}))["started"] == ["line_a"]
+    settle(receiver, 1)
+    assert receiver.models_rolled == [["m"]]  # not "other", pinned in line_a too
+    # models.yaml is read at each notification, as rollback.yml reads it: a merged pin change counts at once
+    now_pinned = {"groups": {**MODELS["groups"], "line_b": {"models": {"m": "1.2.0"}}}}
+    receiver.models.write_text(yaml.safe_dump(now_pinned))
+    stale = receiver.act(receiver.check({"version": "4", "alerts": [alert(device="dev-b1")]}))
+    assert stale["started"] == []
+    assert "line_b pins m 1.2.0" in stale["skipped"][0]
+    assert receiver.act(receiver.check({"version": "4", "alerts": [alert(device="dev-b1", version="1.2.0")]}))[
+        "started"] == ["line_b"]
+    settle(receiver, 2)
