@@ -185,8 +185,10 @@ def test_first_deploy_installs_every_pin(fleet: Fleet) -> None:
     assert not [e for e in r.events if e["event_data"].get("task", "").startswith("Health-check the models")
                 and e.get("event") in ("runner_item_on_ok", "runner_on_ok")]
     # local connection: the devices read the file registry themselves, nothing is pushed
-    assert not [e for e in r.events if e["event_data"].get("task", "").startswith("Copy each file-registry bundle")
-                and e.get("event") == "runner_item_on_ok"]
+    installs = [e["event_data"]["res"] for e in r.events if e.get("event") == "runner_item_on_ok"
+                and e["event_data"].get("task", "").startswith("Converge each pinned model")]
+    assert len(installs) == len(DEVICES)
+    assert not [i for i in installs if i["invocation"]["module_args"]["pushed"]]
 
 
 def module_runs(r: Any) -> dict[str, list[str]]:
@@ -409,17 +411,27 @@ def test_push_transfer_copies_the_bundle_installs_from_the_copy_and_removes_it(f
     plan_a = device_plan("dev-a1", bundle_plan(fleet, "1.0.0"), "run-1",
                          {"edge_model_transfer": "push", "edge_runtime_root": str(root)})
     assert plan_a["transfer"] == "push"
-    r = fleet.run("../tests/ansible/playbooks/push.yml", extravars={"edge_runtime_root": str(root), "plan_a": plan_a})
+    # the run id the twin echoes (deploy.yml passes it): only a twin of this run counts for the push decision
+    extravars = {"edge_runtime_root": str(root), "plan_a": plan_a, "edge_runtime_run_id": plan_a["run_id"]}
+    r = fleet.run("../tests/ansible/playbooks/push.yml", extravars=extravars)
     assert r.rc == 0, r.stdout.read()
-    pushed = str(root / "downloads" / "defect-classifier-1.0.0.edgebundle")
-    copies = [e["event_data"] for e in r.events if e.get("event") == "runner_item_on_ok"
-              and e["event_data"].get("task", "").startswith("Copy each file-registry bundle")]
-    assert [c["res"]["dest"] for c in copies] == [pushed]
+    pushed = str(root / "downloads" / "defect-classifier-1.0.0.edgebundle.part")
     installs = [e["event_data"]["res"] for e in r.events if e.get("event") == "runner_item_on_ok"
                 and e["event_data"].get("task", "").startswith("Converge each pinned model")]
-    assert [i["invocation"]["module_args"]["source"] for i in installs] == [pushed]
+    # edge_model's action plugin sent the bundle next to its device path and the module installed from it
+    assert [(i["invocation"]["module_args"]["source"], i["invocation"]["module_args"]["pushed"])
+            for i in installs] == [(pushed, True)]
     assert installs[0]["result"] == "installed"
     assert not Path(pushed).exists(), "the pushed copy was left on the device"
+    assert list((root / "downloads").iterdir()) == []
+    # one device module run for the model: no copy, stat or file module runs around it
+    assert module_runs(r) == {"dev-a1": ["edgeml.fleet.edge_runtime_setup", "edgeml.fleet.edge_model"]}
+    # a second run: the twin shows the pinned build active, so nothing is sent
+    r = fleet.run("../tests/ansible/playbooks/push.yml", extravars=extravars)
+    assert r.rc == 0, r.stdout.read()
+    again = [e["event_data"]["res"] for e in r.events if e.get("event") == "runner_item_on_ok"
+             and e["event_data"].get("task", "").startswith("Converge each pinned model")]
+    assert [(i["changed"], i["invocation"]["module_args"]["pushed"]) for i in again] == [(False, False)]
     st = json.loads((root / "models" / "defect-classifier" / "state.json").read_text())
     assert st["active"] == "1.0.0"
 

@@ -44,9 +44,11 @@ def test_molecule_ssh_scenario_converges_both_roles_over_ssh_idempotently() -> N
     for task in ("Create the venv on the device", "Install edge-runtime offline into the venv"):
         assert re.search(rf"(?m)^TASK \[[\w.]*edge_runtime : {re.escape(task)}\].*\n(.*\n)??changed: \[ssh-a01\]",
                          converge), (task, converge)
-    copy = "TASK [edgeml.fleet.edge_model : Copy each file-registry bundle to the device]"
+    # the push is part of the converge task (edge_model's action plugin): no separate copy task any more
+    assert "Copy each file-registry bundle" not in converge, converge
+    install = "TASK [edgeml.fleet.edge_model : Converge each pinned model through the edge runtime]"
     for host in HOSTS:
-        assert re.search(rf"(?m)^{re.escape(copy)}.*\n(.*\n)*?changed: \[{host}\]", converge), converge
+        assert re.search(rf"(?m)^{re.escape(install)}.*\n(.*\n)*?changed: \[{host}\]", converge), converge
         assert re.search(rf"(?m)^{host}\s+: ok=\d+\s+changed=[1-9]\d*\s+unreachable=0\s+failed=0", converge), converge
         for part in (idempotence, check):
             assert re.search(rf"(?m)^{host}\s+: ok=\d+\s+changed=0\s+unreachable=0\s+failed=0", part), part

@@ -104,8 +104,8 @@ def test_canary_rollout_through_every_fault_then_converges_once_they_are_gone(ss
     cut_at: dict[str, int] = {}
     bundle_size = (ssh.registry / "defect-classifier" / "1.1.0.edgebundle").stat().st_size
 
-    def pushing(host: str) -> bool:  # the bundle is arriving: sftp opened its file in Ansible's temp directory
-        files = list((fleet.home(host) / ".ansible" / "tmp").glob("ansible-tmp-*/.source*"))
+    def pushing(host: str) -> bool:  # the bundle is arriving: edge_model's action sends it to <source>.part
+        files = list((fleet.root(host) / "downloads").glob("*.edgebundle.part"))
         sizes = [f.stat().st_size for f in files]
         if sizes and max(sizes) < bundle_size:  # (sftp's writes land in bursts: often still 0 bytes here)
             cut_at[host] = max(sizes)
@@ -146,7 +146,10 @@ def test_canary_rollout_through_every_fault_then_converges_once_they_are_gone(ss
     assert set(cut_at) == set(cut), f"links cut mid-transfer: {cut_at}, wanted {cut}"
     for h in cut:
         assert rows[h]["result"] == "unreachable", rows[h]
-        assert not list((fleet.root(h) / "downloads").glob("*1.1.0*")), f"{h}: the bundle arrived after all"
+        assert not list((fleet.root(h) / "downloads").glob("*1.1.0.edgebundle")), f"{h}: the bundle arrived after all"
+        # the interrupted transfer left no Ansible temporary files on the device, only the runtime's .part
+        # file (replaced by the next push, expired like a partial download)
+        assert not list((fleet.home(h) / ".ansible" / "tmp").glob("ansible-tmp-*")), h
     assert rows[sshd_dead]["result"] == "unreachable", rows[sshd_dead]
     assert powered == [power], "the power cut never found the install running"
     assert rows[power]["result"] in ("unreachable", "failed"), rows[power]
@@ -171,6 +174,13 @@ def test_canary_rollout_through_every_fault_then_converges_once_they_are_gone(ss
     for h in stopped - {flapping, power}:
         assert results[h] == "installed", (h, results[h])
     assert_every_device_whole(ssh, {g: {v} for g, (_m, v) in NEW.items()})
+    for h in hosts:  # no pushed copy left, nor Ansible temporary files
+        left = sorted(p.name for p in (fleet.root(h) / "downloads").iterdir())
+        # the device whose install was killed mid-way (it installed from the pushed .part, then boot recovery
+        # finished the install, so the rerun pushed nothing) keeps that .part until the runtime expires it
+        # like a partial download; every other device has nothing there
+        assert left == [] or (h == power and all(n.endswith(".edgebundle.part") for n in left)), (h, left)
+        assert not list((fleet.home(h) / ".ansible" / "tmp").glob("ansible-tmp-*")), h
     # the healthy devices were left alone (in sync), the rerun touched only the devices that needed it
     for h in healthy:
         assert results[h] == "unchanged", (h, results[h], cut_faulty.rows()[h])

@@ -83,6 +83,29 @@ options:
       - The pinned manifest's release counter, when the plan knows it. A pin below the highest counter
         installed on the device (and not kept there) is refused without reading the bundle (C(downgrade)).
     type: int
+  push_src:
+    description:
+      - Controller path of the bundle to push to the device first (transfer push, C(push_src) of the device's
+        plan). The action plugin sends it over the connection itself, to O(source) with C(.part) appended in
+        the runtime's downloads directory (or, when become applies, to Ansible's temporary directory of the
+        task, as the C(copy) module would), and the module installs from it and removes it in the same module
+        run, installed or refused. No separate copy, stat or file module runs. Nothing is sent in check mode
+        or with another O(state). Pass it only for a model whose pinned build this run's twin does not show
+        active (C(edgeml.fleet.edge_bundles_to_push)), so a converged device gets no transfer.
+      - An interrupted transfer leaves at most the C(.part) file, which the next push of that bundle
+        replaces and the runtime expires like a partial download (C(partial_max_age_s),
+        C(partial_max_count)); a transfer that fails for another reason (a full disk) is reported by the
+        module with what the device has free.
+    type: path
+  pushed:
+    description:
+      - Set by the action plugin, not by hand. O(source) is a pushed copy (a C(.part) file) that this module
+        run removes after it installed or refused it.
+    type: bool
+    default: false
+  push_error:
+    description: Set by the action plugin, not by hand. Why the push of O(push_src) failed.
+    type: str
   run_id:
     description:
       - The controller's id of this run, echoed in the returned twin (C(ansible_facts.edge_runtime.run_id)).
@@ -211,6 +234,8 @@ ansible_facts:
       sample: {"schema": 1, "models": {"defect-classifier": {"active_version": "1.1.0"}}}
 """
 
+import contextlib
+import os
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
@@ -357,6 +382,36 @@ def _tested(module: AnsibleModule, dev: Any) -> dict[str, Any]:
     return _outcome(module, dev, before, dev.check(p["name"], p["version"]).to_dict())
 
 
+def _push_failed(module: AnsibleModule, dev: Any) -> None:
+    """The transfer of a pushed bundle failed (not the connection): say why, with what the device has free."""
+    import shutil
+
+    p = module.params
+    where = os.path.dirname(p["source"])
+    try:
+        free: int | None = shutil.disk_usage(where).free
+    except OSError:
+        free = None
+    need = p["size"]
+    if free is not None and need is not None and free < need:
+        why = (f"no space left on the device for the pushed bundle: {need} bytes needed, {free} free under "
+               f"{where}; free space on the device (old downloads, logs) or lower keep_versions")
+    else:
+        why = f"the push of the bundle to {p['source']} failed ({free} bytes free there): {p['push_error']}"
+    module.fail_json(msg=f"{p['name']} {p['version']}: {why}", error="push", changed=False,
+                     ansible_facts=twin_facts(module, device_facts(dev)))
+
+
+def _remove_pushed(module: AnsibleModule, dev: Any) -> None:
+    """Remove this run's pushed copy, and expire stale partial pushes and downloads (an interrupted run's)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(module.params["source"])
+    with contextlib.suppress(EdgeRuntimeError, OSError):
+        from edge_runtime._partials import expire_partials
+
+        expire_partials(dev.downloads_dir, dev.config.fetch_config())
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
@@ -373,14 +428,24 @@ def main() -> None:
             "read_timeout": {"type": "float"},
             "retries": {"type": "int"},
             "release_counter": {"type": "int"},
+            "push_src": {"type": "path"},  # consumed by the action plugin on the controller
+            "pushed": {"type": "bool", "default": False},
+            "push_error": {"type": "str"},
             "run_id": RUN_ID_OPTION,
         },
         required_if=[("state", "present", ("version", "digest", "source"))],
         supports_check_mode=True,
     )
+    pushed = module.params["pushed"]
+    if pushed and (module.params["state"] != "present" or not str(module.params["source"]).endswith(".part")):
+        # the only file this module ever deletes is its own pushed copy, named so by the action plugin
+        module.fail_json(msg="pushed=true needs state=present and a source ending in .part (set by the action "
+                             "plugin from push_src; do not set it by hand)", error="usage")
     require_runtime(module)
     dev = Device(module.params["root"])
     try:
+        if module.params["push_error"] is not None:
+            _push_failed(module, dev)
         action = {"present": _present, "rolled_back": _rolled_back, "tested": _tested}[module.params["state"]]
         result = action(module, dev)
         if "ansible_facts" not in result:
@@ -390,6 +455,9 @@ def main() -> None:
         for warning in dev.warnings:  # e.g. a facts file that could not be written: said, never the error
             module.warn(warning)
         fail_runtime_error(module, exc)
+    finally:  # fail_json exits through here too: a refused or failed bundle goes as well
+        if pushed and not module.check_mode:
+            _remove_pushed(module, dev)
     for warning in dev.warnings:
         module.warn(warning)
     module.exit_json(**result)
