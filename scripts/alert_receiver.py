@@ -382,7 +382,7 @@ class Handler(BaseHTTPRequestHandler):
             if self.headers.get("Content-Type", "").split(";")[0].strip().lower() != "application/json":
                 raise Refused(415, "Content-Type must be application/json")
             length = self.headers.get("Content-Length")
-            if length is None or not length.isdigit():
+            if length is None or not (length.isascii() and length.isdigit()):  # "²".isdigit(), but int("²") fails
                 raise Refused(411, "a Content-Length is required")
             if int(length) > MAX_BODY:
                 raise Refused(413, f"body larger than {MAX_BODY} bytes")

@@ -172,14 +172,20 @@ def test_alert_text_is_never_templated_and_the_variables_never_reach_the_command
     assert "lookup" not in argv
 
 
+def serve(receiver: Receiver, timeout: float) -> ThreadingHTTPServer:
+    """The receiver's HTTP server on a free port of 127.0.0.1, serving in a daemon thread."""
+    handler = type("TestHandler", (Handler,), {"receiver": receiver, "timeout": timeout})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 @pytest.mark.parametrize("stage", ["headers", "body"])
 def test_a_client_that_drips_its_request_is_cut_off_at_one_deadline_for_the_whole_request(
         receiver: Recording, stage: str) -> None:
     """Slow loris on a real server: a byte every 0.2 s never trips a per-recv timeout of 1 s; the whole request
     must still end at its 1 s deadline (the connection closed, nothing started)."""
-    handler = type("DeadlineHandler", (Handler,), {"receiver": receiver, "timeout": 1.0})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = serve(receiver, 1.0)
     try:
         with socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=5) as s:
             head = "POST /alerts HTTP/1.1\r\nHost: x\r\n"
@@ -232,3 +238,22 @@ def test_an_alert_rolls_back_only_its_model_and_only_from_the_version_models_yam
     assert receiver.act(receiver.check({"version": "4", "alerts": [alert(device="dev-b1", version="1.2.0")]}))[
         "started"] == ["line_b"]
     settle(receiver, 2)
+
+
+@pytest.mark.parametrize("length", [b"\xb2", b"\xb9\xb2", b"-1", b"1e3", b" "])
+def test_a_content_length_that_is_not_ascii_digits_is_refused_with_411(receiver: Recording, length: bytes) -> None:
+    """``"\u00b2".isdigit()`` is true but ``int("\u00b2")`` raises: such a header made the handler crash (no
+    answer, a traceback instead of a JSON log line). Every malformed length is a clean 411."""
+    server = serve(receiver, 5.0)
+    try:
+        with socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=5) as s:
+            s.sendall(b"POST /alerts HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + b"t" * 32
+                      + b"\r\nContent-Type: application/json\r\nContent-Length: " + length + b"\r\n\r\n")
+            answer = b""
+            while chunk := s.recv(4096):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.0 411 "), answer
+        assert b"a Content-Length is required" in answer
+    finally:
+        server.shutdown()
+        server.server_close()
