@@ -69,6 +69,8 @@ MAX_PAIRS = 32
 MAX_TEXT = 1024
 READ_DEADLINE_S = 10.0
 MIN_TOKEN = 16
+#: connections served at once; more are closed at once (each lives at most the request deadline)
+MAX_CONNECTIONS = 32
 
 
 class Refused(Exception):
@@ -409,6 +411,36 @@ class Handler(BaseHTTPRequestHandler):
     do_DELETE = do_PATCH = do_PUT
 
 
+class Server(ThreadingHTTPServer):
+    """One thread per connection, at most ``max_connections`` at once: a flood of connections is closed on
+    arrival instead of growing threads (and memory) without bound. Alertmanager sends one request at a time per
+    receiver and retries a refused one."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
+                 max_connections: int = MAX_CONNECTIONS) -> None:
+        super().__init__(address, handler)
+        self.slots = threading.BoundedSemaphore(max_connections)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            log("refused", client=str(client_address[0]), reason="too many connections")
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
@@ -437,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
                         playbook_timeout_s=a.playbook_timeout, lock_wait_s=a.lock_wait)
     Handler.receiver = receiver
     Handler.timeout = a.read_timeout
-    server = ThreadingHTTPServer((host, int(port)), Handler)
+    server = Server((host, int(port)), Handler)
     log("listening", address=f"{host}:{server.server_address[1]}", devices=len(receiver.devices),
         groups=receiver.rollout_groups)
     try:

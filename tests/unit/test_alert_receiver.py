@@ -9,14 +9,13 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from scripts.alert_receiver import Handler, Receiver, Refused, read_token
+from scripts.alert_receiver import Handler, Receiver, Refused, Server, read_token
 
 REPO = Path(__file__).resolve().parents[2]
 INVENTORY = {"edge_devices": {"children": {
@@ -172,10 +171,10 @@ def test_alert_text_is_never_templated_and_the_variables_never_reach_the_command
     assert "lookup" not in argv
 
 
-def serve(receiver: Receiver, timeout: float) -> ThreadingHTTPServer:
+def serve(receiver: Receiver, timeout: float, max_connections: int = 32) -> Server:
     """The receiver's HTTP server on a free port of 127.0.0.1, serving in a daemon thread."""
     handler = type("TestHandler", (Handler,), {"receiver": receiver, "timeout": timeout})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = Server(("127.0.0.1", 0), handler, max_connections)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 
@@ -254,6 +253,27 @@ def test_a_content_length_that_is_not_ascii_digits_is_refused_with_411(receiver:
                 answer += chunk
         assert answer.startswith(b"HTTP/1.0 411 "), answer
         assert b"a Content-Length is required" in answer
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_connections_beyond_the_limit_are_closed_on_arrival_and_the_slots_come_back(receiver: Recording) -> None:
+    """A flood of idle connections must not grow threads without bound: beyond the limit a connection is closed at
+    once; when the held ones end, a new one is served again."""
+    server = serve(receiver, 3.0, max_connections=2)
+    port = server.server_address[1]
+    try:
+        held = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(2)]
+        time.sleep(0.2)
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as extra:
+            assert extra.recv(1) == b"", "a third connection was served beyond the limit of 2"
+        for s in held:
+            s.close()
+        time.sleep(0.2)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(b"GET /status HTTP/1.0\r\nAuthorization: Bearer " + b"t" * 32 + b"\r\n\r\n")
+            assert s.recv(64).startswith(b"HTTP/1.0 200 ")
     finally:
         server.shutdown()
         server.server_close()
