@@ -277,6 +277,7 @@ def test_a_device_that_no_longer_runs_the_version_this_run_installed_halts_never
     ({**side(), "conf_sum": -1.0}, side(conf=0.0)),                      # negative confidence
     ({**side(), "conf_n": 5000, "conf_sum": 4500.0}, side()),            # more confidences than inferences
     (side(p95=-1.0), side(p95=1.0)),                                     # negative latency
+    (side(p95=10000.0), side(p95=0.0)),                                  # a 0 ms baseline skipped the ratio
 ])
 def test_impossible_telemetry_halts_instead_of_turning_a_comparison_around(new: dict[str, Any],
                                                                            base: dict[str, Any]) -> None:

@@ -270,8 +270,9 @@ def model_verdict(s: Mapping[str, Any] | None, policy: Mapping[str, Any], expect
 
 def _impossible(s: Mapping[str, Any], side: str) -> str | None:
     """What no real telemetry can say about one side (a part larger than its whole, a confidence outside [0, 1],
-    a negative latency), or None. Such numbers would turn a comparison around -- a baseline with more errors than
-    inferences lets any new error rate pass -- so the gate fails closed on them."""
+    a p95 latency of 0 ms or less: it is a bucket's upper bound, all above 0), or None. Such numbers would turn
+    a comparison around -- a baseline with more errors than inferences lets any new error rate pass -- so the
+    gate fails closed on them."""
     for part, whole in (("errors", "inferences"), ("feedback", "inferences"), ("feedback_wrong", "feedback"),
                         ("conf_n", "inferences")):
         if _count(s, side, part) > _count(s, side, whole):
@@ -285,7 +286,7 @@ def _impossible(s: Mapping[str, Any], side: str) -> str | None:
         return None  # not a number at all: reported as unusable below
     if conf_n and not 0 <= conf_sum <= conf_n:
         return f"confidence sum {float(conf_sum):g} over {conf_n} inferences is outside [0, 1] per inference"
-    if p95 is not None and p95 < 0:
+    if p95 is not None and p95 <= 0:  # the lowest latency bucket's bound is above 0; a baseline of 0 hid the check
         return f"p95 latency {float(p95):g} ms"
     return None
 
