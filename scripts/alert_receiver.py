@@ -25,8 +25,9 @@ first group of ``models.yaml`` (by name) that holds the device, as ``desired_sta
 about the version ``models.yaml`` pins for that group and model now (what the rollback goes back from) rolls
 back, and only that model: an alert about another version is skipped, saying why. A group's model is rolled
 back at most once per ``--cooldown`` seconds (Alertmanager repeats notifications, and several devices of a
-group alert at once); ``report`` alerts and ``resolved`` notifications are acknowledged and logged only. The
-fleet lock of the playbook keeps the rollback from racing a deploy (``edge_lock_wait`` seconds of waiting).
+group alert at once) -- unless that rollback failed: then the next notification retries; ``report`` alerts
+and ``resolved`` notifications are acknowledged and logged only. The fleet lock of the playbook keeps the
+rollback from racing a deploy (``edge_lock_wait`` seconds of waiting).
 
 Logs are JSON lines on stderr. Binds 127.0.0.1 unless told otherwise (put a TLS proxy in front for any other
 address).
@@ -267,6 +268,13 @@ class Receiver:
                 run["rc"], run["status"] = self._rollback(group, why, models)
             except Exception as exc:
                 run["status"] = f"error: {type(exc).__name__}: {exc}"
+            if run["rc"] != 0:
+                # a rollback that did not complete (the fleet lock held by a deploy past --lock-wait, a device
+                # that failed) must not hold the cooldown: the next notification of a still-firing alert retries
+                with self.lock:
+                    for m in models:
+                        self.last_started.pop((group, m), None)
+                run["retry"] = "at the next notification (no cooldown after a failed rollback)"
             log("rollback_end", group=group, rc=run["rc"], status=run["status"])
 
     def _private_data_dir(self, group: str, why: str, models: list[str]) -> Path:

@@ -34,12 +34,13 @@ class Recording(Receiver):
     def __init__(self, **kw: Any) -> None:
         self.calls: list[tuple[str, str]] = []
         self.models_rolled: list[list[str]] = []
+        self.outcome: tuple[int | None, str] = (0, "successful")
         super().__init__(**kw)
 
     def _rollback(self, group: str, why: str, models: list[str]) -> tuple[int | None, str]:
         self.calls.append((group, why))
         self.models_rolled.append(models)
-        return 0, "successful"
+        return self.outcome
 
 
 @pytest.fixture
@@ -277,3 +278,20 @@ def test_connections_beyond_the_limit_are_closed_on_arrival_and_the_slots_come_b
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_failed_rollback_does_not_hold_the_cooldown_the_next_notification_retries(receiver: Recording) -> None:
+    """The rollback that failed (the fleet lock held by a deploy past --lock-wait, an unreachable device) is the
+    one that is needed most: the next notification of the still-firing alert retries instead of waiting out the
+    cooldown (and Alertmanager's repeat interval after it)."""
+    receiver.outcome = (2, "failed")
+    assert receiver.act(receiver.check({"version": "4", "alerts": [alert()]}))["started"] == ["line_a"]
+    settle(receiver, 1)
+    assert receiver.act(receiver.check({"version": "4", "alerts": [alert()]}))["started"] == ["line_a"]
+    settle(receiver, 2)
+    receiver.outcome = (0, "successful")
+    assert receiver.act(receiver.check({"version": "4", "alerts": [alert()]}))["started"] == ["line_a"]
+    settle(receiver, 3)
+    held = receiver.act(receiver.check({"version": "4", "alerts": [alert()]}))
+    assert held["started"] == []  # after a successful one the cooldown holds
+    assert "cooldown 600 s" in held["skipped"][0]
