@@ -70,6 +70,8 @@ MAX_PAIRS = 32
 MAX_TEXT = 1024
 READ_DEADLINE_S = 10.0
 MIN_TOKEN = 16
+#: rollback runs ``GET /status`` lists (the newest; the rollback reports keep every run)
+MAX_RUNS_KEPT = 100
 #: connections served at once; more are closed at once (each lives at most the request deadline)
 MAX_CONNECTIONS = 32
 
@@ -263,6 +265,7 @@ class Receiver:
             run: dict[str, Any] = {"group": group, "models": models, "why": why, "status": "running", "rc": None}
             with self.lock:
                 self.runs.append(run)
+                del self.runs[:-MAX_RUNS_KEPT]  # a daemon that runs for months: memory stays bounded
             log("rollback_start", group=group, models=models, why=why)
             try:
                 run["rc"], run["status"] = self._rollback(group, why, models)

@@ -295,3 +295,18 @@ def test_a_failed_rollback_does_not_hold_the_cooldown_the_next_notification_retr
     held = receiver.act(receiver.check({"version": "4", "alerts": [alert()]}))
     assert held["started"] == []  # after a successful one the cooldown holds
     assert "cooldown 600 s" in held["skipped"][0]
+
+
+def test_status_keeps_the_newest_runs_only(receiver: Recording, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A receiver runs for months: the run list of GET /status (each with its why, up to ~300 KB) must not grow
+    without bound."""
+    monkeypatch.setattr("scripts.alert_receiver.MAX_RUNS_KEPT", 3)
+    receiver.cooldown_s = 0
+    for _ in range(5):
+        receiver.act(receiver.check({"version": "4", "alerts": [alert()]}))
+    end = time.monotonic() + 10
+    while len(receiver.calls) < 5 and time.monotonic() < end:
+        time.sleep(0.01)
+    time.sleep(0.1)
+    assert len(receiver.calls) == 5
+    assert len(receiver.runs) == 3
