@@ -121,8 +121,13 @@ def load_pins(models: Path) -> dict[str, dict[str, str]]:
     groups = doc.get("groups") if isinstance(doc, dict) else None
     if not isinstance(groups, dict) or not groups:
         raise ValueError(f"{models} has no groups")
-    return {str(g): {str(m): str(v) for m, v in ((spec or {}).get("models") or {}).items()}
-            for g, spec in groups.items() if isinstance(spec, dict)}
+    pins: dict[str, dict[str, str]] = {}
+    for g, spec in groups.items():
+        models_of = (spec.get("models") if isinstance(spec, dict) else None) or {}
+        if not isinstance(models_of, dict):
+            raise ValueError(f"{models}: groups.{g}.models is not a mapping of model -> version")
+        pins[str(g)] = {str(m): str(v) for m, v in models_of.items()}
+    return pins
 
 
 def load_groups(models: Path) -> list[str]:

@@ -310,3 +310,13 @@ def test_status_keeps_the_newest_runs_only(receiver: Recording, monkeypatch: pyt
     time.sleep(0.1)
     assert len(receiver.calls) == 5
     assert len(receiver.runs) == 3
+
+
+@pytest.mark.parametrize("text", ["groups: {line_a: {models: [m]}}", "groups: [line_a]", "{{{", ""])
+def test_a_broken_models_yaml_rolls_nothing_back_and_says_so(receiver: Recording, text: str) -> None:
+    """models.yaml is read at each notification; one broken mid-edit must neither crash the request (no answer)
+    nor start anything."""
+    receiver.models.write_text(text)
+    out = receiver.act(receiver.check({"version": "4", "alerts": [alert()]}))
+    assert out["started"] == []
+    assert out["skipped"][0].startswith("models.yaml unreadable, nothing rolled back: ")
