@@ -97,9 +97,10 @@ def read_token(path: Path) -> str:
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise SystemExit(f"alert_receiver: {path} is readable by group or others; chmod 600 {path}")
     token = path.read_text(encoding="utf-8").strip()
-    if len(token) < MIN_TOKEN or not token.isprintable() or " " in token:
-        raise SystemExit(f"alert_receiver: the token in {path} must be at least {MIN_TOKEN} printable characters "
-                         "without spaces (e.g. `openssl rand -hex 32`)")
+    # ASCII: HTTP headers arrive as Latin-1, so a non-ASCII token could never match a request (fail at start)
+    if len(token) < MIN_TOKEN or not (token.isascii() and token.isprintable()) or " " in token:
+        raise SystemExit(f"alert_receiver: the token in {path} must be at least {MIN_TOKEN} printable ASCII "
+                         "characters without spaces (e.g. `openssl rand -hex 32`)")
     return token
 
 

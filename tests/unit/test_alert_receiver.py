@@ -320,3 +320,15 @@ def test_a_broken_models_yaml_rolls_nothing_back_and_says_so(receiver: Recording
     out = receiver.act(receiver.check({"version": "4", "alerts": [alert()]}))
     assert out["started"] == []
     assert out["skipped"][0].startswith("models.yaml unreadable, nothing rolled back: ")
+
+
+def test_a_non_ascii_token_is_refused_at_start(tmp_path: Path, receiver: Recording) -> None:
+    """Headers arrive as Latin-1, so a UTF-8 token could never match a request: every alert would be refused (401)
+    while the receiver looked up. It is refused at start, naming the fix."""
+    f = tmp_path / "token"
+    f.write_text("é" * 32, encoding="utf-8")
+    f.chmod(0o600)
+    with pytest.raises(SystemExit, match="printable ASCII"):
+        read_token(f)
+    receiver.token = "é" * 32
+    assert not receiver.authorised("Bearer " + ("é" * 32).encode().decode("latin-1"))
