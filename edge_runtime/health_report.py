@@ -115,7 +115,7 @@ def _svg(fig: Any) -> str:
 
     ``savefig(bbox_inches="tight")`` draws a figure twice (a dry run to find the box, then the drawing). Here
     the figure is drawn once; the box is measured with the renderer of that drawing (its text layout is cached)
-    and the SVG's viewBox is set to it: the same size and picture as the tight variant for about half the CPU."""
+    and the SVG's viewBox is set to it: the same size and picture as the tight variant, ~30 % less drawing CPU."""
     boxes: list[Any] = []
     cid = fig.canvas.mpl_connect("draw_event", lambda ev: boxes.append(fig.get_tightbbox(ev.renderer)))
     buf = io.StringIO()
