@@ -144,13 +144,14 @@ def bench_playbook(tmp: Path, models: Path, n: int, forks: int, repeat: int, see
         inv = clone_fleet(seed, base, n)
         extra = fleet_bench.write_extra_vars(tmp, models, base)
     record_telemetry(base / "roots")
-    pings, runs = [], []
+    pings, runs, loads = [], [], [os.getloadavg()[0]]
     for i in range(repeat):
         pings.append(fleet_bench.ping(inv, forks, base, f"{i}"))
         runs.append(health(inv, extra, forks, base, f"health-{i}", n))
+        loads.append(os.getloadavg()[0])  # the machine's load with every pair: a shared machine's figures vary
     ratio = statistics.median(runs) / statistics.median(pings)
     return {"n": n, "ping_s": [round(x, 2) for x in pings], "health_s": [round(x, 2) for x in runs],
-            "ratio": round(ratio, 3), "pass": ratio <= PLAYBOOK_GOAL}
+            "load_1m": [round(x, 2) for x in loads], "ratio": round(ratio, 3), "pass": ratio <= PLAYBOOK_GOAL}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -193,11 +194,12 @@ def main(argv: list[str] | None = None) -> int:
               f"Markdown {r['bytes']['md'] / 1e3:.0f} kB: "
               f"{'PASS' if r['pass'] else 'FAIL'}")
         if result["playbook"]:
-            print("\n| N | ping s (runs) | health.yml s (runs) | health/ping (medians) | goal <= 1.5 |")
-            print("|---|---|---|---|---|")
+            print("\n| N | ping s (runs) | health.yml s (runs) | health/ping (medians) | goal <= 1.5 | load 1 min |")
+            print("|---|---|---|---|---|---|")
             for p in result["playbook"]:
                 print(f"| {p['n']} | {', '.join(map(str, p['ping_s']))} | {', '.join(map(str, p['health_s']))} | "
-                      f"{p['ratio']:.2f}x | {'PASS' if p['pass'] else 'FAIL'} |")
+                      f"{p['ratio']:.2f}x | {'PASS' if p['pass'] else 'FAIL'} | "
+                      f"{min(p['load_1m']):.1f}-{max(p['load_1m']):.1f} |")
         print(f"\n{result['cpus']} CPUs, forks {result['forks']}, load avg 1 min {load0:.2f} -> "
               f"{result['load_1m_after']:.2f}")
     return 0 if passed else 1
