@@ -25,6 +25,20 @@ LOCAL = REPO / "inventory" / "local" / "hosts.yml"
 LINE_B = {"dev-b1", "dev-b2", "dev-b3", "dev-b4"}
 
 
+def stray(marker: str) -> list[str]:
+    """Command lines of running processes that mention ``marker``."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue  # ended meanwhile
+        text = " ".join(a.decode(errors="replace") for a in args)
+        if marker in text:
+            found.append(text[:300])
+    return found
+
+
 def test_after_the_demo_the_default_fleet_runs_the_committed_pins_and_a_line_b_change_plans_only_line_b(
     tmp_path: Path,
 ) -> None:
@@ -35,6 +49,8 @@ def test_after_the_demo_the_default_fleet_runs_the_committed_pins_and_a_line_b_c
                           capture_output=True, text=True, timeout=900, check=False)
     out = proc.stdout
     assert proc.returncode == 0, out[-4000:] + proc.stderr[-2000:]
+    # nothing the demo started outlives it (the playbooks, the workload simulator of act 7)
+    assert stray(str(state)) == [], "processes of the demo left running"
 
     # the story, compactly: every act, the canary's failure and halt, the rollback's models.yaml warning
     for act in ("== 1.", "== 2.", "== 2b.", "== 3.", "== 4.", "== 5.", "== 6.", "== 7.", "== 8."):
