@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from _bytecode import device_like_bytecode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -174,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tmp-dir")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args(argv)
+    device_like_bytecode()
     tmp = fb.pick_tmp(args.tmp_dir)
     live = {"bake_seconds": args.bake, "poll_seconds": args.poll, "min_samples": 200, "min_feedback": 100}
     load_before = Path("/proc/loadavg").read_text().split()[:3]

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from _bytecode import device_like_bytecode
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = REPO / ".venv" / "bin"
@@ -337,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tmp-dir", help="where scratch files go (default: the system temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the scratch dir (logs, per-run JSON)")
     args = ap.parse_args(argv)
+    device_like_bytecode()
     sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
 
     tmp = pick_tmp(args.tmp_dir)

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from _bytecode import device_like_bytecode
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "collections"), str(REPO / "bench")]
@@ -165,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="deploy.yml on every fleet instead of copies of a deployed seed fleet (slow at N=200)")
     ap.add_argument("--json", action="store_true", help="print JSON instead of the table")
     args = ap.parse_args(argv)
+    device_like_bytecode()
     tmp = Path(tempfile.mkdtemp(prefix="edge-health-bench-"))
     load0 = os.getloadavg()[0]
     result: dict[str, Any] = {"load_1m_before": load0, "cpus": os.cpu_count(), "forks": args.forks}

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from _bytecode import device_like_bytecode
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -226,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory (logs)")
     args = ap.parse_args(argv)
+    device_like_bytecode()
     reason = prerequisites()
     if reason:
         print(f"ssh fleet bench: {reason}", file=sys.stderr)
