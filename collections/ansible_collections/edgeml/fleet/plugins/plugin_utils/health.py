@@ -177,14 +177,23 @@ def _telemetry_problem(snap: Mapping[str, Any], pol: Mapping[str, Any]) -> str |
     return None
 
 
+def _answered(snap: Any) -> bool:
+    return isinstance(snap, Mapping) and isinstance(snap.get("facts"), Mapping)
+
+
 def device_status(entry: Mapping[str, Any], snap: Mapping[str, Any] | None, pol: Mapping[str, Any]) -> dict[str, Any]:
     """``{status, reasons: [...]}`` of one planned device from its snapshot of this run (None: no answer)."""
+    return _status(entry, snap, pol, shape_problem(snap) if snap is not None and _answered(snap) else None)
+
+
+def _status(entry: Mapping[str, Any], snap: Mapping[str, Any] | None, pol: Mapping[str, Any],
+            malformed: str | None) -> dict[str, Any]:
+    """:func:`device_status` with the snapshot's :func:`shape_problem` already known (checked once per device)."""
     # imported here, where the decision is made: loading the plugins needs no edge_runtime package
     from edge_runtime.decision import decide, healthy
 
-    if not isinstance(snap, Mapping) or not isinstance(snap.get("facts"), Mapping):
+    if snap is None or not _answered(snap):
         return {"status": "unknown", "reasons": ["no answer from this device in this run"]}
-    malformed = shape_problem(snap)
     if malformed:
         return {"status": "unknown", "reasons": [f"malformed answer: {malformed}; what it says is not known"]}
     facts = snap["facts"]
@@ -237,9 +246,10 @@ def device_status(entry: Mapping[str, Any], snap: Mapping[str, Any] | None, pol:
 
 def _device_row(host: str, entry: Mapping[str, Any], snap: Mapping[str, Any] | None,
                 pol: Mapping[str, Any]) -> dict[str, Any]:
-    verdict = device_status(entry, snap, pol)
+    malformed = shape_problem(snap) if snap is not None and _answered(snap) else None
+    verdict = _status(entry, snap, pol, malformed)
     sm = _m(snap)
-    if sm and isinstance(sm.get("facts"), Mapping) and shape_problem(sm):
+    if malformed:
         sm = {"collected_at_s": sm.get("collected_at_s")}  # report none of what a malformed answer says
     facts = _m(sm.get("facts"))
     twin_models = _m(facts.get("models"))
