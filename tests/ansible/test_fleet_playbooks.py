@@ -413,6 +413,10 @@ def test_push_transfer_copies_the_bundle_installs_from_the_copy_and_removes_it(f
     assert plan_a["transfer"] == "push"
     # the run id the twin echoes (deploy.yml passes it): only a twin of this run counts for the push decision
     extravars = {"edge_runtime_root": str(root), "plan_a": plan_a, "edge_runtime_run_id": plan_a["run_id"]}
+    # check mode sends nothing (and creates nothing)
+    r = fleet.run("../tests/ansible/playbooks/push.yml", extravars=extravars, check=True)
+    assert r.rc == 0, r.stdout.read()
+    assert not root.exists()
     r = fleet.run("../tests/ansible/playbooks/push.yml", extravars=extravars)
     assert r.rc == 0, r.stdout.read()
     pushed = str(root / "downloads" / "defect-classifier-1.0.0.edgebundle.part")
