@@ -94,6 +94,9 @@ def test_health_reports_each_device_and_fails_beyond_the_limits(fleet: Fleet) ->
     assert "mean confidence 0.52 < 0.75" in rows["dev-a1"]["reasons"][0]
     assert "TTL 900 s" in rows["dev-a3"]["reasons"][0]
     [why] = rows["dev-b2"]["reasons"]
+    # every answer carries the controller's clock beside the device's (action plugin): local devices share it
+    assert all(abs(r["clock_skew_s"]) < 60 for r in rows.values() if r["answered"]), rows
+    assert rows["dev-b2"]["clock_skew_s"] is None
     assert why.startswith("no answer from this device in this run (unreachable: "), why
     assert [b["status"] for b in report["breaches"]] == ["unknown", "rolled_back", "degraded"]
     assert "2 of 7 devices unknown, more than max_unknown 0 allows (0)" in out

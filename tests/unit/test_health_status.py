@@ -59,6 +59,38 @@ def test_telemetry_ttl_exactly_and_one_second_beyond(age: int, expected: str) ->
     assert got["status"] == expected, got
 
 
+@pytest.mark.parametrize(("skew", "expected"), [(300, "in_sync"), (301, "unknown"), (-300, "in_sync"),
+                                                (-301, "unknown"), (0, "in_sync")])
+def test_device_clock_against_the_controllers_exactly_and_one_second_beyond(skew: int, expected: str) -> None:
+    """A device clock that stopped (or jumped) stamps old telemetry as fresh: the controller's clock at the
+    answer (set by the action plugin) is compared with the device's, ``max_clock_skew_s`` (default 300)."""
+    assert POL["max_clock_skew_s"] == 300
+    snap = good()
+    snap["controller_received_s"] = NOW - skew  # the device's collected_at_s is NOW
+    got = status(snap)
+    assert got["status"] == expected, got
+    if expected == "unknown":
+        side = "ahead of" if skew > 0 else "behind"
+        assert got["reasons"] == [f"the device's clock is {abs(skew)} s {side} the controller's (limit 300 s): "
+                                  "its telemetry's age cannot be judged; fix the device's time (NTP)"]
+    # a device whose clock stopped an hour ago reports telemetry "60 s old" by its own clock: not believed
+    frozen = good()
+    frozen["controller_received_s"] = NOW + 3600
+    assert status(frozen)["status"] == "unknown"
+    # also when the fleet does not require telemetry: every time the device reports is in doubt
+    assert status(frozen, {**POL, "require_telemetry": False})["status"] == "unknown"
+
+
+def test_clock_skew_is_reported_per_device() -> None:
+    snap = good()
+    snap["controller_received_s"] = NOW - 12.34
+    report = health.fleet_health({"hosts": {"dev-1": ENTRY}}, {"dev-1": snap}, RUN_ID)
+    assert report["devices"][0]["clock_skew_s"] == 12.3
+    assert report["devices"][0]["status"] == "in_sync"
+    no_stamp = health.fleet_health({"hosts": {"dev-1": ENTRY}}, {"dev-1": good()}, RUN_ID)
+    assert no_stamp["devices"][0]["clock_skew_s"] is None  # not collected through health.yml: not checked
+
+
 def test_no_telemetry_is_unknown_unless_the_fleet_says_telemetry_is_not_required() -> None:
     snap = good(newest=None)
     assert status(snap)["reasons"] == ["no telemetry recorded (no inference seen)"]

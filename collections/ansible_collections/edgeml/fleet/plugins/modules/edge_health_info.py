@@ -52,7 +52,8 @@ EXAMPLES = r"""
 RETURN = r"""
 health:
   description: The snapshot - C(schema), C(run_id), C(collected_at_s) (device clock), C(facts) (the twin),
-    C(telemetry) (C(window_s), C(models) model to version to summary, C(newest_minute), C(error)).
+    C(telemetry) (C(window_s), C(models) model to version to summary, C(newest_minute), C(error)), and
+    C(controller_received_s) (the controller's clock when the answer arrived, added by the action plugin).
   returned: always
   type: dict
   sample: {"schema": 1, "run_id": "20261203T061000Z-3f9a1c2b", "collected_at_s": 1796278200.5}

@@ -8,9 +8,12 @@ Status of a device, the first rule that applies decides (every finding is kept i
                     telemetry required (``health.require_telemetry``, default true) and none within the look-back,
                     or its newest minute older than ``health.telemetry_ttl_s`` (default 900 s; exactly the TTL
                     old is fresh, one second more is stale), or dated more than 60 s after the device's clock,
-                    or the store could not be read; or a snapshot of the wrong shape (a field the decision reads
-                    has the wrong type: see :func:`shape_problem`). Never healthy: what a device did not say is
-                    not known, and what it said malformed was not said.
+                    or the store could not be read; or the device's clock differs from the controller's by more
+                    than ``health.max_clock_skew_s`` (default 300 s; exactly that much is within; its telemetry
+                    age cannot be judged: a stopped clock makes old telemetry look fresh); or a snapshot of the
+                    wrong shape (a field the decision reads has the wrong type: see :func:`shape_problem`).
+                    Never healthy: what a device did not say is not known, and what it said malformed was not
+                    said.
 2. ``rolled_back``  a pinned version was rolled back on the device (its last operation rolled it back, e.g. the
                     monitor's self-rollback, with the reason and numbers) or is quarantined there.
 3. ``degraded``     a model's state is corrupt or degraded; the monitor's last evaluation of the active version
@@ -41,6 +44,7 @@ DEFAULTS: dict[str, Any] = {
     "telemetry_ttl_s": 900,
     "require_telemetry": True,
     "telemetry_window_s": 3600,
+    "max_clock_skew_s": 300,
     "max_unknown": 0,
     "max_degraded": 0,
     "max_rolled_back": 0,
@@ -159,7 +163,28 @@ def shape_problem(snap: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _clock_problem(snap: Mapping[str, Any], pol: Mapping[str, Any]) -> str | None:
+    """The device's clock against the controller's: ``collected_at_s`` (device) vs ``controller_received_s``
+    (set by the controller's action plugin when the answer arrived). The answer travels after it was stamped,
+    so a device clock is behind by its module run's duration at most; a skew beyond the limit either way makes
+    every time the device reports unjudgeable. A snapshot without the controller's stamp (not collected by
+    health.yml's action plugin) is not checked."""
+    received = _num(snap.get("controller_received_s"))
+    stamped = _num(snap.get("collected_at_s"))
+    if received is None or stamped is None:
+        return None
+    skew = stamped - received
+    if abs(skew) > pol["max_clock_skew_s"]:
+        side = "ahead of" if skew > 0 else "behind"
+        return (f"the device's clock is {abs(skew):.0f} s {side} the controller's (limit "
+                f"{pol['max_clock_skew_s']} s): its telemetry's age cannot be judged; fix the device's time (NTP)")
+    return None
+
+
 def _telemetry_problem(snap: Mapping[str, Any], pol: Mapping[str, Any]) -> str | None:
+    clock = _clock_problem(snap, pol)
+    if clock:
+        return clock
     tel = _m(snap.get("telemetry"))
     now = _num(snap.get("collected_at_s"))
     if tel.get("error"):
@@ -274,11 +299,14 @@ def _device_row(host: str, entry: Mapping[str, Any], snap: Mapping[str, Any] | N
     now = _num(sm.get("collected_at_s"))
     newest = _num(tel.get("newest_minute"))
     age = None if now is None or newest is None else _num(round(now - newest, 1))
+    received = _num(_m(snap).get("controller_received_s"))
+    skew = None if now is None or received is None else _num(round(now - received, 1))
     return {
         "device": host, "group": entry.get("rollout_group"), "status": verdict["status"],
         "reasons": verdict["reasons"], "answered": isinstance(snap, Mapping),
         "collected_at_s": now,
         "telemetry_age_s": age,
+        "clock_skew_s": skew,
         "models": models,
         "host": {k: _clean(system.get(k)) for k in (
             "uptime_s", "load_avg", "cpu_count", "cpu_busy_percent_since_boot", "memory", "disk", "temperature_c")},
