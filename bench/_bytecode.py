@@ -2,7 +2,7 @@
 
 A device gets the runtime from ``pip install`` (which compiles every module) or from an image built with
 ``compileall`` (scripts/ssh_fleet.py); the controller's collection plugins are compiled on their first import.
-With ``PYTHONDONTWRITEBYTECODE`` set (some shells and CI images set it) and no ``__pycache__`` in the
+With ``PYTHONDONTWRITEBYTECODE`` set (it is on this project's CI machines) and no ``__pycache__`` in the
 checkout, every module run of a local-fleet device and every Ansible worker would compile ``edge_runtime``
 and the collection from source instead: ~0.7 CPU-s more per run measured on this machine
 (``from edge_runtime.health import health_snapshot``: 1.06 s without bytecode, 0.35 s with it). That cost

@@ -180,7 +180,6 @@ def main(argv: list[str] | None = None) -> int:
     live = {"bake_seconds": args.bake, "poll_seconds": args.poll, "min_samples": 200, "min_feedback": 100}
     load_before = Path("/proc/loadavg").read_text().split()[:3]
     try:
-        fb.byte_compile_runtime()
         fb.build_registry(tmp)
         rows = [scenario(tmp, "no-bake", args.devices, args.forks, None, data=False),
                 scenario(tmp, "bake-data-ready", args.devices, args.forks, live, data=True, noop=True),

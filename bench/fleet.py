@@ -116,20 +116,6 @@ def default_forks() -> int:
     return cp.getint("defaults", "forks", fallback=5)
 
 
-def byte_compile_runtime() -> None:
-    """Byte-compile the runtime the simulated devices import, as pip does when it installs it on a device.
-
-    The devices run the editable checkout; where PYTHONDONTWRITEBYTECODE is set (it is on the CI machines)
-    no ``.pyc`` is ever written for it, so each module run would compile the runtime's sources again, a
-    cost no installed device has (and ansible's own module_utils, which ping also uses, are compiled).
-    """
-    import compileall
-
-    log("byte-compiling edge_runtime (what pip does on a device install)")
-    if not compileall.compile_dir(str(REPO / "edge_runtime"), quiet=1):
-        raise SystemExit("compileall failed for edge_runtime")
-
-
 def build_registry(tmp: Path) -> None:
     log("building the registry once (scripts/build_registry.py)")
     subprocess.run([str(PYTHON), str(REPO / "scripts" / "build_registry.py"), "--out", str(tmp / "registry"),
@@ -347,7 +333,6 @@ def main(argv: list[str] | None = None) -> int:
     log(f"scratch dir {tmp}; sizes {sizes}; forks {args.forks}; load average {load_before[0]:.2f}")
     rows: list[Row] = []
     try:
-        byte_compile_runtime()
         build_registry(tmp)
         models = write_models(tmp)
         for n in sizes:

@@ -174,7 +174,6 @@ def main(argv: list[str] | None = None) -> int:
         result["reports"] = bench_reports(args.devices, tmp)
         result["playbook"] = []
         if not args.skip_playbook:
-            fleet_bench.byte_compile_runtime()
             fleet_bench.build_registry(tmp)
             models = fleet_bench.write_models(tmp)
             seed = None if args.full_deploy else seed_fleet(tmp, models, args.forks)
