@@ -30,6 +30,7 @@ def plan_of(fleet: Fleet, pins: dict[str, str] | None = None) -> dict[str, Any]:
     assert "passed" not in [line.rsplit(": ", 1)[-1] for line in out.splitlines() if " wave " in line]
     assert "not evaluated (check mode" in out
     plan = json.loads((fleet.reports / "plan.json").read_text())
+    assert plan["failed"] is False  # nothing the deploy would refuse: the plan is green (rc 0 above)
     assert (fleet.reports / "plan.md").read_text().startswith("# Deploy plan ")
     assert not (fleet.reports / "latest.json").exists() or pins, "a plan is not a deploy report"
     return plan
@@ -99,9 +100,12 @@ def test_an_incompatible_device_fails_the_plan_and_the_deploy_refuses_it_with_th
     before = fleet.snapshot()
     r = fleet.run("deploy.yml", check=True, inventory=inventory)
     out = r.stdout.read()
-    assert r.rc == 0, out[-3000:]  # check mode of edge_model asks the install decision only (see plan.md)
+    # the plan is red: the deploy after the merge would refuse dev-l2 and fail its run (asserted below)
+    assert r.rc != 0, out[-3000:]
+    assert "dev-l2 defect-classifier-int8: the deploy would refuse it (incompatible)" in out, out[-3000:]
     assert fleet.snapshot() == before, "the plan changed a device"
     plan = json.loads((fleet.reports / "plan.json").read_text())
+    assert plan["failed"] is True
     rows = {r["device"]: r for r in plan["rows"]}
     bad, good = rows["dev-l2"], rows["dev-l1"]
     assert bad["checks"]["compatibility"]["result"] == "failed", bad

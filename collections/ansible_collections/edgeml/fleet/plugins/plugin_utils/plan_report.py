@@ -184,6 +184,10 @@ def plan_report(
             "bytes": sum(r["bytes"] or 0 for r in rows),
         },
         "blocked": blocked,
+        # The pull request's verdict: red when the deploy after the merge would refuse a device (incompatible,
+        # signature, quarantined, downgrade...): that deploy fails its run, so the plan must not pass. Devices
+        # that did not answer fail the check run through the deploy report, as they fail the deploy.
+        "failed": any(r["action"] == "refuse" for r in rows),
     }
 
 
