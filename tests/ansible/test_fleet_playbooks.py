@@ -189,6 +189,30 @@ def test_first_deploy_installs_every_pin(fleet: Fleet) -> None:
                 and e["event_data"].get("task", "").startswith("Converge each pinned model")]
     assert len(installs) == len(DEVICES)
     assert not [i for i in installs if i["invocation"]["module_args"]["pushed"]]
+    # a device runs its two module runs and nothing else: what its converge loop means (installed, refused,
+    # needs a check) is read on the controller, not by bookkeeping tasks on each device (no set_fact, assert,
+    # argument validation or skipped task per device)
+    per_device: dict[str, list[str]] = {}
+    for e in r.events:
+        data = e.get("event_data", {})
+        if e.get("event") in ("runner_on_ok", "runner_on_failed", "runner_on_skipped") and data.get("host") in DEVICES:
+            per_device.setdefault(data["host"], []).append(data["task_action"])
+    # the one run_once check that the devices of the play are the planned ones runs once, not per device
+    asserts = [h for h, acts in per_device.items() if "ansible.builtin.assert" in acts]
+    assert len(asserts) == 1, asserts
+    per_device[asserts[0]].remove("ansible.builtin.assert")
+    assert per_device == {h: ["edgeml.fleet.edge_runtime_setup", "edgeml.fleet.edge_model"] for h in DEVICES}
+
+
+def test_a_bad_edge_model_setting_stops_the_run_before_any_device_is_touched(fleet: Fleet) -> None:
+    before = fleet.snapshot()
+    r = fleet.run("deploy.yml", extravars={"edge_model_retries": "many"})
+    assert r.rc != 0
+    out = r.stdout.read()
+    assert "role edgeml.fleet.edge_model: invalid settings" in out, out
+    assert "edge_model_retries" in out
+    assert module_runs(r) == {}
+    assert fleet.snapshot() == before
 
 
 def module_runs(r: Any) -> dict[str, list[str]]:

@@ -136,3 +136,67 @@ def test_a_bundle_is_pushed_unless_this_runs_twin_shows_the_pinned_build_active(
     assert pushed(twin(None), {**entry, "run_id": None}) == ["m"]  # no run id: nothing is fresh
     assert rollout.bundles_to_push(entry, twin("run-2", version="1.0.0"))[0]["value"] == want
     assert pushed(None, {"run_id": "run-2", "models": {"m": {**want, "push_src": None}}}) == []  # a pull model
+
+
+def _loop(run_id: str | None, **item: Any) -> dict[str, Any]:
+    """The converge task's registered loop of one device, its items planned for ``run_id`` (device_plan)."""
+    return {"results": [{"item": {"key": "m", "value": {**PIN, "run_id": run_id}}, "changed": True, "active": "1.1.0",
+                         "checked": True, "smoke": {"passed": True, "p95_ms": 1.0}, **item}]}
+
+
+def test_a_result_is_read_from_the_converge_loop_of_this_run_when_the_device_published_none() -> None:
+    hv = {"a": {"__edge_model_install": _loop("run-2")}, "b": {"__edge_model_install": _loop("run-1")}}
+    results, _ = results_and_twins(plan(), hv)
+    # the same decision as the role's verify.yml (rollout.device_result), with this run's id
+    assert results["a"] == rollout.require_checked(rollout.device_result(_loop("run-2"), plan()["hosts"]["a"], False))
+    assert (results["a"]["status"], results["a"]["ok"], results["a"]["run_id"]) == ("installed", True, "run-2")
+    assert "b" not in results  # a loop of another run is no answer: the gate fails b, the report says unreachable
+    # a loop whose items carry no run id (made outside deploy.yml's plan) is no answer either
+    assert results_and_twins(plan(), {"a": {"__edge_model_install": _loop(None)}})[0] == {}
+    # one item of another run makes the whole loop stale
+    mixed = _loop("run-2")
+    mixed["results"].append({**mixed["results"][0], "item": {"key": "n", "value": {**PIN, "run_id": "run-1"}}})
+    assert results_and_twins(plan(), {"a": {"__edge_model_install": mixed}})[0] == {}
+    # hostile shapes are no answer, never an exception
+    for junk in ("x", {"results": "x"}, {"results": [None]}, {"results": [{"item": "m"}]}, {"results": []}):
+        assert results_and_twins(plan(), {"a": {"__edge_model_install": junk}})[0] == {}
+
+
+def test_a_published_result_of_this_run_wins_over_the_loop_and_check_mode_comes_from_the_plan() -> None:
+    rolled = rollout.mark_rolled_back(rollout.device_result(_loop("run-2"), plan()["hosts"]["a"], False),
+                                      {"results": [{"item": {"key": "m"}, "rolled_back": True, "changed": True}]},
+                                      "wave gate failed: x")
+    hv = {"a": {"__edge_model_install": _loop("run-2"), "edge_model_result": rolled}}
+    assert results_and_twins(plan(), hv)[0]["a"]["status"] == "rolled_back"
+    # an earlier run's published result does not hide this run's loop
+    hv["a"]["edge_model_result"] = {**rolled, "run_id": "run-1"}
+    assert results_and_twins(plan(), hv)[0]["a"]["status"] == "installed"
+    assert results_and_twins({**plan(), "check_mode": True}, hv)[0]["a"]["status"] == "would_change"
+
+
+def test_a_wave_converges_its_out_of_sync_devices_of_groups_not_halted() -> None:
+    from ansible_collections.edgeml.fleet.plugins.filter.rollout import edge_check_hosts, edge_wave_hosts
+
+    p = plan()
+    p["hosts"]["c"] = {**p["hosts"]["a"], "rollout_group": "h"}
+    lh = {"edge_plan": p, "edge_converge_waves": {"1": ["a", "b", "c"]}, "edge_gate": {"halted": {}}}
+    assert edge_wave_hosts(lh, 1) == ["a", "b", "c"]
+    assert edge_wave_hosts({**lh, "edge_gate": {"halted": {"h": {"reason": "x"}}}}, 1) == ["a", "b"]
+    assert edge_wave_hosts(lh, 2) == []
+    # localhost did not plan (its play failed, or a syntax check): no device
+    for lh_bad in ({}, None, {"edge_plan": p}, {"edge_plan": "x", "edge_converge_waves": {"1": ["a"]}}):
+        assert edge_wave_hosts(lh_bad, 1) == []
+    # the health check play: only the devices whose loop of this run asks for it
+    hv = {"a": {"__edge_model_install": _loop("run-2", changed=False, healthy=False)},
+          "b": {"__edge_model_install": _loop("run-2")}, "c": {}}
+    assert edge_check_hosts(lh, 1, hv) == ["a"]
+    assert edge_check_hosts(lh, 2, hv) == []
+
+
+def test_role_arguments_checks_what_the_inventory_gives_never_the_roles_template_defaults() -> None:
+    from ansible_collections.edgeml.fleet.plugins.action.role_arguments import _without_defaults
+
+    spec = {"p": {"type": "dict", "default": "{{ edge_device_plan | default({}) }}"},
+            "q": {"type": "dict", "options": {"r": {"type": "int", "default": "{{ x }}"}}}}
+    assert _without_defaults(spec) == {"p": {"type": "dict"}, "q": {"type": "dict", "options": {"r": {"type": "int"}}}}
+    assert spec["p"]["default"]  # the role's own spec is not changed

@@ -29,7 +29,8 @@ class ActionModule(ControllerAction):
         hostvars = task_vars.get("hostvars") or {}
         try:
             out = plan_run(args["plan"], args["run_id"], task_vars.get("groups") or {}, hostvars,
-                           pattern=args["pattern"], limit=args["limit"])
+                           pattern=args["pattern"], limit=args["limit"],
+                           check_mode=bool(self._task.check_mode))
         except PlanError as exc:
             result.update(failed=True, msg=str(exc))
             return

@@ -20,6 +20,17 @@ ARGUMENT_SPEC: dict[str, Any] = {
 }
 
 
+def _without_defaults(options: dict[str, Any]) -> dict[str, Any]:
+    """An argument spec's options without their ``default`` (also in suboptions)."""
+    out = {}
+    for name, spec in options.items():
+        spec = {k: v for k, v in (spec or {}).items() if k != "default"}
+        if isinstance(spec.get("options"), dict):
+            spec["options"] = _without_defaults(spec["options"])
+        out[name] = spec
+    return out
+
+
 class ActionModule(ControllerAction):
     """Validate every host's values of a role's options against its meta/argument_specs.yml."""
 
@@ -51,7 +62,9 @@ class ActionModule(ControllerAction):
                           "(hint: check the role name and roles_path)")
             return
         options: dict[str, Any] = specs[entry].get("options") or {}
-        validator = ArgumentSpecValidator(options)
+        # the role's defaults are its own (often templates such as "{{ edge_device_plan | default({}) }}", which
+        # only the role's play can resolve): only what the inventory, extra vars or facts provide is checked
+        validator = ArgumentSpecValidator(_without_defaults(options))
         hostvars = task_vars.get("hostvars", {})
         errors: dict[str, list[str]] = {}
         for host in args["hosts"]:

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ansible_collections.edgeml.fleet.plugins.plugin_utils import rollout
-from ansible_collections.edgeml.fleet.plugins.plugin_utils.hostvars import results_and_twins, twins
+from ansible_collections.edgeml.fleet.plugins.plugin_utils.hostvars import results, results_and_twins, twins
 
 
 def edge_device_result(registered: Mapping[str, Any], plan_entry: Mapping[str, Any], check_mode: bool = False) -> Any:
@@ -90,6 +90,30 @@ def edge_converge_waves(plan: Mapping[str, Any], hostvars: Mapping[str, Any]) ->
     return rollout.converge_waves(plan, twins(plan, hostvars))
 
 
+def edge_wave_hosts(localhost: Any, wave: Any) -> Any:
+    """``{{ hostvars['localhost'] | edgeml.fleet.edge_wave_hosts(2) }}``: the devices wave 2 converges (out of sync,
+    group not halted), from localhost's ``edge_plan``, ``edge_converge_waves`` and ``edge_gate``; none when
+    localhost has not planned (the play then targets nothing)."""
+    lh = localhost if isinstance(localhost, Mapping) else {}
+    plan, waves, gate = lh.get("edge_plan"), lh.get("edge_converge_waves"), lh.get("edge_gate")
+    if not isinstance(plan, Mapping) or not isinstance(waves, Mapping):
+        return []
+    halted = (gate or {}).get("halted") if isinstance(gate, Mapping) else None
+    return rollout.wave_hosts(plan, waves, wave, halted if isinstance(halted, Mapping) else {})
+
+
+def edge_check_hosts(localhost: Any, wave: Any, hostvars: Mapping[str, Any]) -> Any:
+    """``{{ hostvars['localhost'] | edgeml.fleet.edge_check_hosts(2, hostvars) }}``: the devices of wave 2 whose
+    result of this run asks for the post-install health check (``needs_check``: a pinned version active but not
+    checked, an install that did not record its check)."""
+    hosts = edge_wave_hosts(localhost, wave)
+    if not hosts:
+        return []
+    plan = rollout.plan_subset(localhost["edge_plan"], hosts)
+    found = results(plan, hostvars)
+    return [h for h in hosts if isinstance(found.get(h), Mapping) and found[h].get("needs_check")]
+
+
 def edge_mark_rolled_back(result: Mapping[str, Any], registered: Mapping[str, Any], reason: str) -> Any:
     """``{{ edge_model_result | edgeml.fleet.edge_mark_rolled_back(__edge_model_rollback, reason) }}``."""
     return rollout.mark_rolled_back(result, registered, reason)
@@ -113,6 +137,8 @@ class FilterModule:
             "edge_converge_targets": edge_converge_targets,
             "edge_bundles_to_push": edge_bundles_to_push,
             "edge_converge_waves": edge_converge_waves,
+            "edge_wave_hosts": edge_wave_hosts,
+            "edge_check_hosts": edge_check_hosts,
             "edge_plan_subset": edge_plan_subset,
             "edge_mark_rolled_back": edge_mark_rolled_back,
             "edge_mark_checked": edge_mark_checked,

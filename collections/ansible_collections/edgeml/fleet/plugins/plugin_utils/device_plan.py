@@ -82,6 +82,9 @@ def device_plan(host: str, entry: Mapping[str, Any], run_id: str, hostvars: Mapp
             "registry_source": src,
             # the controller file to copy to the device first (push), else None
             "push_src": src if push else None,
+            # the run this entry was planned for: the converge task loops over these entries, so every item of
+            # its registered result names its run (plugin_utils/hostvars.py reads only this run's results)
+            "run_id": run_id,
         }
     return {
         **{k: v for k, v in entry.items() if k != "models"},
@@ -104,6 +107,7 @@ def plan_run(
     *,
     pattern: str = "edge_devices",
     limit: str | None = None,
+    check_mode: bool = False,
 ) -> dict[str, Any]:
     """The plan of this run (``plan`` restricted to the run's devices, with the run id) and each device's plan.
 
@@ -126,6 +130,7 @@ def plan_run(
     # every device of the run gets a plan: one without pins runs no model (its runtime allows none)
     devices = {h: device_plan(h, entries.get(h) or {}, run_id, hostvars.get(h) or {}) for h in hosts}
     out["hosts"] = {h: {**e, "run_id": run_id} for h, e in (out.get("hosts") or {}).items()}
-    out.update(run_id=run_id, run_hosts=hosts, limit=limit)
+    # check_mode: how the devices' results of this run are read (a change is "would_change", not "installed")
+    out.update(run_id=run_id, run_hosts=hosts, limit=limit, check_mode=bool(check_mode))
     venv = [h for h in hosts if devices[h]["runtime_install"] == "venv"]
     return {"plan": out, "devices": devices, "venv_hosts": venv}

@@ -20,6 +20,8 @@ from ansible_collections.edgeml.fleet.plugins.plugin_utils import rollout
 
 TWIN = "ansible_facts.edge_runtime"
 RESULT = "edge_model_result"
+#: the registered loop of the converge task (roles/edge_model/tasks/install.yml)
+INSTALL = "__edge_model_install"
 
 
 def per_host(hostvars: Mapping[str, Any], hosts: Any, var: str, run_id: str | None) -> dict[str, Any]:
@@ -38,6 +40,50 @@ def per_host(hostvars: Mapping[str, Any], hosts: Any, var: str, run_id: str | No
     return out
 
 
+def installed_result(hv: Mapping[str, Any], entry: Mapping[str, Any], run_id: str, check_mode: bool) -> Any:
+    """A device's ``edge_model_result`` read from its converge task's registered loop, when it published none.
+
+    deploy.yml's wave plays run the converge task alone on each device (no per-device bookkeeping task): the
+    result is decided here, on the controller, by the same function the role's ``verify.yml`` uses
+    (``rollout.device_result``). Fresh only: every item of the loop must be a model entry planned for this run
+    (``device_plan`` stamps each with the run id); anything else (no loop, an earlier run's) is no answer.
+    """
+    reg = hv.get(INSTALL)
+    if not isinstance(reg, Mapping):
+        return None
+    items = reg.get("results")
+    if not isinstance(items, list) or not items:
+        return None
+    for it in items:
+        value = (it.get("item") or {}).get("value") if isinstance(it, Mapping) and isinstance(it.get("item"), Mapping) \
+            else None
+        if not isinstance(value, Mapping) or value.get("run_id") != run_id:
+            return None
+    return rollout.device_result(reg, {**entry, "run_id": run_id}, check_mode)
+
+
+def results(plan: Mapping[str, Any], hostvars: Mapping[str, Any]) -> dict[str, Any]:
+    """Host -> ``edge_model_result`` of this run: the one a device published (``verify.yml``, the handlers that
+    record a health check or a rollback), else the one its converge loop of this run gives."""
+    run_id = plan.get("run_id")
+    hosts = plan.get("hosts") or {}
+    out = per_host(hostvars, hosts, RESULT, run_id)
+    if not run_id:
+        return out
+    check_mode = bool(plan.get("check_mode", False))
+    for h, entry in hosts.items():
+        if h in out:
+            continue
+        try:
+            hv = hostvars[h]
+        except KeyError:
+            continue
+        res = installed_result(hv, entry if isinstance(entry, Mapping) else {}, run_id, check_mode)
+        if res is not None:
+            out[h] = res
+    return out
+
+
 def twins(plan: Mapping[str, Any], hostvars: Mapping[str, Any]) -> dict[str, Any]:
     """Host -> device twin reported in this run, for the planned hosts."""
     return per_host(hostvars, plan.get("hosts", {}), TWIN, plan.get("run_id"))
@@ -46,10 +92,7 @@ def twins(plan: Mapping[str, Any], hostvars: Mapping[str, Any]) -> dict[str, Any
 def results_and_twins(plan: Mapping[str, Any], hostvars: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Per planned host its result of this run (or ``unchanged`` from an in-sync twin), and the twins."""
     facts = twins(plan, hostvars)
-    results = rollout.effective_results(
-        plan, per_host(hostvars, plan.get("hosts", {}), RESULT, plan.get("run_id")), facts
-    )
-    return results, facts
+    return rollout.effective_results(plan, results(plan, hostvars), facts), facts
 
 
 SETUP = "__edge_runtime_setup"

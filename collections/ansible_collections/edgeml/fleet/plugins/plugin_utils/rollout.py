@@ -196,6 +196,14 @@ def converge_waves(plan: Mapping[str, Any], facts: Mapping[str, Any]) -> dict[st
     return waves
 
 
+def wave_hosts(plan: Mapping[str, Any], waves: Mapping[str, Any], wave: Any, halted: Mapping[str, Any]) -> list[str]:
+    """The devices wave ``wave`` converges now: its devices out of sync (``converge_waves``) except those of a
+    rollout group that an earlier wave's gate halted."""
+    entries = plan.get("hosts") or {}
+    hosts = waves.get(str(wave)) or []
+    return [h for h in hosts if (entries.get(h) or {}).get("rollout_group") not in halted]
+
+
 def twin_result(entry: Mapping[str, Any], twin: Mapping[str, Any]) -> dict[str, Any]:
     """``edge_model_result`` of a device that was in sync and therefore not converged in this run."""
     models = {
