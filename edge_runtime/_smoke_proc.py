@@ -206,8 +206,16 @@ def parse_child_result(data: bytes, limits: Limits = DEFAULT_LIMITS) -> SmokeRes
 # ----------------------------------------------------------------------------- the child ---------
 
 
+#: numpy's BLAS (OpenBLAS) starts one thread per core when it is imported: CPU the smoke test never uses (its
+#: interpreter runs with num_threads=1 on a few samples) taken from the device's serving workload, ~0.07 CPU-s
+#: per install on this machine. One thread unless the operator set these.
+SINGLE_THREAD_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 def _child_env() -> dict[str, str]:
     env = dict(os.environ)
+    for var in SINGLE_THREAD_ENV:
+        env.setdefault(var, "1")
     env.pop(FAULT_ENV, None)  # the parent's own faults (kill@N, enospc@...) are not the child's
     child_fault = env.pop(SMOKE_FAULT_ENV, None)
     if child_fault:

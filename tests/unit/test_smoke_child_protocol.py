@@ -168,3 +168,14 @@ def test_golden_sample_count_refuses_a_file_that_is_not_a_zip(tmp_path: Path) ->
     p.write_bytes(io.BytesIO(b"garbage").getvalue())
     with pytest.raises(ValueError, match="golden samples"):
         golden_sample_count(p)
+
+
+def test_the_smoke_child_runs_numpys_blas_with_one_thread_unless_the_operator_says_otherwise(monkeypatch) -> None:
+    from edge_runtime import _smoke_proc
+
+    for var in _smoke_proc.SINGLE_THREAD_ENV:
+        monkeypatch.delenv(var, raising=False)
+    assert {v: _smoke_proc._child_env()[v] for v in _smoke_proc.SINGLE_THREAD_ENV} == dict.fromkeys(
+        _smoke_proc.SINGLE_THREAD_ENV, "1")
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "4")
+    assert _smoke_proc._child_env()["OPENBLAS_NUM_THREADS"] == "4"
