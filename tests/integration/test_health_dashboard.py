@@ -23,7 +23,7 @@ from ansible_collections.edgeml.fleet.plugins.plugin_utils.health import fleet_h
 from tests.support.health_fleet import synthetic_fleet
 
 CHROMIUM = "/usr/bin/chromium"
-CHARTS = ("versions", "status", "latency", "confidence", "drift", "gates")
+CHARTS = ("versions", "status", "trend", "latency", "confidence", "drift", "gates")
 
 
 @pytest.fixture(scope="module")
@@ -87,9 +87,13 @@ def test_the_dashboard_renders_in_chromium_without_errors(dashboard: Path) -> No
                 assert box["width"] > 200, (chart, box)
                 assert box["height"] > 100, (chart, box)
                 assert page.locator(f"#chart-{chart} svg path").count() >= 5, chart
-            # data reached the charts: the bars of the status chart and the lines of the trend (3 runs)
-            assert page.locator("#chart-status svg g[id^='patch_']").count() >= 5
-            assert page.locator("#chart-latency svg g[id^='line2d_']").count() >= 3
+                assert page.locator(f"#chart-{chart} svg svg").count() == 0, chart  # one svg element per chart
+            # data reached the charts: a bar per status, a line per status over the 3 runs, the worst devices' lines
+            assert page.locator("#chart-status svg .series rect").count() >= 5
+            assert page.locator("#chart-trend svg .series path.line").count() >= 5
+            assert page.locator("#chart-latency svg .series path.line").count() >= 3
+            # static SVG: no chart says it has no data, and nothing is cut (the legend names whole devices)
+            assert page.locator("svg .no_data").count() == 0
             page.screenshot(path=str(shot), full_page=True)
         finally:
             browser.close()

@@ -1,47 +1,64 @@
-"""The dashboard's charts are drawn once and cropped to their tight box: same size as matplotlib's own
-``bbox_inches="tight"`` (which draws every figure twice), nothing cut off."""
+"""The dashboard's charts (pygal): static, self-contained SVG with device-reported text as escaped text only."""
 
 from __future__ import annotations
 
-import io
 import re
 from typing import Any
 
 import pytest
 
-pytest.importorskip("matplotlib", reason="matplotlib is not installed (pip extra reports)")
+pytest.importorskip("pygal", reason="pygal is not installed (pip extra reports)")
 
 from edge_runtime import health_report
 
-SIZE = re.compile(r'<svg [^>]*?width="([\d.]+)pt" height="([\d.]+)pt" viewBox="([-\d. ]+)"')
+HOSTILE = "</script><script>alert(1)</script>-->$\\bad{$<b>&amp;"
 
 
-def figure(long_label: str) -> Any:
-    from matplotlib.figure import Figure
+def report(version: str = "1.0.0", device: str = "dev-1") -> dict[str, Any]:
+    series = [[1_800_000_000 + 60 * i, 10, 0.9, 2.0 + i] for i in range(5)]
+    return {
+        "run_id": "r1", "failed": False, "total": 1, "breaches": [], "unreachable": [],
+        "counts": {"in_sync": 1, "out_of_sync": 0, "degraded": 0, "rolled_back": 0, "unknown": 0},
+        "versions": {"line_a": {"m": {version: 1}}},
+        "devices": [{"device": device, "group": "line_a", "status": "in_sync", "reasons": [],
+                     "models": [{"model": "m", "telemetry": {"p95_latency_ms": 3.0, "mean_confidence": 0.9,
+                                                             "series": series}}],
+                     "drift": [{"model": "m", "features": [{"feature": "pixel_mean", "psi": 0.3, "verdict": "drift"}]}]}],
+    }
 
-    fig = Figure(figsize=(4, 2))
-    ax = fig.subplots()
-    ax.barh([0, 1], [3, 4])
-    ax.set_yticks([0, 1], ["a", long_label])  # sticks out of the figure on the left
-    ax.set_title("title")
-    ax.set_xlabel("devices")
-    return fig
+
+TREND = {"runs": [{"at": f"2026-12-03T06:0{i}:00Z", "in_sync": 1, "out_of_sync": 0, "degraded": 0,
+                   "rolled_back": 0, "unknown": 0} for i in range(3)], "devices": {}}
+DEPLOY = {"kind": "deploy", "at": "2026-12-03T05:59:00Z", "data": {"counts": {"installed": 3}, "halted": {}}}
 
 
-@pytest.mark.parametrize("label", ["short", "a very long group name / a very long model name"])
-def test_the_chart_has_the_size_of_matplotlibs_tight_box(label: str) -> None:
-    ours = health_report._svg(figure(label))
-    buf = io.StringIO()
-    figure(label).savefig(buf, format="svg", bbox_inches="tight")
-    theirs = SIZE.search(buf.getvalue())
-    got = SIZE.match(ours)
-    assert got, ours[:300]
-    assert theirs
-    assert float(got[1]) == pytest.approx(float(theirs[1]), abs=0.01)
-    assert float(got[2]) == pytest.approx(float(theirs[2]), abs=0.01)
-    x0, _y0, w, h = map(float, got[3].split())
-    assert (w, h) == (float(got[1]), float(got[2]))
-    if label != "short":
-        assert x0 < 0, "the long label left of the figure is inside the view box"
-    assert ours.startswith("<svg")
-    assert "<metadata>" not in ours
+def test_every_chart_is_one_static_svg_with_a_stable_id() -> None:
+    charts = health_report._charts(report(), TREND, DEPLOY)
+    assert list(charts) == ["versions", "status", "trend", "latency", "confidence", "drift", "gates"]
+    for key, svg in charts.items():
+        assert svg.startswith("<svg") and svg.count("<svg") == 1, key
+        assert "<script" not in svg and "<!--" not in svg, key
+        assert f'id="edge-chart-{key}"' in svg, key
+        assert not re.search(r"chart-[0-9a-f]{8}-", svg), key  # pygal's random id is gone, also from its CSS
+    # the same data draws the same file
+    assert health_report._charts(report(), TREND, DEPLOY) == charts
+    assert charts["latency"].count('class="line') >= 1
+    assert "no telemetry" not in charts["latency"]
+
+
+def test_device_reported_text_is_escaped_text_never_markup() -> None:
+    page = health_report.html_report(report(version=HOSTILE, device=HOSTILE), TREND, DEPLOY)
+    assert "<script" not in page
+    assert "<b>" not in page
+    assert "&lt;/script&gt;&lt;script&gt;alert(1)" in page  # still shown, as text
+    assert "$\\bad{$" in page  # no mathtext: drawn as it is
+
+
+def test_empty_inputs_draw_charts_that_say_why() -> None:
+    empty = report()
+    empty["devices"], empty["versions"] = [], {}
+    charts = health_report._charts(empty, {"runs": [], "devices": {}}, None)
+    assert "no telemetry in the window" in charts["latency"]
+    assert "no drift evaluation reported" in charts["drift"]
+    assert "no deploy in the history" in charts["gates"]
+    assert "no earlier health run in the history" in charts["trend"]
