@@ -206,11 +206,14 @@ def test_first_deploy_installs_every_pin(fleet: Fleet) -> None:
 
 def test_a_bad_edge_model_setting_stops_the_run_before_any_device_is_touched(fleet: Fleet) -> None:
     before = fleet.snapshot()
-    r = fleet.run("deploy.yml", extravars={"edge_model_retries": "many"})
+    r = fleet.run("deploy.yml", extravars={"edge_model_retries": "many", "edge_runtime_keep_versions": "several"})
     assert r.rc != 0
     out = r.stdout.read()
+    # both roles are checked in the one controller task, and every problem is named before the run stops
     assert "role edgeml.fleet.edge_model: invalid settings" in out, out
     assert "edge_model_retries" in out
+    assert "role edgeml.fleet.edge_runtime: invalid settings" in out, out
+    assert "edge_runtime_keep_versions" in out
     assert module_runs(r) == {}
     assert fleet.snapshot() == before
 

@@ -14,7 +14,7 @@ from ansible.utils.collection_loader._collection_finder import _get_collection_r
 from ansible_collections.edgeml.fleet.plugins.plugin_utils.controller_action import ControllerAction
 
 ARGUMENT_SPEC: dict[str, Any] = {
-    "role": {"type": "str", "required": True},
+    "role": {"type": "list", "elements": "str", "required": True},
     "entry_point": {"type": "str", "default": "main"},
     "hosts": {"type": "list", "elements": "str", "required": True},
 }
@@ -54,31 +54,41 @@ class ActionModule(ControllerAction):
         return None
 
     def act(self, args: dict[str, Any], task_vars: dict[str, Any], result: dict[str, Any]) -> None:
-        role, entry = args["role"], args["entry_point"]
-        path = self._spec_file(role, task_vars)
-        specs = (self._loader.load_from_file(path) or {}).get("argument_specs", {}) if path else {}
-        if entry not in specs:
-            result.update(failed=True, msg=f"role {role} has no argument spec for entry point {entry!r} "
-                          "(hint: check the role name and roles_path)")
-            return
-        options: dict[str, Any] = specs[entry].get("options") or {}
-        # the role's defaults are its own (often templates such as "{{ edge_device_plan | default({}) }}", which
-        # only the role's play can resolve): only what the inventory, extra vars or facts provide is checked
-        validator = ArgumentSpecValidator(_without_defaults(options))
+        entry = args["entry_point"]
         hostvars = task_vars.get("hostvars", {})
-        errors: dict[str, list[str]] = {}
-        for host in args["hosts"]:
-            hv = hostvars[host]
-            # the values the inventory, extra vars or facts give this host; the role's defaults are its own
-            provided = {name: hv[name] for name in options if name in hv}
-            res = validator.validate(provided, validate_role_argument_spec=True)
-            for message in res.error_messages:
-                errors.setdefault(message, []).append(host)
-        result.update(spec_file=path, hosts_checked=len(args["hosts"]), errors=errors)
-        if errors:
-            lines = [f"- {message} (hosts: {', '.join(sorted(hosts))})" for message, hosts in sorted(errors.items())]
-            result.update(
-                failed=True,
-                msg=f"role {role}: invalid settings in the inventory or extra vars; fix them there:\n"
-                + "\n".join(lines),
-            )
+        spec_files: dict[str, str | None] = {}
+        failures: list[str] = []
+        errors_by_role: dict[str, dict[str, list[str]]] = {}
+        for role in args["role"]:
+            path = self._spec_file(role, task_vars)
+            spec_files[role] = path
+            specs = (self._loader.load_from_file(path) or {}).get("argument_specs", {}) if path else {}
+            if entry not in specs:
+                failures.append(f"role {role} has no argument spec for entry point {entry!r} "
+                                "(hint: check the role name and roles_path)")
+                continue
+            options: dict[str, Any] = specs[entry].get("options") or {}
+            # the role's defaults are its own (often templates such as "{{ edge_device_plan | default({}) }}",
+            # which only the role's play can resolve): only what the inventory, extra vars or facts provide is
+            # checked
+            validator = ArgumentSpecValidator(_without_defaults(options))
+            errors: dict[str, list[str]] = {}
+            for host in args["hosts"]:
+                hv = hostvars[host]
+                provided = {name: hv[name] for name in options if name in hv}
+                res = validator.validate(provided, validate_role_argument_spec=True)
+                for message in res.error_messages:
+                    errors.setdefault(message, []).append(host)
+            errors_by_role[role] = errors
+            if errors:
+                lines = [f"- {message} (hosts: {', '.join(sorted(hosts))})"
+                         for message, hosts in sorted(errors.items())]
+                failures.append(f"role {role}: invalid settings in the inventory or extra vars; fix them there:\n"
+                                + "\n".join(lines))
+        one = len(args["role"]) == 1
+        result.update(spec_files=spec_files, hosts_checked=len(args["hosts"]),
+                      errors=next(iter(errors_by_role.values()), {}) if one else errors_by_role)
+        if one:
+            result["spec_file"] = next(iter(spec_files.values()))
+        if failures:
+            result.update(failed=True, msg="\n".join(failures))

@@ -12,7 +12,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: role_arguments
-short_description: Check a role's argument spec for every host of a fleet in one controller-side task
+short_description: Check roles' argument specs for every host of a fleet in one controller-side task
 version_added: 0.1.0
 description:
   - Validates, for each host in O(hosts), the values that its inventory, extra vars and facts give the
@@ -28,10 +28,13 @@ extends_documentation_fragment:
 options:
   role:
     description:
-      - Role name. A collection role (C(namespace.collection.role), e.g. C(edgeml.fleet.edge_runtime)) is
-        found where the collection loader finds it; a plain name is looked up in C(<playbook dir>/roles),
-        C(<playbook dir>/../roles) and the roles path.
-    type: str
+      - Role name, or a list of role names checked in the same task. A collection role
+        (C(namespace.collection.role), e.g. C(edgeml.fleet.edge_runtime)) is found where the collection loader
+        finds it; a plain name is looked up in C(<playbook dir>/roles), C(<playbook dir>/../roles) and the roles
+        path.
+      - Every role is checked and every problem of every role reported before the task fails.
+    type: list
+    elements: str
     required: true
   entry_point:
     description: Entry point of the role's argument spec.
@@ -49,6 +52,12 @@ attributes:
 """
 
 EXAMPLES = r"""
+- name: Check the settings of both roles for every device of the run, once
+  edgeml.fleet.role_arguments:
+    role: [edgeml.fleet.edge_runtime, edgeml.fleet.edge_model]
+    hosts: "{{ ansible_play_hosts_all }}"
+  run_once: true
+
 - name: Check the runtime role's settings of every device, once
   edgeml.fleet.role_arguments:
     role: edge_runtime
@@ -58,15 +67,20 @@ EXAMPLES = r"""
 
 RETURN = r"""
 spec_file:
-  description: The argument spec file used.
-  returned: always
+  description: The argument spec file used, when O(role) names one role.
+  returned: when one role is checked
   type: str
+spec_files:
+  description: Each role checked to its argument spec file (null when none was found).
+  returned: always
+  type: dict
 hosts_checked:
   description: Number of hosts checked.
   returned: success
   type: int
 errors:
-  description: Each validation error message to the hosts that have it.
+  description:
+    - Each validation error message to the hosts that have it; with several roles, per role.
   returned: success
   type: dict
 """
