@@ -114,7 +114,7 @@ def _worst(report: Mapping[str, Any], key: str, reverse: bool) -> list[Mapping[s
     return [d for _, d in scored[:WORST_DEVICES]]
 
 
-def _num(x: Any) -> str:
+def _axis_label(x: Any) -> str:
     """A chart's value label: integers as they are, other numbers to 4 significant digits."""
     if isinstance(x, float) and not x.is_integer():
         return f"{x:.4g}"
@@ -156,7 +156,7 @@ def _charts(report: Mapping[str, Any], trend: Mapping[str, Any], deploy: Mapping
         # at most ~6 y labels, 4 significant digits: a narrow range (confidence 0.800-0.803) stays readable
         return kind(js=[], disable_xml_declaration=True, width=900, height=height, title=title,
                     style=style(colors), truncate_legend=-1, truncate_label=-1, legend_at_bottom=True,
-                    value_formatter=_num, y_labels_major_count=6, show_minor_y_labels=False, **opts)
+                    value_formatter=_axis_label, y_labels_major_count=6, show_minor_y_labels=False, **opts)
 
     charts: dict[str, str] = {}
     # 1. versions per group: one bar per group and model, a segment per reported version

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 from ansible_collections.edgeml.fleet.plugins.plugin_utils.rollout import plan_pin
 
@@ -202,13 +202,14 @@ def _telemetry_problem(snap: Mapping[str, Any], pol: Mapping[str, Any]) -> str |
     return None
 
 
-def _answered(snap: Any) -> bool:
+def _answered(snap: Any) -> TypeGuard[Mapping[str, Any]]:
+    """A snapshot that answered (a mapping with the device's facts); anything else is no answer."""
     return isinstance(snap, Mapping) and isinstance(snap.get("facts"), Mapping)
 
 
 def device_status(entry: Mapping[str, Any], snap: Mapping[str, Any] | None, pol: Mapping[str, Any]) -> dict[str, Any]:
     """``{status, reasons: [...]}`` of one planned device from its snapshot of this run (None: no answer)."""
-    return _status(entry, snap, pol, shape_problem(snap) if snap is not None and _answered(snap) else None)
+    return _status(entry, snap, pol, shape_problem(snap) if _answered(snap) else None)
 
 
 def _status(entry: Mapping[str, Any], snap: Mapping[str, Any] | None, pol: Mapping[str, Any],
@@ -217,7 +218,7 @@ def _status(entry: Mapping[str, Any], snap: Mapping[str, Any] | None, pol: Mappi
     # imported here, where the decision is made: loading the plugins needs no edge_runtime package
     from edge_runtime.decision import decide, healthy
 
-    if snap is None or not _answered(snap):
+    if not _answered(snap):
         return {"status": "unknown", "reasons": ["no answer from this device in this run"]}
     if malformed:
         return {"status": "unknown", "reasons": [f"malformed answer: {malformed}; what it says is not known"]}
@@ -271,7 +272,7 @@ def _status(entry: Mapping[str, Any], snap: Mapping[str, Any] | None, pol: Mappi
 
 def _device_row(host: str, entry: Mapping[str, Any], snap: Mapping[str, Any] | None,
                 pol: Mapping[str, Any]) -> dict[str, Any]:
-    malformed = shape_problem(snap) if snap is not None and _answered(snap) else None
+    malformed = shape_problem(snap) if _answered(snap) else None
     verdict = _status(entry, snap, pol, malformed)
     sm = _m(snap)
     if malformed:

@@ -64,23 +64,25 @@ def installed_result(hv: Mapping[str, Any], entry: Mapping[str, Any], run_id: st
 
 def results(plan: Mapping[str, Any], hostvars: Mapping[str, Any]) -> dict[str, Any]:
     """Host -> ``edge_model_result`` of this run: the one a device published (``verify.yml``, the handlers that
-    record a health check or a rollback), else the one its converge loop of this run gives."""
+    record a health check or a rollback), else the one its converge loop of this run gives. One ``hostvars``
+    lookup per host (each one builds the host's variables)."""
     run_id = plan.get("run_id")
-    hosts = plan.get("hosts") or {}
-    out = per_host(hostvars, hosts, RESULT, run_id)
+    out: dict[str, Any] = {}
     if not run_id:
         return out
     check_mode = bool(plan.get("check_mode", False))
-    for h, entry in hosts.items():
-        if h in out:
-            continue
+    for h, entry in (plan.get("hosts") or {}).items():
         try:
             hv = hostvars[h]
         except KeyError:
             continue
-        res = installed_result(hv, entry if isinstance(entry, Mapping) else {}, run_id, check_mode)
-        if res is not None:
-            out[h] = res
+        published = hv.get(RESULT)
+        if isinstance(published, Mapping) and published.get("run_id") == run_id:
+            out[h] = published
+            continue
+        derived = installed_result(hv, entry if isinstance(entry, Mapping) else {}, run_id, check_mode)
+        if derived is not None:
+            out[h] = derived
     return out
 
 
