@@ -15,20 +15,18 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ansible.plugins.action import ActionBase
+from ansible_collections.edgeml.fleet.plugins.modules.edge_health_info import ARGUMENT_SPEC
+from ansible_collections.edgeml.fleet.plugins.plugin_utils.device_module import DeviceModuleAction
 
 
-class ActionModule(ActionBase):  # type: ignore[misc]  # ansible-core ships no types: ActionBase is Any
+class ActionModule(DeviceModuleAction):
     """Run ``edge_health_info`` and stamp the answer with the controller's clock."""
 
-    TRANSFERS_FILES = False
-    _supports_check_mode = True
+    MODULE = "edgeml.fleet.edge_health_info"
+    ARGUMENT_SPEC = ARGUMENT_SPEC
 
-    def run(self, tmp: str | None = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
-        result: dict[str, Any] = super().run(tmp, task_vars)
-        del tmp  # unused since Ansible 2.5
-        result.update(self._execute_module(module_name="edgeml.fleet.edge_health_info",
-                                           module_args=dict(self._task.args), task_vars=task_vars))
+    def act(self, args: dict[str, Any], task_vars: dict[str, Any]) -> dict[str, Any]:
+        result = self.execute(args, task_vars)
         received = round(time.time(), 3)
         if isinstance(result.get("health"), dict):  # the snapshot; set after the device answered, never its own
             result["health"]["controller_received_s"] = received

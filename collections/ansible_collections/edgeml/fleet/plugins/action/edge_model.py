@@ -25,38 +25,32 @@ import os
 from typing import Any
 
 from ansible.errors import AnsibleConnectionFailure, AnsibleError
-from ansible.plugins.action import ActionBase
+from ansible_collections.edgeml.fleet.plugins.modules.edge_model import ARGUMENT_SPEC, REQUIRED_IF
+from ansible_collections.edgeml.fleet.plugins.plugin_utils.device_module import DeviceModuleAction
 
-MODULE = "edgeml.fleet.edge_model"
 
-
-class ActionModule(ActionBase):  # type: ignore[misc]  # ansible-core ships no types: ActionBase is Any
+class ActionModule(DeviceModuleAction):
     """Push the bundle (when asked), then run the module, which installs from the pushed copy and removes it."""
 
-    TRANSFERS_FILES = False  # no early temporary directory: the bundle goes to the device's downloads directory
-    _supports_check_mode = True
+    MODULE = "edgeml.fleet.edge_model"
+    ARGUMENT_SPEC = ARGUMENT_SPEC
+    REQUIRED_IF = REQUIRED_IF
 
-    def run(self, tmp: str | None = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
-        result: dict[str, Any] = super().run(tmp, task_vars)
-        del tmp  # unused since Ansible 2.5
-        args = dict(self._task.args)
+    def act(self, args: dict[str, Any], task_vars: dict[str, Any]) -> dict[str, Any]:
         push_src = args.pop("push_src", None)
-        if args.pop("pushed", None) or args.pop("push_error", None) is not None:
-            result.update(failed=True, changed=False, error="usage",
-                          msg="pushed and push_error are set by the action plugin; give push_src instead")
-            return result
+        if args.get("pushed") or args.get("push_error") is not None:
+            return {"failed": True, "changed": False, "error": "usage",
+                    "msg": "pushed and push_error are set by the action plugin; give push_src instead"}
         if not push_src or args.get("state", "present") != "present" or self._task.check_mode:
-            result.update(self._execute_module(module_name=MODULE, module_args=args, task_vars=task_vars))
-            return result
+            return self.execute(args, task_vars)
         local = str(push_src)
         if not os.path.isfile(local):
-            result.update(failed=True, changed=False, error="push",
-                          msg=f"push_src {local} is not a file on the controller (the file registry's bundle of "
-                              f"{args.get('name')} {args.get('version')}); nothing was sent")
-            return result
+            return {"failed": True, "changed": False, "error": "push",
+                    "msg": f"push_src {local} is not a file on the controller (the file registry's bundle of "
+                           f"{args.get('name')} {args.get('version')}); nothing was sent"}
         if not args.get("source"):
-            result.update(failed=True, changed=False, error="usage", msg="push_src needs source (the device path)")
-            return result
+            return {"failed": True, "changed": False, "error": "usage",
+                    "msg": "push_src needs source (the device path)"}
         tmpdir = None
         if self._play_context.become:
             tmpdir = self._make_tmp_path()
@@ -73,5 +67,4 @@ class ActionModule(ActionBase):  # type: ignore[misc]  # ansible-core ships no t
         except AnsibleError as exc:
             args["push_error"] = str(exc).strip()[-2000:]
         args.update(source=remote, pushed=True)
-        result.update(self._execute_module(module_name=MODULE, module_args=args, task_vars=task_vars))
-        return result
+        return self.execute(args, task_vars)

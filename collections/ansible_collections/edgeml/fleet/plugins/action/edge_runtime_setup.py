@@ -17,7 +17,8 @@ from __future__ import annotations
 from typing import Any
 
 from ansible.errors import AnsibleError
-from ansible.plugins.action import ActionBase
+from ansible_collections.edgeml.fleet.plugins.modules.edge_runtime_setup import ARGUMENT_SPEC
+from ansible_collections.edgeml.fleet.plugins.plugin_utils.device_module import DeviceModuleAction
 from ansible_collections.edgeml.fleet.plugins.plugin_utils.trusted_keys import (
     TrustedKeyError,
     check_public_pem,
@@ -26,21 +27,15 @@ from ansible_collections.edgeml.fleet.plugins.plugin_utils.trusted_keys import (
 )
 
 
-class ActionModule(ActionBase):  # type: ignore[misc]  # ansible-core ships no types: ActionBase is Any
+class ActionModule(DeviceModuleAction):
     """Check and resolve the trusted keys on the controller, then run the module with public keys only."""
 
-    TRANSFERS_FILES = False
-    _supports_check_mode = True
+    MODULE = "edgeml.fleet.edge_runtime_setup"
+    ARGUMENT_SPEC = ARGUMENT_SPEC
 
-    def run(self, tmp: str | None = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
-        result: dict[str, Any] = super().run(tmp, task_vars)
-        del tmp  # unused since Ansible 2.5
-        args = dict(self._task.args)
+    def act(self, args: dict[str, Any], task_vars: dict[str, Any]) -> dict[str, Any]:
         files = args.pop("trusted_key_files", None) or []
         pems = args.pop("trusted_keys", None) or []
-        if isinstance(files, str) or isinstance(pems, str) or not isinstance(files, list) or not isinstance(pems, list):
-            result.update(failed=True, msg="trusted_key_files and trusted_keys must be lists")
-            return result
         try:
             keys = [check_public_pem(str(pem).encode("utf-8"), f"trusted_keys[{i}]") for i, pem in enumerate(pems)]
             for name in files:
@@ -53,19 +48,14 @@ class ActionModule(ActionBase):  # type: ignore[misc]  # ansible-core ships no t
                     ) from None
                 keys.append(read_public_key(path))
         except TrustedKeyError as exc:
-            result.update(failed=True, changed=False, msg=str(exc), error="trusted_keys")
-            return result
+            return {"failed": True, "changed": False, "msg": str(exc), "error": "trusted_keys"}
         try:
             args["trust_roots"] = [read_root_document(self._find_needle("files", str(name)))
                                    for name in args.pop("trust_root_files", None) or []]
         except AnsibleError:
-            result.update(failed=True, changed=False, error="trust_root",
-                          msg="a trust root file was not found on the controller (fix edge_runtime_trust_root)")
-            return result
+            return {"failed": True, "changed": False, "error": "trust_root",
+                    "msg": "a trust root file was not found on the controller (fix edge_runtime_trust_root)"}
         except TrustedKeyError as exc:
-            result.update(failed=True, changed=False, msg=str(exc), error="trust_root")
-            return result
+            return {"failed": True, "changed": False, "msg": str(exc), "error": "trust_root"}
         args["trusted_keys"] = [k.pem for k in keys]
-        result.update(self._execute_module(module_name="edgeml.fleet.edge_runtime_setup", module_args=args,
-                                           task_vars=task_vars))
-        return result
+        return self.execute(args, task_vars)

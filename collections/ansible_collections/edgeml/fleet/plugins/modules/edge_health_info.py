@@ -59,36 +59,54 @@ health:
   sample: {"schema": 1, "run_id": "20261203T061000Z-3f9a1c2b", "collected_at_s": 1796278200.5}
 """
 
+import json
+import sys
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.edgeml.fleet.plugins.module_utils.edge_device import (
-    RUN_ID_OPTION,
-    RUNTIME_VERSION,
-    Device,
-    EdgeRuntimeError,
-    fail_runtime_error,
-    require_runtime,
-)
+# The controller writes the task's arguments here as JSON (a JSON-args module: see plugin_utils/device_module.py).
+ARGS = r"""<<INCLUDE_ANSIBLE_MODULE_JSON_ARGS>>"""
+
+#: validated on the controller by the action plugin (Ansible's ArgumentSpecValidator); the device expands paths
+ARGUMENT_SPEC: dict[str, Any] = {
+    "root": {"type": "path", "required": True},
+    "window_s": {"type": "int", "default": 3600},
+    "lookback_s": {"type": "int", "default": 86400},
+    "run_id": {"type": "str"},  # echoed in the snapshot: the controller acts only on this run's answers
+}
+
+
+def _show_spec() -> None:
+    """Not run by Ansible (no arguments were written in): hand ``ARGUMENT_SPEC`` to Ansible's ``AnsibleModule``,
+    which is how ansible-test (validate-modules, import) reads a module's options. Nothing else runs."""
+    import importlib
+
+    try:
+        basic = importlib.import_module("ansible.module_utils" + ".basic")  # (not a module_utils import for Ansible)
+    except ImportError:
+        return
+    basic.AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "root": {"type": "path", "required": True},
-            "window_s": {"type": "int", "default": 3600},
-            "lookback_s": {"type": "int", "default": 86400},
-            "run_id": RUN_ID_OPTION,
-        },
-        supports_check_mode=True,
-    )
-    require_runtime(module)
+    if ARGS.startswith("<<INCLUDE_"):
+        _show_spec()
+        return
+    try:
+        from edge_runtime import Device
+        from edge_runtime import __version__ as runtime_version
+        from edge_runtime.ansible_module import DeviceModule
+        from edge_runtime.errors import EdgeRuntimeError
+    except ImportError as exc:  # no runtime here, or one older than this collection: the action plugin says the fix
+        sys.stdout.write(json.dumps({"failed": True, "error": "missing_runtime", "msg": "no edge runtime",
+                                     "python": sys.executable, "import_error": str(exc)}) + "\n")
+        raise SystemExit(1) from None
+    module = DeviceModule(ARGS, ARGUMENT_SPEC)
     if module.params["window_s"] < 60 or module.params["lookback_s"] < module.params["window_s"]:
         module.fail_json(msg="window_s must be >= 60 and lookback_s >= window_s")
     try:
         from edge_runtime.health import health_snapshot
     except ImportError:
-        module.fail_json(msg=f"the edge runtime on this device ({RUNTIME_VERSION}) has no health snapshot "
+        module.fail_json(msg=f"the edge runtime on this device ({runtime_version}) has no health snapshot "
                          "(edge_runtime.health): update it with the edge_runtime role (deploy.yml)",
                          error="runtime_too_old")
 
@@ -96,7 +114,7 @@ def main() -> None:
         snap: dict[str, Any] = health_snapshot(Device(module.params["root"]), window_s=module.params["window_s"],
                                                lookback_s=module.params["lookback_s"])
     except EdgeRuntimeError as exc:
-        fail_runtime_error(module, exc)
+        module.fail_runtime_error(exc)
     module.exit_json(changed=False, health={**snap, "run_id": module.params["run_id"]})
 
 

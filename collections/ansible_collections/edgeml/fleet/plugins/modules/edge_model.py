@@ -235,25 +235,41 @@ ansible_facts:
 """
 
 import contextlib
+import json
 import os
-from typing import Any
+import sys
+from typing import TYPE_CHECKING, Any
 
-from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.edgeml.fleet.plugins.module_utils.edge_device import (
-    RUN_ID_OPTION,
-    Device,
-    EdgeRuntimeError,
-    Pin,
-    decide,
-    device_facts,
-    fail_runtime_error,
-    healthy,
-    require_runtime,
-    twin_facts,
-)
+if TYPE_CHECKING:
+    from edge_runtime.ansible_module import DeviceModule
+
+# The controller writes the task's arguments here as JSON (a JSON-args module: see plugin_utils/device_module.py).
+ARGS = r"""<<INCLUDE_ANSIBLE_MODULE_JSON_ARGS>>"""
+
+#: validated on the controller by the action plugin (Ansible's ArgumentSpecValidator); the device expands paths
+ARGUMENT_SPEC: dict[str, Any] = {
+    "root": {"type": "path", "required": True},
+    "name": {"type": "str", "required": True},
+    "version": {"type": "str"},
+    "to": {"type": "str"},
+    "digest": {"type": "str"},
+    "source": {"type": "str"},
+    "size": {"type": "int"},
+    "state": {"type": "str", "default": "present", "choices": ["present", "rolled_back", "tested"]},
+    "allow_quarantined": {"type": "bool", "default": False},
+    "connect_timeout": {"type": "float"},
+    "read_timeout": {"type": "float"},
+    "retries": {"type": "int"},
+    "release_counter": {"type": "int"},
+    "push_src": {"type": "path"},  # consumed by the action plugin on the controller
+    "pushed": {"type": "bool", "default": False},
+    "push_error": {"type": "str"},
+    "run_id": {"type": "str"},  # echoed in the twin: the controller acts only on this run's answers
+}
+REQUIRED_IF = [("state", "present", ("version", "digest", "source"))]
 
 
-def _outcome(module: AnsibleModule, dev: Any, before: dict[str, Any], res: dict[str, Any]) -> dict[str, Any]:
+def _outcome(module: DeviceModule, dev: Any, before: dict[str, Any], res: dict[str, Any]) -> dict[str, Any]:
     """The module result of a runtime operation; a rollback by the runtime fails the task."""
     facts = dev.write_facts()
     diff = {"before": before, "after": {"version": res["active"]}}
@@ -266,13 +282,13 @@ def _outcome(module: AnsibleModule, dev: Any, before: dict[str, Any], res: dict[
             changed=True,
             rolled_back=True,
             diff=diff,
-            ansible_facts=twin_facts(module, facts),
+            ansible_facts=module.twin_facts(facts),
             **res,
         )
-    return {**res, "diff": diff, "ansible_facts": twin_facts(module, facts)}
+    return {**res, "diff": diff, "ansible_facts": module.twin_facts(facts)}
 
 
-def _fail_if_degraded(module: AnsibleModule, result: dict[str, Any]) -> None:
+def _fail_if_degraded(module: DeviceModule, result: dict[str, Any]) -> None:
     """A model the runtime reports DEGRADED (a rollback target did not verify) fails the task, with the reason."""
     name = module.params["name"]
     twin = ((result.get("ansible_facts") or {}).get("edge_runtime") or {}).get("models", {}).get(name) or {}
@@ -283,7 +299,9 @@ def _fail_if_degraded(module: AnsibleModule, result: dict[str, Any]) -> None:
                          degraded_reason=reason, **extra)
 
 
-def _present(module: AnsibleModule, dev: Any) -> dict[str, Any]:
+def _present(module: DeviceModule, dev: Any) -> dict[str, Any]:
+    from edge_runtime.decision import Pin, decide, healthy
+
     p = module.params
     name, version = p["name"], p["version"]
     if module.check_mode and not (dev.root / "config.json").exists():
@@ -310,7 +328,7 @@ def _present(module: AnsibleModule, dev: Any) -> dict[str, Any]:
             error=decision.code,
             quarantined=decision.code == "quarantined",
             reason=decision.reason,
-            ansible_facts=twin_facts(module, device_facts(dev)),
+            ansible_facts=module.twin(dev),
             **out,
         )
     if module.check_mode:
@@ -334,7 +352,7 @@ def _present(module: AnsibleModule, dev: Any) -> dict[str, Any]:
     return _outcome(module, dev, before, res)
 
 
-def _active(module: AnsibleModule, dev: Any) -> tuple[Any, dict[str, Any]]:
+def _active(module: DeviceModule, dev: Any) -> tuple[Any, dict[str, Any]]:
     """The model's state and the diff's ``before``; an uninitialised root fails here with a hint."""
     dev.config  # noqa: B018
     state = dev.store.load(module.params["name"])
@@ -346,7 +364,9 @@ def _nothing(state: Any, before: dict[str, Any], reason: str) -> dict[str, Any]:
             "diff": {"before": before, "after": before}}
 
 
-def _rolled_back(module: AnsibleModule, dev: Any) -> dict[str, Any]:
+def _rolled_back(module: DeviceModule, dev: Any) -> dict[str, Any]:
+    from edge_runtime.errors import EdgeRuntimeError
+
     p = module.params
     state, before = _active(module, dev)
     if p["version"] and state.active != p["version"]:
@@ -357,22 +377,22 @@ def _rolled_back(module: AnsibleModule, dev: Any) -> dict[str, Any]:
         target = p["to"] or state.previous_committed()
         if state.active is None or target is None:
             module.fail_json(msg=f"{p['name']} has no previous committed version kept on this device",
-                             error="rollback", ansible_facts=twin_facts(module, device_facts(dev)), **seen)
+                             error="rollback", ansible_facts=module.twin(dev), **seen)
         if target == state.active:
             return _nothing(state, before, f"{target} is already active")
         if target not in state.versions:
             module.fail_json(msg=f"{p['name']} {target} is not kept on this device", error="rollback",
-                             ansible_facts=twin_facts(module, device_facts(dev)), **seen)
+                             ansible_facts=module.twin(dev), **seen)
         return {"changed": True, "previous": state.active, "active": target, "reason": "would roll back",
                 "diff": {"before": before, "after": {"version": target}}}
     try:
         res = dev.rollback(p["name"], p["to"]).to_dict()
     except EdgeRuntimeError as exc:
-        fail_runtime_error(module, exc, ansible_facts=twin_facts(module, device_facts(dev)), **seen)
+        module.fail_runtime_error(exc, ansible_facts=module.twin(dev), **seen)
     return _outcome(module, dev, before, res)
 
 
-def _tested(module: AnsibleModule, dev: Any) -> dict[str, Any]:
+def _tested(module: DeviceModule, dev: Any) -> dict[str, Any]:
     p = module.params
     state, before = _active(module, dev)
     if module.check_mode:
@@ -382,7 +402,7 @@ def _tested(module: AnsibleModule, dev: Any) -> dict[str, Any]:
     return _outcome(module, dev, before, dev.check(p["name"], p["version"]).to_dict())
 
 
-def _push_failed(module: AnsibleModule, dev: Any) -> None:
+def _push_failed(module: DeviceModule, dev: Any) -> None:
     """The transfer of a pushed bundle failed (not the connection): say why, with what the device has free."""
     import shutil
 
@@ -399,49 +419,50 @@ def _push_failed(module: AnsibleModule, dev: Any) -> None:
     else:
         why = f"the push of the bundle to {p['source']} failed ({free} bytes free there): {p['push_error']}"
     module.fail_json(msg=f"{p['name']} {p['version']}: {why}", error="push", changed=False,
-                     ansible_facts=twin_facts(module, device_facts(dev)))
+                     ansible_facts=module.twin(dev))
 
 
-def _remove_pushed(module: AnsibleModule, dev: Any) -> None:
+def _remove_pushed(module: DeviceModule, dev: Any) -> None:
     """Remove this run's pushed copy, and expire stale partial pushes and downloads (an interrupted run's)."""
+    from edge_runtime._partials import expire_partials
+    from edge_runtime.errors import EdgeRuntimeError
+
     with contextlib.suppress(FileNotFoundError):
         os.unlink(module.params["source"])
     with contextlib.suppress(EdgeRuntimeError, OSError):
-        from edge_runtime._partials import expire_partials
-
         expire_partials(dev.downloads_dir, dev.config.fetch_config())
 
 
+def _show_spec() -> None:
+    """Not run by Ansible (no arguments were written in): hand ``ARGUMENT_SPEC`` to Ansible's ``AnsibleModule``,
+    which is how ansible-test (validate-modules, import) reads a module's options. Nothing else runs."""
+    import importlib
+
+    try:
+        basic = importlib.import_module("ansible.module_utils" + ".basic")  # (not a module_utils import for Ansible)
+    except ImportError:
+        return
+    basic.AnsibleModule(argument_spec=ARGUMENT_SPEC, required_if=REQUIRED_IF, supports_check_mode=True)
+
+
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "root": {"type": "path", "required": True},
-            "name": {"type": "str", "required": True},
-            "version": {"type": "str"},
-            "to": {"type": "str"},
-            "digest": {"type": "str"},
-            "source": {"type": "str"},
-            "size": {"type": "int"},
-            "state": {"type": "str", "default": "present", "choices": ["present", "rolled_back", "tested"]},
-            "allow_quarantined": {"type": "bool", "default": False},
-            "connect_timeout": {"type": "float"},
-            "read_timeout": {"type": "float"},
-            "retries": {"type": "int"},
-            "release_counter": {"type": "int"},
-            "push_src": {"type": "path"},  # consumed by the action plugin on the controller
-            "pushed": {"type": "bool", "default": False},
-            "push_error": {"type": "str"},
-            "run_id": RUN_ID_OPTION,
-        },
-        required_if=[("state", "present", ("version", "digest", "source"))],
-        supports_check_mode=True,
-    )
+    if ARGS.startswith("<<INCLUDE_"):
+        _show_spec()
+        return
+    try:
+        from edge_runtime import Device
+        from edge_runtime.ansible_module import DeviceModule
+        from edge_runtime.errors import EdgeRuntimeError
+    except ImportError as exc:  # no runtime here, or one older than this collection: the action plugin says the fix
+        sys.stdout.write(json.dumps({"failed": True, "error": "missing_runtime", "msg": "no edge runtime",
+                                     "python": sys.executable, "import_error": str(exc)}) + "\n")
+        raise SystemExit(1) from None
+    module = DeviceModule(ARGS, ARGUMENT_SPEC)
     pushed = module.params["pushed"]
     if pushed and (module.params["state"] != "present" or not str(module.params["source"]).endswith(".part")):
         # the only file this module ever deletes is its own pushed copy, named so by the action plugin
         module.fail_json(msg="pushed=true needs state=present and a source ending in .part (set by the action "
                              "plugin from push_src; do not set it by hand)", error="usage")
-    require_runtime(module)
     dev = Device(module.params["root"])
     try:
         if module.params["push_error"] is not None:
@@ -449,12 +470,12 @@ def main() -> None:
         action = {"present": _present, "rolled_back": _rolled_back, "tested": _tested}[module.params["state"]]
         result = action(module, dev)
         if "ansible_facts" not in result:
-            result["ansible_facts"] = twin_facts(module, device_facts(dev))
+            result["ansible_facts"] = module.twin(dev)
         _fail_if_degraded(module, result)
     except EdgeRuntimeError as exc:
         for warning in dev.warnings:  # e.g. a facts file that could not be written: said, never the error
             module.warn(warning)
-        fail_runtime_error(module, exc)
+        module.fail_runtime_error(exc)
     finally:  # fail_json exits through here too: a refused or failed bundle goes as well
         if pushed and not module.check_mode:
             _remove_pushed(module, dev)

@@ -88,23 +88,31 @@ facts:
   sample: {"schema": 1, "runtime_version": "0.1.0"}
 """
 
+import json
+import sys
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.edgeml.fleet.plugins.module_utils.edge_device import (
-    RUN_ID_OPTION,
-    Device,
-    EdgeRuntimeError,
-    device_facts,
-    fail_runtime_error,
-    require_runtime,
-)
+if TYPE_CHECKING:
+    from edge_runtime import Device
+
+# The controller writes the task's arguments here as JSON (a JSON-args module: see plugin_utils/device_module.py).
+ARGS = r"""<<INCLUDE_ANSIBLE_MODULE_JSON_ARGS>>"""
+
+#: validated on the controller by the action plugin (Ansible's ArgumentSpecValidator); the device expands paths
+ARGUMENT_SPEC: dict[str, Any] = {
+    "root": {"type": "path", "required": True},
+    "name": {"type": "list", "elements": "str", "default": []},
+    "run_id": {"type": "str"},  # echoed in the facts: the controller acts only on this run's answers
+    "telemetry": {"type": "list", "elements": "str", "default": []},
+    "baseline_minutes": {"type": "int", "default": 60},
+}
 
 
 def _live(dev: Device, names: list[str], baseline_minutes: int) -> dict[str, Any]:
     """The live summary of each named model (edge_runtime.telemetry.live), from one read of the store."""
     from edge_runtime._monitor_record import parse_time as _epoch
+    from edge_runtime.errors import EdgeRuntimeError
     from edge_runtime.telemetry._status import db_path
     from edge_runtime.telemetry.live import summarise
     from edge_runtime.telemetry.store import TelemetryStore
@@ -128,18 +136,31 @@ def _live(dev: Device, names: list[str], baseline_minutes: int) -> dict[str, Any
     return out
 
 
+def _show_spec() -> None:
+    """Not run by Ansible (no arguments were written in): hand ``ARGUMENT_SPEC`` to Ansible's ``AnsibleModule``,
+    which is how ansible-test (validate-modules, import) reads a module's options. Nothing else runs."""
+    import importlib
+
+    try:
+        basic = importlib.import_module("ansible.module_utils" + ".basic")  # (not a module_utils import for Ansible)
+    except ImportError:
+        return
+    basic.AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+
+
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "root": {"type": "path", "required": True},
-            "name": {"type": "list", "elements": "str", "default": []},
-            "run_id": RUN_ID_OPTION,
-            "telemetry": {"type": "list", "elements": "str", "default": []},
-            "baseline_minutes": {"type": "int", "default": 60},
-        },
-        supports_check_mode=True,
-    )
-    require_runtime(module)
+    if ARGS.startswith("<<INCLUDE_"):
+        _show_spec()
+        return
+    try:
+        from edge_runtime import Device
+        from edge_runtime.ansible_module import DeviceModule, device_facts
+        from edge_runtime.errors import EdgeRuntimeError
+    except ImportError as exc:  # no runtime here, or one older than this collection: the action plugin says the fix
+        sys.stdout.write(json.dumps({"failed": True, "error": "missing_runtime", "msg": "no edge runtime",
+                                     "python": sys.executable, "import_error": str(exc)}) + "\n")
+        raise SystemExit(1) from None
+    module = DeviceModule(ARGS, ARGUMENT_SPEC)
     dev = Device(module.params["root"])
     result: dict[str, Any] = {"changed": False, "initialised": (dev.root / "config.json").is_file()}
     try:
@@ -161,7 +182,7 @@ def main() -> None:
                 module.fail_json(msg=f"baseline_minutes must be >= 1, not {module.params['baseline_minutes']}")
             result["telemetry"] = _live(dev, module.params["telemetry"], module.params["baseline_minutes"])
     except EdgeRuntimeError as exc:
-        fail_runtime_error(module, exc)
+        module.fail_runtime_error(exc)
     module.exit_json(**result)
 
 

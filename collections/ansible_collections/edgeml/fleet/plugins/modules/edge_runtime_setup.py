@@ -205,17 +205,39 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.edgeml.fleet.plugins.module_utils.edge_device import (
-    RUNTIME_VERSION,
-    Device,
-    EdgeRuntimeError,
-    device_facts,
-    fail_runtime_error,
-    require_runtime,
-)
+if TYPE_CHECKING:
+    from edge_runtime.ansible_module import DeviceModule
+
+# The controller writes the task's arguments here as JSON (a JSON-args module: see plugin_utils/device_module.py).
+ARGS = r"""<<INCLUDE_ANSIBLE_MODULE_JSON_ARGS>>"""
+
+#: validated on the controller by the action plugin (Ansible's ArgumentSpecValidator); the device expands paths
+ARGUMENT_SPEC: dict[str, Any] = {
+    "root": {"type": "path", "required": True},
+    # the action plugin read and checked the files on the controller and passes their keys here
+    "trusted_keys": {"type": "list", "elements": "str", "default": [], "no_log": True},
+    # paths of public key files (read on the controller), not secrets
+    "trusted_key_files": {"type": "list", "elements": "path", "default": [], "no_log": False},
+    "trust_roots": {"type": "list", "elements": "str", "default": []},
+    "trust_root_files": {"type": "list", "elements": "path", "default": [], "no_log": False},
+    "threshold": {"type": "int", "default": 1},
+    "allowed_models": {"type": "list", "elements": "str", "default": []},
+    "keep_versions": {"type": "int", "default": 2},
+    "architecture": {"type": "str"},
+    "facts_path": {"type": "path"},
+    "metrics": {"type": "dict", "options": {"textfile_dir": {"type": "path"}, "device": {"type": "str"}}},
+    "run_id": {"type": "str"},  # echoed in the twin: the controller acts only on this run's answers
+    "boot_unit": {"type": "dict", "options": {"dir": {"type": "path", "required": True},
+                                              "content": {"type": "str", "required": True}}},
+    "monitor_units": {"type": "dict", "options": {
+        "dir": {"type": "path", "required": True},
+        "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
+        "service": {"type": "str"},
+        "timer": {"type": "str"},
+    }},
+}
 
 CONFIG_KEYS = ("architecture", "threshold", "allowed_models", "keep_versions", "facts_path")
 SYSTEMD_RUNNING = Path("/run/systemd/system")  # what sd_booted() checks
@@ -249,7 +271,7 @@ def _digest(data: bytes | None) -> str | None:
     return hashlib.sha256(data).hexdigest() if data is not None else None
 
 
-def _systemctl(module: AnsibleModule, args: list[str], what: str) -> None:
+def _systemctl(module: DeviceModule, args: list[str], what: str) -> None:
     """``systemctl ARGS`` where systemd runs (60 s deadline); a failure fails the task naming ``what``."""
     if not SYSTEMD_RUNNING.is_dir():
         return
@@ -264,7 +286,7 @@ def _systemctl(module: AnsibleModule, args: list[str], what: str) -> None:
 
 
 def ensure_units(
-    module: AnsibleModule, unit_dir: Path, units: list[tuple[str, bytes | None, str | None]], what: str,
+    module: DeviceModule, unit_dir: Path, units: list[tuple[str, bytes | None, str | None]], what: str,
     hint: str = "set edge_runtime_systemd_unit_dir to a writable directory",
 ) -> tuple[bool, dict[str, Any], dict[str, Any]]:
     """Make each ``(name, content, wanted_by)`` unit in ``unit_dir`` what is wanted: installed (atomically,
@@ -314,7 +336,7 @@ def ensure_units(
     return True, before, after
 
 
-def ensure_boot_unit(module: AnsibleModule, spec: dict[str, Any]) -> tuple[bool, dict[str, Any], dict[str, Any]]:
+def ensure_boot_unit(module: DeviceModule, spec: dict[str, Any]) -> tuple[bool, dict[str, Any], dict[str, Any]]:
     """Install and enable the boot recovery unit when it differs; (changed, diff before, diff after)."""
     from edge_runtime.facts import BOOT_UNIT
 
@@ -329,7 +351,7 @@ def ensure_boot_unit(module: AnsibleModule, spec: dict[str, Any]) -> tuple[bool,
 
 
 def ensure_monitor_units(
-    module: AnsibleModule, spec: dict[str, Any]
+    module: DeviceModule, spec: dict[str, Any]
 ) -> tuple[bool, dict[str, Any], dict[str, Any]]:
     """The monitor's service and timer, present (timer enabled and restarted) or absent (timer stopped)."""
     from edge_runtime._monitor_record import MONITOR_SERVICE, MONITOR_TIMER
@@ -418,34 +440,32 @@ def _key_ids(dev: Any, pems: list[bytes]) -> tuple[list[str], bool]:
     return ids, differs
 
 
+def _show_spec() -> None:
+    """Not run by Ansible (no arguments were written in): hand ``ARGUMENT_SPEC`` to Ansible's ``AnsibleModule``,
+    which is how ansible-test (validate-modules, import) reads a module's options. Nothing else runs."""
+    import importlib
+
+    try:
+        basic = importlib.import_module("ansible.module_utils" + ".basic")  # (not a module_utils import for Ansible)
+    except ImportError:
+        return
+    basic.AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+
+
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "root": {"type": "path", "required": True},
-            # the action plugin read and checked the files on the controller and passes their keys here
-            "trusted_keys": {"type": "list", "elements": "str", "default": [], "no_log": True},
-            # paths of public key files (read on the controller), not secrets
-            "trusted_key_files": {"type": "list", "elements": "path", "default": [], "no_log": False},
-            "trust_roots": {"type": "list", "elements": "str", "default": []},
-            "trust_root_files": {"type": "list", "elements": "path", "default": [], "no_log": False},
-            "threshold": {"type": "int", "default": 1},
-            "allowed_models": {"type": "list", "elements": "str", "default": []},
-            "keep_versions": {"type": "int", "default": 2},
-            "architecture": {"type": "str"},
-            "facts_path": {"type": "path"},
-            "metrics": {"type": "dict", "options": {"textfile_dir": {"type": "path"}, "device": {"type": "str"}}},
-            "run_id": {"type": "str"},  # echoed in the twin: the controller acts only on this run's answers
-            "boot_unit": {"type": "dict", "options": {"dir": {"type": "path", "required": True},
-                                                      "content": {"type": "str", "required": True}}},
-            "monitor_units": {"type": "dict", "options": {
-                "dir": {"type": "path", "required": True},
-                "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
-                "service": {"type": "str"},
-                "timer": {"type": "str"},
-            }},
-        },
-        supports_check_mode=True,
-    )
+    if ARGS.startswith("<<INCLUDE_"):
+        _show_spec()
+        return
+    try:
+        from edge_runtime import Device
+        from edge_runtime import __version__ as runtime_version
+        from edge_runtime.ansible_module import DeviceModule, device_facts
+        from edge_runtime.errors import EdgeRuntimeError
+    except ImportError as exc:  # no runtime here, or one older than this collection: the action plugin says the fix
+        sys.stdout.write(json.dumps({"failed": True, "error": "missing_runtime", "msg": "no edge runtime",
+                                     "python": sys.executable, "import_error": str(exc)}) + "\n")
+        raise SystemExit(1) from None
+    module = DeviceModule(ARGS, ARGUMENT_SPEC)
     p = module.params
     if p["trusted_key_files"] or p["trust_root_files"]:
         module.fail_json(msg="trusted_key_files and trust_root_files are controller paths read by the "
@@ -454,7 +474,6 @@ def main() -> None:
     if any("PRIVATE KEY" in pem for pem in p["trusted_keys"]):  # the action plugin refuses these first
         module.fail_json(msg="trusted_keys holds a private key; only public keys are trusted. Nothing was changed; "
                          "rotate that key", error="config")
-    require_runtime(module)
     dev = Device(p["root"])
     before = _current(dev)
     # metrics: managed only when given; {} (no textfile_dir) turns the metrics file off
@@ -534,10 +553,10 @@ def main() -> None:
         # which the compatibility decision of the plan and of the install reads
         facts["platform"] = {**(facts.get("platform") or {}), "architecture": architecture}
     except EdgeRuntimeError as exc:
-        fail_runtime_error(module, exc)
+        module.fail_runtime_error(exc)
     module.exit_json(
         changed=changed,
-        runtime_version=RUNTIME_VERSION,
+        runtime_version=runtime_version,
         python=sys.executable,
         trusted_key_ids=wanted_ids,
         diff={"before": before, "after": after},
