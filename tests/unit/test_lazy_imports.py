@@ -24,6 +24,14 @@ def test_importing_the_device_api_and_facts_loads_no_heavy_module() -> None:
     assert json.loads(out) == []
 
 
+def test_the_device_module_protocol_loads_no_heavy_module() -> None:
+    """What every device module run imports first (edge_runtime/ansible_module.py, the JSON-args protocol)."""
+    code = ("import sys, json; import edge_runtime.ansible_module; "
+            f"print(json.dumps([m for m in {list(HEAVY)!r} + ['ansible'] if m in sys.modules]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert json.loads(out) == []
+
+
 def test_facts_of_a_device_load_no_heavy_module(tmp_path: object) -> None:
     code = ("import sys, json; from edge_runtime import Device; from edge_runtime.facts import collect_facts; "
             f"collect_facts(Device({str(tmp_path)!r})); "
