@@ -14,8 +14,6 @@ import json
 import os
 import shutil
 import stat
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +34,7 @@ from tests.support.attacks import (
     pinned_digest,
     run_cli,
 )
-from tests.support.factory import MODEL, REPO, Release, snapshot
+from tests.support.factory import MODEL, Release, snapshot
 
 
 def run(root: Path, *args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any]]:
@@ -359,18 +357,12 @@ def test_rollback_refusal_is_reported_by_the_console_script(device: Device) -> N
     assert st.out["models"][MODEL]["state"] == "degraded"
 
 
-MODULE = REPO / "collections" / "ansible_collections" / "edgeml" / "fleet" / "plugins" / "modules" / "edge_model.py"
-
-
 def run_module(tmp_path: Path, **args: Any) -> dict[str, Any]:
-    """Run ``edgeml.fleet.edge_model`` the way Ansible does on a device: the module file, its arguments as JSON."""
-    argfile = tmp_path / "args.json"
-    argfile.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
-    env = {**os.environ, "PYTHONPATH": str(REPO / "collections")}
-    proc = subprocess.run([sys.executable, str(MODULE), str(argfile)], capture_output=True, text=True,
-                          timeout=120, env=env, check=False)
-    result: dict[str, Any] = json.loads(proc.stdout)
-    return result
+    """Run ``edgeml.fleet.edge_model`` the way Ansible does on a device (tests/support/device_modules.py)."""
+    from tests.support import device_modules
+
+    del tmp_path
+    return device_modules.run("edge_model", args)
 
 
 def test_ansible_module_fails_on_a_degraded_model_with_the_reason(

@@ -7,9 +7,6 @@ same persisted states; they must give the same answer, because they ask the same
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -164,25 +161,10 @@ def test_facts_status_and_model_state_forms_read_the_same() -> None:
 
 
 def _module(args: dict[str, Any], check: bool = False) -> dict[str, Any]:
-    """Run the real edgeml.fleet.edge_model module in this process and return its JSON result.
+    """Run the real edgeml.fleet.edge_model module as Ansible runs it on a device, and return its result."""
+    from tests.support import device_modules
 
-    The arguments are validated as its action plugin does on the controller, then written into the module's
-    ``ARGS`` (what Ansible's JSON-args substitution does).
-    """
-    from unittest import mock
-
-    from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
-    from ansible_collections.edgeml.fleet.plugins.modules import edge_model
-    from ansible_collections.edgeml.fleet.plugins.plugin_utils.device_module import controller_spec
-
-    validated = ArgumentSpecValidator(controller_spec(edge_model.ARGUMENT_SPEC),
-                                      required_if=edge_model.REQUIRED_IF).validate(args)
-    assert not validated.error_messages, validated.error_messages
-    out = io.StringIO()
-    text = json.dumps({**validated.validated_parameters, "_ansible_check_mode": check})
-    with mock.patch.object(edge_model, "ARGS", text), contextlib.redirect_stdout(out), pytest.raises(SystemExit):
-        edge_model.main()
-    return dict(json.loads(out.getvalue()))
+    return device_modules.run("edge_model", args, check=check)
 
 
 def _runtime_action(device: Any, bundle: Path, allow: bool = False) -> str:

@@ -16,10 +16,9 @@ from typing import Any
 import pytest
 
 from edge_runtime.ansible_module import NO_LOG_MASK, DeviceModule, ModuleArgsError, parse_args
+from tests.support.device_modules import build
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "collections"))
-MODULES = REPO / "collections" / "ansible_collections" / "edgeml" / "fleet" / "plugins" / "modules"
 
 SPEC: dict[str, Any] = {
     "root": {"type": "path", "required": True},
@@ -118,19 +117,6 @@ def test_bad_arguments_fail_the_module_with_the_fix(capsys: pytest.CaptureFixtur
 # ---------------------------------------------------------------- end to end ------------------------------
 
 
-def build(name: str, args: dict[str, Any]) -> bytes:
-    """The module's source as Ansible sends it to a device (its JSON-args substitution)."""
-    from ansible.executor.module_common import modify_module
-    from ansible.parsing.dataloader import DataLoader
-    from ansible.template import Templar
-
-    built = modify_module(module_name=f"edgeml.fleet.{name}", module_path=str(MODULES / f"{name}.py"),
-                          module_args=args, templar=Templar(loader=DataLoader()),
-                          task_vars={"ansible_python_interpreter": sys.executable})
-    assert built.module_style == "new"  # pipelined: one exec on the device
-    return bytes(built.b_module_data)
-
-
 def run_built(source: bytes, env: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
     proc = subprocess.run([sys.executable, "-"], input=source, capture_output=True, timeout=60, check=False,
                           cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
@@ -157,7 +143,7 @@ def test_a_device_without_the_runtime_gets_the_fix(tmp_path: Path) -> None:
     base = Path(sys.base_prefix) / "bin" / "python3"  # the interpreter this venv was made from
     if subprocess.run([base, "-I", "-c", "import edge_runtime"], capture_output=True, check=False).returncode == 0:
         pytest.skip(f"{base} can import edge_runtime: no interpreter without the runtime to try")
-    source = build("edge_model", {"root": str(tmp_path), "name": "m", "state": "tested"})
+    source = build("edge_model", {"root": str(tmp_path), "name": "m", "state": "tested"}, python=base)
     proc = subprocess.run([base, "-I", "-"], input=source, capture_output=True, timeout=60, check=False, cwd=tmp_path)
     out = json.loads(proc.stdout)
     assert proc.returncode == 1
