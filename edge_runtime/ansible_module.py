@@ -67,8 +67,8 @@ def parse_args(text: str, spec: Mapping[str, Any]) -> tuple[dict[str, Any], dict
     """
     try:
         doc = json.loads(text)
-    except ValueError as exc:
-        raise ModuleArgsError(f"the module arguments are not JSON ({exc})") from None
+    except (ValueError, RecursionError) as exc:  # (nesting deeper than the parser's recursion limit)
+        raise ModuleArgsError(f"the module arguments are not JSON ({type(exc).__name__}: {exc})") from None
     if not isinstance(doc, dict):
         raise ModuleArgsError(f"the module arguments are a JSON {type(doc).__name__}, not an object")
     internal = {k: v for k, v in doc.items() if isinstance(k, str) and k.startswith(INTERNAL_PREFIX)}

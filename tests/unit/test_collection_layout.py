@@ -57,6 +57,9 @@ def test_device_modules_are_json_args_modules(name: str) -> None:
     # the marker once, in a raw triple-quoted string (valid JSON never holds three double quotes in a row)
     assert src.count(REPLACER_JSONARGS) == 1
     assert b'\nARGS = r"""' + REPLACER_JSONARGS + b'"""\n' in src
+    # what a device module imports anywhere, in functions too: never a controller-only library
+    heavy = {m for m in imported_modules(path) if m.split(".")[0] in CONTROLLER_ONLY}
+    assert not heavy, f"{name} imports {sorted(heavy)}: move that code to plugins/plugin_utils/"
     top = {m.split(".")[0] for m in imported_modules_top_level(path)}
     assert top <= set(sys.stdlib_module_names) | {"__future__"}, f"{name} imports {sorted(top)} at import time"
 

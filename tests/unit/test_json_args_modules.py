@@ -49,6 +49,8 @@ def emitted(capsys: pytest.CaptureFixture[str], call: Any) -> tuple[int, dict[st
     ("{", "not JSON"),
     ("<<INCLUDE_ANSIBLE_MODULE_JSON_ARGS>>", "not JSON"),  # a module run without Ansible's substitution
     ("[]", "a JSON list, not an object"),
+    ('{"root": ' + "[" * 200_000 + "]" * 200_000 + "}", "not JSON"),  # deeper than the parser's recursion
+    ('{"root": "\\ud800"}' + "\x00", "not JSON"),
     ("null", "a JSON NoneType, not an object"),
     ('"root"', "a JSON str, not an object"),
     ('{"root": "/x", "extra": 1}', "unsupported option(s) extra"),

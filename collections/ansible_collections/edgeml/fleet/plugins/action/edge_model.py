@@ -41,7 +41,7 @@ class ActionModule(DeviceModuleAction):
         if args.get("pushed") or args.get("push_error") is not None:
             return {"failed": True, "changed": False, "error": "usage",
                     "msg": "pushed and push_error are set by the action plugin; give push_src instead"}
-        if not push_src or args.get("state", "present") != "present" or self._task.check_mode:
+        if not push_src or args["state"] != "present" or self._task.check_mode:
             return self.execute(args, task_vars)
         local = str(push_src)
         if not os.path.isfile(local):

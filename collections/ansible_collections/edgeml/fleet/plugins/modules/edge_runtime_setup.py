@@ -560,7 +560,7 @@ def main() -> None:
         python=sys.executable,
         trusted_key_ids=wanted_ids,
         diff={"before": before, "after": after},
-        ansible_facts={"edge_runtime": {**facts, "run_id": p["run_id"]}},
+        ansible_facts=module.twin_facts(facts),
     )
 
 
